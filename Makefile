@@ -1,0 +1,27 @@
+# The README's test command is `make test`; .ci/run calls it on a clean clone.
+GO ?= go
+PKGS := ./...
+
+.PHONY: test fmt-check vet unit lab fuzz-smoke build compose-test bench
+
+test: fmt-check vet unit
+
+fmt-check:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+vet:
+	$(GO) vet $(PKGS)
+
+# Unit, simulation and (as root with the kernel features) the netns NAT lab.
+unit:
+	$(GO) test -race -count=1 -timeout 15m $(PKGS)
+
+build:
+	CGO_ENABLED=0 $(GO) build -o bin/ ./cmd/...
+
+compose-test:
+	./integration/compose/compose-test.sh
+
+bench:
+	$(GO) run ./integration/cmd/dhtsim -n 300 -transport udp
