@@ -1,0 +1,452 @@
+package host
+
+import (
+	"bytes"
+	"container/list"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/a2alnode/a2al"
+	"github.com/quic-go/quic-go"
+)
+
+// Mode B framing (documented in doc.go): a DHT message that fits into a QUIC
+// DATAGRAM frame is sent as one datagram (DHT is datagram-oriented and tolerates
+// loss, so no retransmission or stream state is needed); a message too large for
+// the current path MTU goes on its own unidirectional stream, ended by FIN.
+const (
+	maxStreamMessage    = 64 << 10
+	streamReadTimeout   = 5 * time.Second
+	streamWriteTimeout  = 5 * time.Second
+	defaultSendQueueLen = 64
+	defaultPoolSize     = 64
+	defaultPoolIdle     = 5 * time.Minute
+)
+
+// Pool errors.
+var (
+	ErrPoolClosed    = errors.New("host: pool closed")
+	ErrSendQueueFull = errors.New("host: mode B send queue full")
+)
+
+// Injector receives DHT messages that arrived over a pooled connection;
+// *dht.Node satisfies it.
+type Injector interface {
+	InjectReceived(data []byte, from net.Addr)
+}
+
+// PoolConfig configures a Mode B pool.
+type PoolConfig struct {
+	Self         a2al.NodeID // our NodeID, for the glare tie-break
+	MaxSize      int         // entries; LRU beyond this (default 64)
+	IdleTimeout  time.Duration
+	SendQueueLen int
+	Logger       *slog.Logger
+	Now          func() time.Time
+	// OnRemove is called (outside the pool lock) when an entry leaves the pool.
+	OnRemove func(id a2al.NodeID, reason string)
+}
+
+// Pool holds authenticated Mode B QUIC connections keyed by NodeID. It never
+// blocks the DHT: SendTo only enqueues, every entry has its own sender.
+type Pool struct {
+	cfg    PoolConfig
+	inject atomic.Pointer[injectorBox]
+
+	mu      sync.Mutex
+	entries map[a2al.NodeID]*poolEntry
+	lru     *list.List // front = most recently used
+	closed  bool
+	wg      sync.WaitGroup
+
+	stats PoolStats
+}
+
+type injectorBox struct{ Injector }
+
+// PoolStats are cumulative counters (read with atomic loads via Stats).
+type PoolStats struct {
+	SentDatagrams, SentStreams, RecvDatagrams, RecvStreams atomic.Uint64
+	QueueDrops, SendErrors, Added, Evicted, Dead, Replaced  atomic.Uint64
+}
+
+type poolEntry struct {
+	id       a2al.NodeID
+	peer     a2al.Address
+	conn     *quic.Conn
+	remote   net.Addr
+	dialer   a2al.NodeID // NodeID of the side that dialed the QUIC connection
+	sendq    chan []byte
+	lastUsed atomic.Int64
+	elem     *list.Element
+	cancel   context.CancelFunc
+	release  func() // tears down ICE state attached to this connection
+	closeOne sync.Once
+	since    time.Time
+}
+
+// NewPool creates an empty pool. Call SetInjector before adding connections.
+func NewPool(cfg PoolConfig) *Pool {
+	if cfg.MaxSize <= 0 {
+		cfg.MaxSize = defaultPoolSize
+	}
+	if cfg.IdleTimeout <= 0 {
+		cfg.IdleTimeout = defaultPoolIdle
+	}
+	if cfg.SendQueueLen <= 0 {
+		cfg.SendQueueLen = defaultSendQueueLen
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &Pool{cfg: cfg, entries: make(map[a2al.NodeID]*poolEntry), lru: list.New()}
+}
+
+// SetInjector sets where received DHT messages go (two-phase init: the pool is
+// created before the DHT node that consumes it).
+func (p *Pool) SetInjector(in Injector) { p.inject.Store(&injectorBox{in}) }
+
+// Add pools an authenticated connection to peer. dialer is the NodeID of the
+// side that opened the QUIC connection. If an entry for the peer already exists,
+// the glare rule keeps exactly one: the connection dialed by the smaller NodeID
+// wins, so both ends converge on the same connection. release (may be nil) is
+// called when the entry is closed. Add reports whether conn was kept; if not,
+// the caller's conn has been closed.
+func (p *Pool) Add(peer a2al.Address, conn *quic.Conn, dialer a2al.NodeID, release func()) bool {
+	id := a2al.NodeIDFromAddress(peer)
+	ctx, cancel := context.WithCancel(conn.Context())
+	e := &poolEntry{
+		id: id, peer: peer, conn: conn, remote: conn.RemoteAddr(), dialer: dialer,
+		sendq: make(chan []byte, p.cfg.SendQueueLen), cancel: cancel, release: release,
+		since: p.cfg.Now(),
+	}
+	e.lastUsed.Store(p.cfg.Now().UnixNano())
+
+	var victims []*poolEntry
+	var reasons []string
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		cancel()
+		p.closeEntry(e, "pool closed")
+		return false
+	}
+	if old, ok := p.entries[id]; ok {
+		if old.conn.Context().Err() == nil && !lessID(dialer, old.dialer) {
+			// The existing connection wins the tie-break (or is the same dialer's
+			// earlier connection): keep it, drop the newcomer.
+			p.mu.Unlock()
+			cancel()
+			p.stats.Replaced.Add(1)
+			p.closeEntry(e, "glare: existing connection kept")
+			return false
+		}
+		p.removeLocked(old)
+		victims, reasons = append(victims, old), append(reasons, "replaced")
+		p.stats.Replaced.Add(1)
+	}
+	for len(p.entries) >= p.cfg.MaxSize {
+		back := p.lru.Back()
+		if back == nil {
+			break
+		}
+		old := back.Value.(*poolEntry)
+		p.removeLocked(old)
+		victims, reasons = append(victims, old), append(reasons, "lru eviction")
+		p.stats.Evicted.Add(1)
+	}
+	e.elem = p.lru.PushFront(e)
+	p.entries[id] = e
+	p.stats.Added.Add(1)
+	p.wg.Add(3)
+	p.mu.Unlock()
+
+	go p.sendLoop(ctx, e)
+	go p.datagramLoop(ctx, e)
+	go p.streamLoop(ctx, e)
+	for i, v := range victims {
+		p.closeEntry(v, reasons[i])
+	}
+	p.cfg.Logger.Debug("mode B connection pooled", "peer", AddressText(peer), "remote", e.remote)
+	return true
+}
+
+func lessID(a, b a2al.NodeID) bool { return bytes.Compare(a[:], b[:]) < 0 }
+
+// removeLocked unlinks e from the maps; the caller closes it outside the lock.
+func (p *Pool) removeLocked(e *poolEntry) {
+	if cur, ok := p.entries[e.id]; ok && cur == e {
+		delete(p.entries, e.id)
+		p.lru.Remove(e.elem)
+	}
+}
+
+// closeEntry really tears the connection down (QUIC and ICE), once.
+func (p *Pool) closeEntry(e *poolEntry, reason string) {
+	e.closeOne.Do(func() {
+		if e.cancel != nil {
+			e.cancel()
+		}
+		_ = e.conn.CloseWithError(0, reason)
+		if e.release != nil {
+			e.release()
+		}
+		if p.cfg.OnRemove != nil && e.elem != nil {
+			p.cfg.OnRemove(e.id, reason)
+		}
+	})
+}
+
+// drop removes e (if it is still the current entry for its peer) and closes it.
+func (p *Pool) drop(e *poolEntry, reason string) {
+	p.mu.Lock()
+	p.removeLocked(e)
+	p.mu.Unlock()
+	p.closeEntry(e, reason)
+}
+
+// SendTo implements the hot path of dht.PunchTransport: it never blocks.
+func (p *Pool) SendTo(_ context.Context, id a2al.NodeID, msg []byte) (bool, error) {
+	p.mu.Lock()
+	e, ok := p.entries[id]
+	if ok {
+		p.lru.MoveToFront(e.elem)
+	}
+	p.mu.Unlock()
+	if !ok || e.conn.Context().Err() != nil {
+		return false, nil
+	}
+	buf := append([]byte(nil), msg...)
+	select {
+	case e.sendq <- buf:
+		e.lastUsed.Store(p.cfg.Now().UnixNano())
+		return true, nil
+	default:
+		p.stats.QueueDrops.Add(1)
+		return false, fmt.Errorf("%w (peer %s)", ErrSendQueueFull, AddressText(e.peer))
+	}
+}
+
+// HasConn reports whether a live pooled connection exists for id.
+func (p *Pool) HasConn(id a2al.NodeID) bool {
+	p.mu.Lock()
+	e, ok := p.entries[id]
+	p.mu.Unlock()
+	return ok && e.conn.Context().Err() == nil
+}
+
+// Remove closes and forgets the connection to id (e.g. after an RPC timeout).
+func (p *Pool) Remove(id a2al.NodeID) bool {
+	p.mu.Lock()
+	e, ok := p.entries[id]
+	if ok {
+		p.removeLocked(e)
+	}
+	p.mu.Unlock()
+	if ok {
+		p.closeEntry(e, "removed")
+	}
+	return ok
+}
+
+// EvictAll closes every pooled connection (network change).
+func (p *Pool) EvictAll(reason string) int {
+	p.mu.Lock()
+	all := make([]*poolEntry, 0, len(p.entries))
+	for _, e := range p.entries {
+		all = append(all, e)
+		p.removeLocked(e)
+	}
+	p.mu.Unlock()
+	for _, e := range all {
+		p.closeEntry(e, reason)
+	}
+	return len(all)
+}
+
+// ExpireIdle closes entries that carried no DHT message for IdleTimeout.
+func (p *Pool) ExpireIdle() int {
+	cut := p.cfg.Now().Add(-p.cfg.IdleTimeout).UnixNano()
+	p.mu.Lock()
+	var idle []*poolEntry
+	for _, e := range p.entries {
+		if e.lastUsed.Load() < cut {
+			idle = append(idle, e)
+			p.removeLocked(e)
+		}
+	}
+	p.mu.Unlock()
+	for _, e := range idle {
+		p.closeEntry(e, "idle")
+	}
+	return len(idle)
+}
+
+// Len is the number of pooled connections.
+func (p *Pool) Len() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.entries)
+}
+
+// PoolEntryInfo describes one pooled connection (debug output).
+type PoolEntryInfo struct {
+	Peer     string    `json:"peer"`
+	Remote   string    `json:"remote"`
+	Since    time.Time `json:"since"`
+	LastUsed time.Time `json:"last_used"`
+	WeDialed bool      `json:"we_dialed"`
+}
+
+// Snapshot lists pooled connections, most recently used first.
+func (p *Pool) Snapshot() []PoolEntryInfo {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make([]PoolEntryInfo, 0, len(p.entries))
+	for el := p.lru.Front(); el != nil; el = el.Next() {
+		e := el.Value.(*poolEntry)
+		out = append(out, PoolEntryInfo{
+			Peer: AddressText(e.peer), Remote: e.remote.String(), Since: e.since,
+			LastUsed: time.Unix(0, e.lastUsed.Load()), WeDialed: e.dialer == p.cfg.Self,
+		})
+	}
+	return out
+}
+
+// RemoteAddr returns the network address of the pooled connection to id.
+func (p *Pool) RemoteAddr(id a2al.NodeID) (net.Addr, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	e, ok := p.entries[id]
+	if !ok {
+		return nil, false
+	}
+	return e.remote, true
+}
+
+// Stats returns the pool counters.
+func (p *Pool) Stats() *PoolStats { return &p.stats }
+
+// Close closes every connection and waits for the per-connection goroutines.
+func (p *Pool) Close() error {
+	p.mu.Lock()
+	p.closed = true
+	p.mu.Unlock()
+	p.EvictAll("pool closed")
+	p.wg.Wait()
+	return nil
+}
+
+func (p *Pool) deliver(e *poolEntry, data []byte) {
+	if len(data) == 0 {
+		return
+	}
+	e.lastUsed.Store(p.cfg.Now().UnixNano())
+	if b := p.inject.Load(); b != nil && b.Injector != nil {
+		b.InjectReceived(data, e.remote)
+	}
+}
+
+func (p *Pool) sendLoop(ctx context.Context, e *poolEntry) {
+	defer p.wg.Done()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case msg := <-e.sendq:
+			if err := p.sendOne(e, msg); err != nil {
+				p.stats.SendErrors.Add(1)
+				if e.conn.Context().Err() != nil {
+					p.drop(e, "connection closed")
+					return
+				}
+				p.cfg.Logger.Debug("mode B send failed", "peer", AddressText(e.peer), "err", err)
+			}
+		}
+	}
+}
+
+func (p *Pool) sendOne(e *poolEntry, msg []byte) error {
+	err := e.conn.SendDatagram(msg)
+	if err == nil {
+		p.stats.SentDatagrams.Add(1)
+		return nil
+	}
+	var tooLarge *quic.DatagramTooLargeError
+	if !errors.As(err, &tooLarge) {
+		return fmt.Errorf("send datagram: %w", err)
+	}
+	s, err := e.conn.OpenUniStream()
+	if err != nil {
+		return fmt.Errorf("open uni stream: %w", err)
+	}
+	_ = s.SetWriteDeadline(time.Now().Add(streamWriteTimeout))
+	if _, err := s.Write(msg); err != nil {
+		s.CancelWrite(1)
+		return fmt.Errorf("write uni stream: %w", err)
+	}
+	p.stats.SentStreams.Add(1)
+	return s.Close()
+}
+
+func (p *Pool) datagramLoop(ctx context.Context, e *poolEntry) {
+	defer p.wg.Done()
+	for {
+		data, err := e.conn.ReceiveDatagram(ctx)
+		if err != nil {
+			if ctx.Err() != nil && e.conn.Context().Err() == nil {
+				return // entry closed locally
+			}
+			p.dead(e)
+			return
+		}
+		p.stats.RecvDatagrams.Add(1)
+		p.deliver(e, data)
+	}
+}
+
+func (p *Pool) streamLoop(ctx context.Context, e *poolEntry) {
+	defer p.wg.Done()
+	for {
+		s, err := e.conn.AcceptUniStream(ctx)
+		if err != nil {
+			if ctx.Err() != nil && e.conn.Context().Err() == nil {
+				return
+			}
+			p.dead(e)
+			return
+		}
+		_ = s.SetReadDeadline(time.Now().Add(streamReadTimeout))
+		data, err := io.ReadAll(io.LimitReader(s, maxStreamMessage+1))
+		if err != nil || len(data) > maxStreamMessage {
+			s.CancelRead(1)
+			continue
+		}
+		p.stats.RecvStreams.Add(1)
+		p.deliver(e, data)
+	}
+}
+
+// dead handles a connection that ended underneath us (peer gone, idle timeout,
+// path broken): the entry is removed so the DHT falls back to UDP and may punch again.
+func (p *Pool) dead(e *poolEntry) {
+	p.mu.Lock()
+	_, cur := p.entries[e.id]
+	cur = cur && p.entries[e.id] == e
+	p.removeLocked(e)
+	p.mu.Unlock()
+	if cur {
+		p.stats.Dead.Add(1)
+	}
+	p.closeEntry(e, "connection lost")
+}
