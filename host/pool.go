@@ -74,7 +74,7 @@ type injectorBox struct{ Injector }
 // PoolStats are cumulative counters (read with atomic loads via Stats).
 type PoolStats struct {
 	SentDatagrams, SentStreams, RecvDatagrams, RecvStreams atomic.Uint64
-	QueueDrops, SendErrors, Added, Evicted, Dead, Replaced  atomic.Uint64
+	QueueDrops, SendErrors, Added, Evicted, Dead, Replaced atomic.Uint64
 }
 
 type poolEntry struct {
