@@ -1,0 +1,268 @@
+package transport
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// MemInboxSize is the number of packets an in-memory endpoint buffers.
+const MemInboxSize = 256
+
+// maxDelayedPackets bounds the packets waiting out a simulated latency,
+// across the whole network.
+const maxDelayedPackets = 256 * 1024
+
+// Addr is the address of an in-memory endpoint.
+type Addr struct{ Name string }
+
+// Network returns "mem".
+func (a Addr) Network() string { return "mem" }
+
+// String returns the endpoint name.
+func (a Addr) String() string { return a.Name }
+
+// MemStats counts what happened to packets on a MemNetwork.
+type MemStats struct {
+	Sent          uint64 // accepted by Send
+	Delivered     uint64 // placed in an inbox
+	Lost          uint64 // dropped by the simulated loss probability
+	DroppedFull   uint64 // dropped because the inbox (or delay queue) was full
+	DroppedClosed uint64 // dropped because the receiver closed before delivery
+}
+
+// MemNetwork is a process-local packet network for tests and simulations.
+// Endpoints are registered by name; sends never block. Optional latency is
+// applied by a single delivery goroutine per network (started on first use,
+// stopped by Close), and optional loss drops packets at random.
+type MemNetwork struct {
+	mu     sync.RWMutex
+	peers  map[string]*MemTransport
+	closed bool
+
+	latency  atomic.Int64  // nanoseconds
+	lossBits atomic.Uint64 // float64 bits of the loss probability
+
+	rngMu sync.Mutex
+	rng   *rand.Rand
+
+	sched memScheduler
+
+	sent, delivered, lost, droppedFull, droppedClosed atomic.Uint64
+}
+
+// NewMemNetwork returns an empty network without latency or loss.
+func NewMemNetwork() *MemNetwork {
+	return &MemNetwork{
+		peers: make(map[string]*MemTransport),
+		rng:   rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())),
+	}
+}
+
+// SetLatency delays every packet sent from now on by d (0 = immediate).
+func (n *MemNetwork) SetLatency(d time.Duration) {
+	if d < 0 {
+		d = 0
+	}
+	n.latency.Store(int64(d))
+}
+
+// SetLoss sets the probability in [0,1] that a packet is silently dropped.
+func (n *MemNetwork) SetLoss(p float64) {
+	if math.IsNaN(p) || p < 0 {
+		p = 0
+	}
+	if p > 1 {
+		p = 1
+	}
+	n.lossBits.Store(math.Float64bits(p))
+}
+
+// SetSeed makes the loss decisions deterministic.
+func (n *MemNetwork) SetSeed(seed uint64) {
+	n.rngMu.Lock()
+	n.rng = rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
+	n.rngMu.Unlock()
+}
+
+// Stats returns the packet counters.
+func (n *MemNetwork) Stats() MemStats {
+	return MemStats{
+		Sent:          n.sent.Load(),
+		Delivered:     n.delivered.Load(),
+		Lost:          n.lost.Load(),
+		DroppedFull:   n.droppedFull.Load(),
+		DroppedClosed: n.droppedClosed.Load(),
+	}
+}
+
+// NewTransport registers an endpoint called name.
+func (n *MemNetwork) NewTransport(name string) (*MemTransport, error) {
+	t := &MemTransport{
+		net:   n,
+		addr:  Addr{Name: name},
+		inbox: make(chan memPacket, MemInboxSize),
+		done:  make(chan struct{}),
+	}
+	t.netAddr = t.addr
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.closed {
+		return nil, fmt.Errorf("transport: mem network: %w", ErrClosed)
+	}
+	if _, ok := n.peers[name]; ok {
+		return nil, fmt.Errorf("%w: %q", ErrDuplicatePeer, name)
+	}
+	n.peers[name] = t
+	return t, nil
+}
+
+// Close closes every endpoint and stops the delivery goroutine. Idempotent.
+func (n *MemNetwork) Close() error {
+	n.mu.Lock()
+	if n.closed {
+		n.mu.Unlock()
+		return nil
+	}
+	n.closed = true
+	peers := make([]*MemTransport, 0, len(n.peers))
+	for _, t := range n.peers {
+		peers = append(peers, t)
+	}
+	n.mu.Unlock()
+	for _, t := range peers {
+		_ = t.Close()
+	}
+	n.sched.stop()
+	return nil
+}
+
+func (n *MemNetwork) lookup(name string) *MemTransport {
+	n.mu.RLock()
+	t := n.peers[name]
+	n.mu.RUnlock()
+	return t
+}
+
+func (n *MemNetwork) unregister(t *MemTransport) {
+	n.mu.Lock()
+	if n.peers[t.addr.Name] == t {
+		delete(n.peers, t.addr.Name)
+	}
+	n.mu.Unlock()
+}
+
+func (n *MemNetwork) dropByLoss() bool {
+	p := math.Float64frombits(n.lossBits.Load())
+	if p <= 0 {
+		return false
+	}
+	n.rngMu.Lock()
+	r := n.rng.Float64()
+	n.rngMu.Unlock()
+	return r < p
+}
+
+// deliver places p in its destination's inbox without blocking.
+func (n *MemNetwork) deliver(p memPacket) error {
+	select {
+	case <-p.dst.done:
+		n.droppedClosed.Add(1)
+		return fmt.Errorf("%w: %q closed", ErrUnknownPeer, p.dst.addr.Name)
+	default:
+	}
+	select {
+	case p.dst.inbox <- p:
+		n.delivered.Add(1)
+		return nil
+	default:
+		n.droppedFull.Add(1)
+		return fmt.Errorf("%w: %q", ErrMemBufferFull, p.dst.addr.Name)
+	}
+}
+
+type memPacket struct {
+	data []byte
+	from net.Addr
+	dst  *MemTransport
+}
+
+// MemTransport is one endpoint of a MemNetwork.
+type MemTransport struct {
+	net     *MemNetwork
+	addr    Addr
+	netAddr net.Addr // addr boxed once, so Send does not allocate for it
+	inbox   chan memPacket
+	// done is closed by Close. The inbox itself is never closed, so a
+	// concurrent Send can never panic.
+	done      chan struct{}
+	closeOnce sync.Once
+}
+
+// Send copies data and queues it for the endpoint named by addr (any net.Addr
+// whose Network is "mem"). It never blocks: a full inbox yields
+// ErrMemBufferFull. With latency configured, a full inbox at delivery time
+// drops the packet silently (counted in Stats).
+func (t *MemTransport) Send(addr net.Addr, data []byte) error {
+	if len(data) > MaxPacketSize {
+		return fmt.Errorf("%w: %d bytes > %d", ErrPacketTooLarge, len(data), MaxPacketSize)
+	}
+	select {
+	case <-t.done:
+		return ErrClosed
+	default:
+	}
+	if addr == nil || addr.Network() != "mem" {
+		return fmt.Errorf("%w: %v is not a mem address", ErrUnknownPeer, addr)
+	}
+	name := addr.String()
+	dst := t.net.lookup(name)
+	if dst == nil {
+		return fmt.Errorf("%w: %q", ErrUnknownPeer, name)
+	}
+	t.net.sent.Add(1)
+	if t.net.dropByLoss() {
+		t.net.lost.Add(1)
+		return nil
+	}
+	p := memPacket{data: append([]byte(nil), data...), from: t.netAddr, dst: dst}
+	if d := time.Duration(t.net.latency.Load()); d > 0 {
+		if !t.net.sched.push(t.net, p, time.Now().Add(d)) {
+			t.net.droppedFull.Add(1)
+			return fmt.Errorf("%w: delay queue full", ErrMemBufferFull)
+		}
+		return nil
+	}
+	return t.net.deliver(p)
+}
+
+// Receive blocks for the next packet; it returns ErrClosed after Close.
+func (t *MemTransport) Receive() ([]byte, net.Addr, error) {
+	select {
+	case <-t.done:
+		return nil, nil, ErrClosed
+	default:
+	}
+	select {
+	case p := <-t.inbox:
+		return p.data, p.from, nil
+	case <-t.done:
+		return nil, nil, ErrClosed
+	}
+}
+
+// LocalAddr returns the endpoint's Addr.
+func (t *MemTransport) LocalAddr() net.Addr { return t.netAddr }
+
+// Close unregisters the endpoint and wakes blocked receivers. Idempotent.
+func (t *MemTransport) Close() error {
+	t.closeOnce.Do(func() {
+		t.net.unregister(t)
+		close(t.done)
+	})
+	return nil
+}
