@@ -124,6 +124,9 @@ type (
 	BodyFindValue struct {
 		Target  a2al.NodeID
 		RecType uint8
+		// OneShotSubscribe is the [HEAD] key 3 (wire.md §6.5). Leave it false
+		// when talking to v0.1.8 nodes: they drop requests that carry it.
+		OneShotSubscribe bool
 	}
 	BodyFindValueResp struct {
 		Nodes        []NodeInfo
