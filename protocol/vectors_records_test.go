@@ -272,7 +272,9 @@ func TestVectorRecords(t *testing.T) {
 // miniStore replays §8.7 steps 1–5 with the protocol functions only; it is
 // the check that VerifySignedRecord, CheckAuthority, RecordCategory and
 // RecordIsNewer compose into the reference's store decisions.
-type miniStore struct{ byKey map[a2al.NodeID][]SignedRecord }
+type miniStore struct {
+	byKey map[a2al.NodeID][]SignedRecord
+}
 
 func newMiniStore() *miniStore { return &miniStore{byKey: map[a2al.NodeID][]SignedRecord{}} }
 
