@@ -204,6 +204,9 @@ type RouterOptions struct {
 	Carrier bool
 	// MappingTimeout bounds cone mapping state (default 120 s).
 	MappingTimeout time.Duration
+	// Program, if set, installs the NAT rules instead of the lab's nft
+	// ruleset (the compose lab's netlink programmer is tested this way).
+	Program func(r *Router) error
 }
 
 // AddRouter builds a NAT router of the given type.
@@ -259,6 +262,12 @@ func (l *Lab) AddRouter(name string, typ NATType, opts RouterOptions) *Router {
 		l.t.Fatal(err)
 	}
 	_ = ns.Sysctl("net.bridge.bridge-nf-call-iptables", "0")
+	if opts.Program != nil {
+		if err := opts.Program(r); err != nil {
+			l.t.Fatalf("natlab: program %s router %s: %v", typ, ns.Name, err)
+		}
+		return r
+	}
 	rules, err := ruleset(typ, r.WANIP, opts.MappingTimeout)
 	if err != nil {
 		l.t.Fatal(err)
