@@ -34,7 +34,7 @@ func init() {
 	// Canonical CBOR (RFC 7049 §3.9, length-first key order) is what the
 	// reference emits; with integer keys it equals plain ascending order.
 	eo := cbor.CanonicalEncOptions()
-	eo.NilContainers = cbor.NilContainerAsNull // nil slice → null, empty → [] / h''
+	eo.NilContainers = cbor.NilContainerAsNull // nil slice → null, empty slice → empty array / byte string
 	var err error
 	if encMode, err = eo.EncMode(); err != nil {
 		panic(err)

@@ -53,7 +53,7 @@ func RecordCategory(recType uint8) Category {
 }
 
 // RecordSigningInput returns "a2al-rec\0" ‖ canonical {1..6} (wire.md §8.2).
-// A nil payload is encoded as null, an empty one as h”.
+// A nil payload is encoded as null, an empty one as an empty byte string.
 func RecordSigningInput(rec SignedRecord) ([]byte, error) {
 	fields, err := marshal(wireRecordSignFields{
 		Address:   rec.Address[:],

@@ -11,7 +11,7 @@ import (
 // The wire* structs mirror the CBOR maps of wire.md §5–§8 field by field.
 // Byte fields are plain []byte so that the decoder keeps the received length
 // (checked afterwards) and the null/empty distinction of §3.1: nil encodes as
-// null, an empty slice as h'' / []. "omitempty" marks omit-if-zero fields.
+// null, an empty slice as an empty byte string or array. "omitempty" marks omit-if-zero fields.
 
 type wireEnvelope struct {
 	Header cbor.RawMessage `cbor:"1,keyasint"`
