@@ -98,7 +98,7 @@ type Server struct {
 func NewServer(cfg ServerConfig) (*Server, error) {
 	s := &Server{slack: max(cfg.ReplySlack, 0), log: cfg.Logger}
 	if s.log == nil {
-		s.log = slog.New(slog.DiscardHandler)
+		s.log = discardLogger()
 	}
 	if cfg.Conns.Primary != nil {
 		if cfg.Conns.AltPort == nil || (cfg.Conns.AltIP == nil) != (cfg.Conns.AltIPAltPort == nil) {
@@ -308,6 +308,7 @@ func (s *Server) handle(pkt []byte, from net.Addr, in int) (reply []byte, out in
 		s.ignored.Add(1)
 		return nil, 0, false
 	}
+	s.requests.Add(1)
 	out = in
 	if v, err := m.Get(stun.AttrChangeRequest); err == nil {
 		if len(v) != 4 {
@@ -333,7 +334,6 @@ func (s *Server) handle(pkt []byte, from net.Addr, in int) (reply []byte, out in
 		s.changeUnsup.Add(1)
 		return nil, 0, false
 	}
-	s.requests.Add(1)
 	limit := len(pkt) + s.slack
 	withFP := m.Contains(stun.AttrFingerprint)
 	full := []stun.Setter{
@@ -380,3 +380,5 @@ func (a addrAttr) AddTo(m *stun.Message) error {
 	ma := stun.MappedAddress{IP: a.ap.Addr().AsSlice(), Port: int(a.ap.Port())}
 	return ma.AddToAs(m, a.t)
 }
+
+func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
