@@ -1,0 +1,282 @@
+package signal
+
+import (
+	"crypto/ed25519"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+)
+
+func TestAuthRefusesBadSignature(t *testing.T) {
+	th := startHub(t, fastConfig())
+	a := newIdent(t)
+	rc := dialRaw(t, th)
+	f := rc.authFrame(a, th.signalURL(t), true)
+	f.Sig[0] ^= 1
+	rc.write(f)
+	if code, _ := rc.expectClosed(); code != CodeAuthFailed {
+		t.Fatalf("want %s, got %q", CodeAuthFailed, code)
+	}
+	if st := th.Stats(); st.Registered != 0 {
+		t.Fatalf("registered %d nodes after a bad signature", st.Registered)
+	}
+}
+
+func TestAuthRefusesKeyNotDerivingNodeID(t *testing.T) {
+	th := startHub(t, fastConfig())
+	attacker, victim := newIdent(t), newIdent(t)
+	rc := dialRaw(t, th)
+	u := th.signalURL(t)
+	// Valid signature by the attacker's key, but claiming the victim's NodeID.
+	f := Frame{T: TAuth, Pub: attacker.pub, NodeID: victim.idHex(), URL: u, Register: true,
+		Sig: ed25519Sign(attacker, AuthMessage(rc.nonce, u, victim.id))}
+	rc.write(f)
+	if code, _ := rc.expectClosed(); code != CodeAuthFailed {
+		t.Fatalf("want %s, got %q", CodeAuthFailed, code)
+	}
+	if th.Stats().Registered != 0 {
+		t.Fatal("victim registered by attacker")
+	}
+}
+
+func TestAuthRefusesReplayedNonce(t *testing.T) {
+	th := startHub(t, fastConfig())
+	a := newIdent(t)
+	first := dialRaw(t, th)
+	captured := first.authFrame(a, th.signalURL(t), true)
+	first.write(captured)
+	if f := first.read(); f.T != TWelcome {
+		t.Fatalf("want welcome, got %+v", f)
+	}
+	// Same answer on a new connection: its nonce differs, so it must fail.
+	second := dialRaw(t, th)
+	second.write(captured)
+	if code, _ := second.expectClosed(); code != CodeAuthFailed {
+		t.Fatalf("replay on a new connection: want %s, got %q", CodeAuthFailed, code)
+	}
+	// And a second auth on the same connection is refused: the nonce is spent.
+	first.write(captured)
+	if code, _ := first.expectClosed(); code != CodeAuthFailed {
+		t.Fatalf("replay on the same connection: want %s, got %q", CodeAuthFailed, code)
+	}
+}
+
+func TestAuthRefusesSignatureForAnotherHub(t *testing.T) {
+	th := startHub(t, fastConfig())
+	a := newIdent(t)
+	rc := dialRaw(t, th)
+	rc.write(rc.authFrame(a, "ws://evil.example:4122"+SignalPath, true))
+	if code, _ := rc.expectClosed(); code != CodeAuthFailed {
+		t.Fatalf("want %s, got %q", CodeAuthFailed, code)
+	}
+}
+
+func TestAuthPublicURLsOnly(t *testing.T) {
+	cfg := fastConfig()
+	cfg.PublicURLs = []string{"wss://hub.example.org" + SignalPath}
+	th := startHub(t, cfg)
+	a := newIdent(t)
+	// The Host-header form is not accepted when public URLs are configured.
+	rc := dialRaw(t, th)
+	rc.write(rc.authFrame(a, th.signalURL(t), true))
+	if code, _ := rc.expectClosed(); code != CodeAuthFailed {
+		t.Fatalf("want %s, got %q", CodeAuthFailed, code)
+	}
+	rc2 := dialRaw(t, th)
+	rc2.write(rc2.authFrame(a, "wss://hub.example.org"+SignalPath, true))
+	if f := rc2.read(); f.T != TWelcome {
+		t.Fatalf("want welcome for the configured URL, got %+v", f)
+	}
+}
+
+func TestCallBeforeAuthRefused(t *testing.T) {
+	th := startHub(t, fastConfig())
+	b := newIdent(t)
+	rc := dialRaw(t, th)
+	rc.write(Frame{T: TCall, CID: 1, Target: b.idHex()})
+	if code, _ := rc.expectClosed(); code != CodeNotAuthed {
+		t.Fatalf("want %s, got %q", CodeNotAuthed, code)
+	}
+}
+
+func TestCallerCannotImpersonate(t *testing.T) {
+	th := startHub(t, fastConfig())
+	attacker, victim, callee := newIdent(t), newIdent(t), newIdent(t)
+	ce := dialRaw(t, th)
+	ce.auth(th, callee, true)
+	at := dialRaw(t, th)
+	at.auth(th, attacker, false)
+	// The call frame tries to name the victim as the caller; the hub must
+	// report the authenticated identity instead.
+	at.write(Frame{T: TCall, CID: 7, Target: callee.idHex(), Peer: victim.addrHex()})
+	in := ce.read()
+	if in.T != TIncoming || in.Peer != attacker.addrHex() {
+		t.Fatalf("callee told %+v, want incoming from the attacker %s", in, attacker.addrHex())
+	}
+}
+
+func TestNoAgentRaw(t *testing.T) {
+	th := startHub(t, fastConfig())
+	a, b := newIdent(t), newIdent(t)
+	rc := dialRaw(t, th)
+	rc.auth(th, a, false)
+	rc.write(Frame{T: TCall, CID: 3, Target: b.idHex()})
+	if f := rc.read(); f.T != TNoAgent || f.CID != 3 {
+		t.Fatalf("want noagent cid 3, got %+v", f)
+	}
+}
+
+func TestReRegistrationReplacesOld(t *testing.T) {
+	th := startHub(t, fastConfig())
+	a, caller := newIdent(t), newIdent(t)
+	old := dialRaw(t, th)
+	old.auth(th, a, true)
+	nw := dialRaw(t, th)
+	nw.auth(th, a, true)
+	if f := old.read(); f.T != TReplaced {
+		t.Fatalf("old connection: want replaced, got %+v", f)
+	}
+	old.expectClosed()
+	cl := dialRaw(t, th)
+	cl.auth(th, caller, false)
+	cl.write(Frame{T: TCall, CID: 1, Target: a.idHex()})
+	if f := nw.read(); f.T != TIncoming {
+		t.Fatalf("new connection: want incoming, got %+v", f)
+	}
+}
+
+func TestUnauthenticatedRegistrationDoesNotReplace(t *testing.T) {
+	th := startHub(t, fastConfig())
+	a, attacker := newIdent(t), newIdent(t)
+	old := dialRaw(t, th)
+	old.auth(th, a, true)
+	rc := dialRaw(t, th)
+	u := th.signalURL(t)
+	rc.write(Frame{T: TAuth, Pub: attacker.pub, NodeID: a.idHex(), URL: u, Register: true,
+		Sig: ed25519Sign(attacker, AuthMessage(rc.nonce, u, a.id))})
+	rc.expectClosed()
+	cl := dialRaw(t, th)
+	cl.auth(th, newIdent(t), false)
+	cl.write(Frame{T: TCall, CID: 1, Target: a.idHex()})
+	if f := old.read(); f.T != TIncoming {
+		t.Fatalf("legitimate registration lost: got %+v", f)
+	}
+}
+
+func TestReferenceClientFailsCleanly(t *testing.T) {
+	th := startHub(t, fastConfig())
+	d := websocket.Dialer{Subprotocols: []string{"a2al.ice.v1"}, HandshakeTimeout: testWait}
+	_, resp, err := d.Dial(th.signalURL(t), nil)
+	if err == nil || resp == nil || resp.StatusCode != http.StatusBadRequest {
+		t.Fatalf("wrong subprotocol: want HTTP 400, got %v %v", resp, err)
+	}
+	_, resp, err = d.Dial(th.base+"/signal", nil)
+	if err == nil || resp == nil || resp.StatusCode != http.StatusUpgradeRequired {
+		t.Fatalf("legacy path: want HTTP 426, got %v %v", resp, err)
+	}
+}
+
+func TestOversizedFrameClosesConnection(t *testing.T) {
+	cfg := fastConfig()
+	cfg.MaxMessageSize = 512
+	th := startHub(t, cfg)
+	rc := dialRaw(t, th)
+	rc.ws.WriteMessage(websocket.TextMessage, []byte(`{"t":"call","msg":"`+strings.Repeat("x", 1024)+`"}`))
+	_, err := rc.expectClosed()
+	if !websocket.IsCloseError(err, websocket.CloseMessageTooBig) {
+		t.Fatalf("want close 1009, got %v", err)
+	}
+	waitFor(t, "connection gone", func() bool { return th.Stats().Connections == 0 })
+}
+
+func TestPerIPLimitRefuses(t *testing.T) {
+	cfg := fastConfig()
+	cfg.MaxConnsPerIP = 2
+	th := startHub(t, cfg)
+	dialRaw(t, th)
+	dialRaw(t, th)
+	d := websocket.Dialer{Subprotocols: []string{Subprotocol}, HandshakeTimeout: testWait}
+	_, resp, err := d.Dial(th.signalURL(t), nil)
+	if err == nil || resp == nil || resp.StatusCode != http.StatusTooManyRequests {
+		t.Fatalf("third connection: want HTTP 429, got %v %v", resp, err)
+	}
+}
+
+func TestTotalConnLimitRefuses(t *testing.T) {
+	cfg := fastConfig()
+	cfg.MaxConns = 1
+	th := startHub(t, cfg)
+	dialRaw(t, th)
+	d := websocket.Dialer{Subprotocols: []string{Subprotocol}, HandshakeTimeout: testWait}
+	_, resp, err := d.Dial(th.signalURL(t), nil)
+	if err == nil || resp == nil || resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("second connection: want HTTP 503, got %v %v", resp, err)
+	}
+}
+
+func TestMessageRateLimit(t *testing.T) {
+	cfg := fastConfig()
+	cfg.MsgRate = 0.001
+	cfg.MsgBurst = 3
+	th := startHub(t, cfg)
+	a, b := newIdent(t), newIdent(t)
+	rc := dialRaw(t, th)
+	rc.auth(th, a, false) // token 1
+	for i := 0; i < 5; i++ {
+		rc.ws.WriteMessage(websocket.TextMessage, EncodeFrame(Frame{T: TCall, CID: uint64(i + 1), Target: b.idHex()}))
+	}
+	if code, _ := rc.expectClosed(); code != CodeRateLimited {
+		t.Fatalf("want %s, got %q", CodeRateLimited, code)
+	}
+}
+
+func TestAuthTimeout(t *testing.T) {
+	cfg := fastConfig()
+	cfg.AuthTimeout = 100 * time.Millisecond
+	th := startHub(t, cfg)
+	rc := dialRaw(t, th)
+	if code, _ := rc.expectClosed(); code != CodeAuthFailed {
+		t.Fatalf("want %s, got %q", CodeAuthFailed, code)
+	}
+}
+
+func TestIdleConnectionDropped(t *testing.T) {
+	cfg := fastConfig()
+	cfg.PingInterval = 50 * time.Millisecond
+	cfg.IdleTimeout = 200 * time.Millisecond
+	th := startHub(t, cfg)
+	rc := dialRaw(t, th)
+	rc.auth(th, newIdent(t), true)
+	// We never read again, so gorilla never answers the hub's pings.
+	waitFor(t, "idle connection dropped", func() bool { return th.Stats().Connections == 0 })
+}
+
+func TestPongKeepsConnectionAlive(t *testing.T) {
+	cfg := fastConfig()
+	cfg.PingInterval = 50 * time.Millisecond
+	cfg.IdleTimeout = 500 * time.Millisecond
+	th := startHub(t, cfg)
+	newClient(t, th, newIdent(t), func(*Session) {})
+	time.Sleep(1500 * time.Millisecond) // three idle timeouts
+	if n := counterValue(t, th.m.dropped.WithLabelValues(CodeIdle)); n != 0 {
+		t.Fatalf("%v connections dropped as idle although the client answers pings", n)
+	}
+	if th.Stats().Registered != 1 {
+		t.Fatal("client not registered")
+	}
+}
+
+func ed25519Sign(who ident, msg []byte) []byte { return ed25519.Sign(who.priv, msg) }
+
+func counterValue(t testing.TB, c prometheus.Counter) float64 {
+	var m dto.Metric
+	if err := c.Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	return m.GetCounter().GetValue()
+}
