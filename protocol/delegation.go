@@ -190,3 +190,35 @@ func VerifyDelegation(b []byte, addr a2al.Address, opPub []byte, now time.Time) 
 	}
 	return p, nil
 }
+
+// DelegationExtensionOID is the TLS certificate extension carrying a
+// delegation (wire.md §11.2).
+const DelegationExtensionOID = "1.3.6.1.4.1.999999.1"
+
+type wireDelegationExt struct {
+	AgentAddr []byte `cbor:"1,keyasint"`
+	Proof     []byte `cbor:"2,keyasint"`
+}
+
+// EncodeDelegationExtension returns the CBOR content of the TLS extension:
+// {1: agent_addr, 2: proof}. (The caller wraps it in a DER OCTET STRING.)
+func EncodeDelegationExtension(agent a2al.Address, proof []byte) ([]byte, error) {
+	return marshal(wireDelegationExt{AgentAddr: agent[:], Proof: proof})
+}
+
+// DecodeDelegationExtension parses the extension content. Callers must then
+// require the proof's agent_addr to equal the returned address and verify
+// the proof against the leaf key — the checks the reference omits (§11.3).
+func DecodeDelegationExtension(b []byte) (a2al.Address, []byte, error) {
+	var w wireDelegationExt
+	if len(b) > MaxDelegationSize {
+		return a2al.Address{}, nil, fmt.Errorf("%w: %w: extension %d bytes", ErrDelegation, ErrTooLarge, len(b))
+	}
+	if err := unmarshal(b, &w, "delegation extension"); err != nil {
+		return a2al.Address{}, nil, fmt.Errorf("%w: %w", ErrDelegation, err)
+	}
+	if len(w.AgentAddr) != a2al.AddressLen {
+		return a2al.Address{}, nil, fmt.Errorf("%w: extension agent_addr is %d bytes", ErrDelegation, len(w.AgentAddr))
+	}
+	return a2al.Address(w.AgentAddr), w.Proof, nil
+}
