@@ -1,0 +1,82 @@
+package natsim_test
+
+import (
+	"net"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/a2alnode/a2al/natprobe"
+	"github.com/a2alnode/a2al/natprobe/natsim"
+)
+
+// A host behind each kind of NAT can reach an open host, and the open host
+// sees the NAT's public IP; the blocked host cannot.
+func TestWorldReachability(t *testing.T) {
+	before := runtime.NumGoroutine()
+	w, err := natsim.NewWorld()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, err := w.AddOpenHost()
+	if err != nil {
+		t.Fatal(err)
+	}
+	server, err := pub.Net.ListenPacket("udp4", pub.Bind(7000))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, kind := range natprobe.AllTypes {
+		h, err := w.AddNAT(kind)
+		if err != nil {
+			t.Fatalf("AddNAT(%s): %v", kind, err)
+		}
+		c, err := h.Net.ListenPacket("udp4", h.Bind(0))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.WriteTo([]byte(kind), server.LocalAddr()); err != nil {
+			t.Fatal(err)
+		}
+		_ = server.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+		buf := make([]byte, 100)
+		n, from, err := server.ReadFrom(buf)
+		if kind == natprobe.TypeUDPBlocked {
+			if err == nil {
+				t.Fatalf("blocked host got through: %q from %v", buf[:n], from)
+			}
+		} else {
+			if err != nil {
+				t.Fatalf("%s: nothing arrived: %v", kind, err)
+			}
+			if got := from.(*net.UDPAddr).IP; !got.Equal(h.PublicIP) || string(buf[:n]) != string(kind) {
+				t.Fatalf("%s: got %q from %v, want from %v", kind, buf[:n], from, h.PublicIP)
+			}
+		}
+		_ = c.Close()
+	}
+	_ = server.Close()
+	if err := w.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if _, err := w.AddNAT(natprobe.TypeFullCone); err == nil {
+		t.Fatal("AddNAT after Close succeeded")
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for runtime.NumGoroutine() > before {
+		if time.Now().After(deadline) {
+			t.Fatalf("goroutines: %d before, %d after Close", before, runtime.NumGoroutine())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestNATTypeFor(t *testing.T) {
+	if _, ok := natsim.NATTypeFor(natprobe.TypeOpen); ok {
+		t.Fatal("open has no NAT behaviour")
+	}
+	sym, ok := natsim.NATTypeFor(natprobe.TypeSymmetric)
+	if !ok || sym.MappingBehavior == 0 {
+		t.Fatalf("symmetric must have endpoint-dependent mapping: %+v", sym)
+	}
+}
