@@ -9,7 +9,7 @@ import (
 	"strings"
 
 	"github.com/a2alnode/a2al"
-	"golang.org/x/crypto/sha3"
+	"github.com/a2alnode/a2al/crypto"
 )
 
 // Address text forms are needed here only to check the "agent:" line of a
@@ -37,11 +37,8 @@ func parseAddressText(s string) (a2al.Address, error) {
 }
 
 func keccak256(b ...[]byte) []byte {
-	h := sha3.NewLegacyKeccak256()
-	for _, x := range b {
-		h.Write(x)
-	}
-	return h.Sum(nil)
+	h := crypto.Keccak256(b...)
+	return h[:]
 }
 
 // checksumCase applies EIP-55-style casing to lowercase hex using hash h.

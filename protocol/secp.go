@@ -2,51 +2,14 @@ package protocol
 
 import (
 	"bytes"
-	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
 	"strconv"
 	"strings"
 
 	"github.com/a2alnode/a2al"
-	"github.com/decred/dcrd/dcrec/secp256k1/v4/ecdsa"
-	"golang.org/x/crypto/ripemd160" //nolint:staticcheck // HASH160 is defined with RIPEMD-160
+	"github.com/a2alnode/a2al/crypto"
 )
-
-// EthereumMessageHash is the EIP-191 personal_sign hash of msg (§10.3).
-func EthereumMessageHash(msg string) []byte {
-	return keccak256([]byte("\x19Ethereum Signed Message:\n"+strconv.Itoa(len(msg))), []byte(msg))
-}
-
-// BitcoinMessageHash is the "Bitcoin Signed Message" double SHA-256 (§10.5).
-func BitcoinMessageHash(msg string) []byte {
-	var buf bytes.Buffer
-	writeVarStr(&buf, "Bitcoin Signed Message:\n")
-	writeVarStr(&buf, msg)
-	h1 := sha256.Sum256(buf.Bytes())
-	h2 := sha256.Sum256(h1[:])
-	return h2[:]
-}
-
-func writeVarStr(buf *bytes.Buffer, s string) {
-	n := len(s)
-	switch {
-	case n < 0xfd:
-		buf.WriteByte(byte(n))
-	case n <= 0xffff:
-		buf.Write([]byte{0xfd, byte(n), byte(n >> 8)})
-	default:
-		buf.Write([]byte{0xfe, byte(n), byte(n >> 8), byte(n >> 16), byte(n >> 24)})
-	}
-	buf.WriteString(s)
-}
-
-func hash160(b []byte) []byte {
-	s := sha256.Sum256(b)
-	r := ripemd160.New()
-	r.Write(s[:])
-	return r.Sum(nil)
-}
 
 // DelegationMessage returns the text a secp256k1 owner signs (§10.3, §10.5).
 func DelegationMessage(p DelegationProof) (string, error) {
@@ -74,36 +37,21 @@ func verifySecpDelegation(p DelegationProof) error {
 	if len(p.Signature) != 65 || p.Message == "" {
 		return fmt.Errorf("%w: secp256k1 proof needs a 65-byte signature and a message", ErrDelegation)
 	}
-	compact := make([]byte, 65)
 	switch p.AgentAddr.Version() {
 	case a2al.VersionEthereum:
-		v := p.Signature[64]
-		if v < 27 {
-			v += 27
-		}
-		if v != 27 && v != 28 {
-			return fmt.Errorf("%w: ethereum v=%d", ErrDelegation, p.Signature[64])
-		}
-		compact[0] = v // uncompressed key flag
-		copy(compact[1:], p.Signature[:64])
-		pub, _, err := ecdsa.RecoverCompact(compact, EthereumMessageHash(p.Message))
+		owner, err := crypto.RecoverEthereumAddress([]byte(p.Message), p.Signature)
 		if err != nil {
 			return fmt.Errorf("%w: recover ethereum key: %w", ErrDelegation, err)
 		}
-		if !bytes.Equal(keccak256(pub.SerializeUncompressed()[1:])[12:], p.AgentAddr[1:]) {
+		if !bytes.Equal(owner[:], p.AgentAddr[1:]) {
 			return fmt.Errorf("%w: recovered key is not the ethereum owner", ErrDelegation)
 		}
 	case a2al.VersionParalism:
-		copy(compact, p.Signature)
-		pub, compressed, err := ecdsa.RecoverCompact(compact, BitcoinMessageHash(p.Message))
+		owner, _, err := crypto.RecoverBitcoinHash160([]byte(p.Message), p.Signature)
 		if err != nil {
 			return fmt.Errorf("%w: recover paralism key: %w", ErrDelegation, err)
 		}
-		ser := pub.SerializeUncompressed()
-		if compressed {
-			ser = pub.SerializeCompressed()
-		}
-		if !bytes.Equal(hash160(ser), p.AgentAddr[1:]) {
+		if !bytes.Equal(owner[:], p.AgentAddr[1:]) {
 			return fmt.Errorf("%w: recovered key is not the paralism owner", ErrDelegation)
 		}
 	default:

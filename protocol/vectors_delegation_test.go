@@ -4,7 +4,11 @@ import (
 	"bytes"
 	"errors"
 	"testing"
+
+	"github.com/a2alnode/a2al/crypto"
 )
+
+func hashSlice(h [32]byte) []byte { return h[:] }
 
 type delegVerify struct {
 	Now  int64  `json:"now"`
@@ -100,10 +104,10 @@ func checkDelegCase(t *testing.T, c delegCase) {
 			t.Errorf("SignDelegation output differs from vector")
 		}
 	}
-	if c.EIP191Hash != "" && !bytes.Equal(EthereumMessageHash(c.Message), unhex(t, c.EIP191Hash)) {
+	if c.EIP191Hash != "" && !bytes.Equal(hashSlice(crypto.EthereumMessageHash([]byte(c.Message))), unhex(t, c.EIP191Hash)) {
 		t.Errorf("EIP-191 hash differs")
 	}
-	if c.BTCHash != "" && !bytes.Equal(BitcoinMessageHash(c.Message), unhex(t, c.BTCHash)) {
+	if c.BTCHash != "" && !bytes.Equal(hashSlice(crypto.BitcoinMessageHash([]byte(c.Message))), unhex(t, c.BTCHash)) {
 		t.Errorf("Bitcoin message hash differs")
 	}
 	if c.Message != "" {

@@ -17,6 +17,7 @@ import (
 	"testing"
 
 	"github.com/a2alnode/a2al"
+	"github.com/a2alnode/a2al/crypto"
 )
 
 func TestVectorMisc(t *testing.T) {
@@ -440,7 +441,7 @@ func TestVectorIdentity(t *testing.T) {
 					t.Fatal("ethereum derivation/text")
 				}
 			case a2al.VersionParalism:
-				if !bytes.Equal(hash160(unhex(t, v.PubComp)), unhex(t, v.Hash160C)) || paralismText(a) != v.Text {
+				if !bytes.Equal(hash160Slice(unhex(t, v.PubComp)), unhex(t, v.Hash160C)) || paralismText(a) != v.Text {
 					t.Fatal("paralism derivation/text")
 				}
 				if b, err := parseAddressText(v.Base58); err != nil || b != a {
@@ -485,3 +486,5 @@ func TestVectorIdentity(t *testing.T) {
 	}
 	vc.report()
 }
+
+func hash160Slice(b []byte) []byte { h := crypto.Hash160(b); return h[:] }
