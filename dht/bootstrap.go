@@ -1,0 +1,96 @@
+package dht
+
+import (
+	"context"
+	"net"
+	"sync"
+)
+
+// BootstrapAddrs pings seeds by address (concurrently), learns their
+// identities, and runs a self-lookup as soon as the first one answers.
+func (n *Node) BootstrapAddrs(ctx context.Context, addrs []net.Addr) error {
+	if n == nil {
+		return errNilNode
+	}
+	n.Start()
+	if len(addrs) == 0 {
+		return nil
+	}
+	first := make(chan struct{})
+	var once sync.Once
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	okCount := 0
+	for _, a := range addrs {
+		if a == nil {
+			continue
+		}
+		wg.Add(1)
+		a := a
+		if !n.spawn(func() {
+			defer wg.Done()
+			if _, err := n.PingIdentity(ctx, a); err == nil {
+				mu.Lock()
+				okCount++
+				mu.Unlock()
+				once.Do(func() { close(first) })
+			} else {
+				n.log.Debug("dht: bootstrap seed unreachable", "addr", a, "err", err)
+			}
+		}) {
+			wg.Done()
+		}
+	}
+	allDone := make(chan struct{})
+	go func() { wg.Wait(); close(allDone) }()
+	select {
+	case <-first:
+		if _, err := NewQuery(n).FindNode(ctx, n.id); err != nil {
+			n.log.Debug("dht: bootstrap self-lookup", "err", err)
+		}
+		<-allDone
+		return nil
+	case <-allDone:
+		select {
+		case <-first:
+			_, _ = NewQuery(n).FindNode(ctx, n.id)
+			return nil
+		default:
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		return errSeedsUnreachable
+	}
+}
+
+// Bootstrap adds seeds with known identities as trusted contacts and runs a
+// self-lookup.
+func (n *Node) Bootstrap(ctx context.Context, seeds []BootstrapSeed) error {
+	if n == nil {
+		return errNilNode
+	}
+	n.Start()
+	added := 0
+	for _, s := range seeds {
+		if s.Addr == nil {
+			continue
+		}
+		n.AddContact(s.Addr, s.Info)
+		added++
+	}
+	if added == 0 {
+		return nil
+	}
+	_, err := NewQuery(n).FindNode(ctx, n.id)
+	return err
+}
+
+// StartWithBootstrap starts the node and bootstraps from raw addresses.
+func (n *Node) StartWithBootstrap(ctx context.Context, addrs []net.Addr) error {
+	if n == nil {
+		return errNilNode
+	}
+	n.Start()
+	return n.BootstrapAddrs(ctx, addrs)
+}

@@ -1,0 +1,367 @@
+package dht
+
+import (
+	"context"
+	"errors"
+	"net"
+	"time"
+
+	"github.com/a2alnode/a2al"
+	"github.com/a2alnode/a2al/dht/internal/routing"
+	"github.com/a2alnode/a2al/protocol"
+	"github.com/a2alnode/a2al/transport"
+)
+
+// Inbound parameters.
+const (
+	maxInboundPacket = 64 << 10
+	evictQueueCap    = 32
+	taskQueueCap     = 64
+	taskWorkers      = 4
+	evictPingTimeout = 2 * time.Second
+	decodeLogEvery   = 30 * time.Second
+)
+
+type evictJob struct {
+	lru, cand routing.Contact
+}
+
+func (n *Node) recvLoop() {
+	for {
+		data, from, err := n.tr.Receive()
+		if err != nil {
+			if n.ctx.Err() != nil || errors.Is(err, transport.ErrClosed) {
+				return
+			}
+			n.log.Debug("dht: receive error", "err", err)
+			select {
+			case <-n.ctx.Done():
+				return
+			case <-time.After(10 * time.Millisecond):
+			}
+			continue
+		}
+		n.handlePacket(data, from, false)
+	}
+}
+
+// InjectReceived processes a DHT datagram that arrived on another channel
+// (e.g. a punched QUIC stream). Replies go back on that channel when the
+// punch layer can deliver them, else to from. Safe for concurrent use.
+func (n *Node) InjectReceived(data []byte, from net.Addr) {
+	if n == nil || from == nil || n.ctx.Err() != nil {
+		return
+	}
+	n.handlePacket(data, from, true)
+}
+
+func (n *Node) handlePacket(data []byte, from net.Addr, injected bool) {
+	if len(data) == 0 || len(data) > maxInboundPacket || from == nil {
+		n.cnt.dropDecode.Add(1)
+		return
+	}
+	// Cheap per-source gate before the expensive signature check.
+	if !n.limiter.allow(sourceKey(from), classPacket, n.now()) {
+		n.cnt.dropRate.Add(1)
+		return
+	}
+	msg, err := protocol.DecodeMessage(data)
+	if err != nil {
+		switch {
+		case errors.Is(err, protocol.ErrUnknownMsgType):
+			n.cnt.dropUnknown.Add(1)
+		case errors.Is(err, protocol.ErrBadSignature):
+			n.cnt.dropSig.Add(1)
+		default:
+			n.cnt.dropDecode.Add(1)
+		}
+		n.logDecode(err, from)
+		return
+	}
+	n.cnt.rx.Add(1)
+	switch msg.Header.MsgType {
+	case protocol.MsgPong, protocol.MsgFindNodeResp, protocol.MsgFindValueResp, protocol.MsgStoreResp:
+		n.deliver(msg, from, injected)
+		return
+	}
+	n.handleRequest(msg, from, injected)
+}
+
+func (n *Node) logDecode(err error, from net.Addr) {
+	now := time.Now().UnixNano()
+	last := n.lastDecodeLog.Load()
+	if now-last < int64(decodeLogEvery) || !n.lastDecodeLog.CompareAndSwap(last, now) {
+		return
+	}
+	n.log.Warn("dht: dropped undecodable datagram", "from", from, "err", err)
+}
+
+// contactFor builds the NodeInfo for a peer seen at from. Non-UDP sources
+// get the 127.0.0.1:0 placeholder (in-memory transports, compat).
+func contactFor(addr a2al.Address, id a2al.NodeID, from net.Addr) protocol.NodeInfo {
+	ni := protocol.NodeInfo{Address: addr, NodeID: id}
+	if u, ok := from.(*net.UDPAddr); ok && u != nil && u.IP != nil {
+		ni.IP = u.IP
+		if v4 := u.IP.To4(); v4 != nil {
+			ni.IP = v4
+		}
+		ni.Port = uint16(u.Port)
+	} else {
+		ni.IP = net.IPv4(127, 0, 0, 1).To4()
+	}
+	return ni
+}
+
+// subnetOf is the diversity key for a contact dialled at dial.
+func subnetOf(ni protocol.NodeInfo, dial net.Addr) string {
+	if u, ok := dial.(*net.UDPAddr); ok {
+		return routing.SubnetKey(u.IP)
+	}
+	if dial != nil {
+		return "a:" + dial.Network() + ":" + dial.String()
+	}
+	if ni.Port != 0 {
+		return routing.SubnetKey(ni.IP)
+	}
+	return ""
+}
+
+// tabAddDirect inserts a first-hand contact. With a full bucket the LRU
+// check is queued for the eviction worker (never done on the receive path,
+// W-1) when mayEvict is set.
+func (n *Node) tabAddDirect(ni protocol.NodeInfo, dial net.Addr, mayEvict bool) {
+	if ni.NodeID == n.id {
+		return
+	}
+	now := n.now()
+	n.seen.record(ni.NodeID, now)
+	c := routing.Contact{Info: ni, Subnet: subnetOf(ni, dial), VerifiedAt: now}
+	n.tabMu.Lock()
+	res, lru := n.tab.Add(c, true, now)
+	n.tabMu.Unlock()
+	if res == routing.BucketFull && mayEvict && lru != nil {
+		select {
+		case n.evictQ <- evictJob{lru: *lru, cand: c}:
+		default:
+			n.cnt.dropEvictQueue.Add(1)
+		}
+	}
+}
+
+// evictWorker pings the LRU entry of a full bucket; a dead LRU is replaced
+// by the newcomer, a live one keeps its slot (old-node preference) and the
+// newcomer waits in the replacement cache.
+func (n *Node) evictWorker() {
+	for {
+		select {
+		case <-n.ctx.Done():
+			return
+		case j := <-n.evictQ:
+			n.checkEviction(j)
+		}
+	}
+}
+
+func (n *Node) checkEviction(j evictJob) {
+	now := n.now()
+	n.tabMu.RLock()
+	cur, ok := n.tab.Get(j.lru.Info.NodeID)
+	n.tabMu.RUnlock()
+	if !ok {
+		// LRU already gone: try the newcomer directly.
+		n.tabMu.Lock()
+		n.tab.Add(j.cand, true, now)
+		n.tabMu.Unlock()
+		return
+	}
+	alive := false
+	if addr, _ := n.book.get(cur.Info.NodeID); addr != nil {
+		ctx, cancel := context.WithTimeout(n.ctx, evictPingTimeout)
+		_, err := n.roundTrip(ctx, addr, true, protocol.BodyPing{Address: n.addr})
+		cancel()
+		alive = err == nil
+	}
+	n.tabMu.Lock()
+	defer n.tabMu.Unlock()
+	if alive {
+		n.tab.Add(j.cand, false, n.now()) // park in the replacement cache
+		return
+	}
+	n.tab.Replace(cur.Info.NodeID, j.cand, n.now())
+}
+
+// remember records the sender of a verified request.
+func (n *Node) remember(msg *protocol.Message, from net.Addr, injected bool) a2al.NodeID {
+	id := a2al.NodeIDFromAddress(msg.SenderAddr)
+	n.noteInbound(id)
+	ni := contactFor(msg.SenderAddr, id, from)
+	now := n.now()
+	if injected {
+		// Punched channel: evidence of life, but its address never
+		// overrides a better dial address and never clears the punched
+		// flag (W-18, §17.4 "M6").
+		if a, _ := n.book.get(id); a == nil {
+			n.book.bind(id, from, rankPunch, now)
+		}
+		n.seen.record(id, now)
+		dial, _ := n.book.get(id)
+		n.tabMu.Lock()
+		if n.tab.Contains(id) {
+			n.tab.UpdateVerifiedAt(id, now)
+		} else {
+			n.tab.AddPunched(routing.Contact{Info: ni, Subnet: subnetOf(ni, dial), VerifiedAt: now}, now)
+		}
+		n.tabMu.Unlock()
+		return id
+	}
+	n.book.bind(id, from, rankVerified, now)
+	n.tabAddDirect(ni, from, true)
+	return id
+}
+
+func (n *Node) handleRequest(msg *protocol.Message, from net.Addr, injected bool) {
+	id := a2al.NodeIDFromAddress(msg.SenderAddr)
+	if id == n.id {
+		n.cnt.dropSelf.Add(1)
+		return
+	}
+	src := sourceKey(from)
+	now := n.now()
+	switch b := msg.Body.(type) {
+	case protocol.BodyPing:
+		n.remember(msg, from, injected)
+		n.reply(from, injected, id, msg.Header.TxID, protocol.BodyPong{Address: n.addr, ObservedAddr: ObservedAddr(from)})
+	case protocol.BodyFindNode:
+		if !n.limiter.allow(src, classAmplify, now) {
+			n.cnt.dropRate.Add(1)
+			return
+		}
+		n.remember(msg, from, injected)
+		resp := protocol.BodyFindNodeResp{Nodes: n.answerContacts(b.Target, id), ObservedAddr: ObservedAddr(from)}
+		if err := protocol.TrimFindNodeResp(&resp); err != nil {
+			n.log.Debug("dht: trim FIND_NODE_RESP", "err", err)
+			return
+		}
+		n.reply(from, injected, id, msg.Header.TxID, resp)
+	case protocol.BodyFindValue:
+		if !n.limiter.allow(src, classAmplify, now) {
+			n.cnt.dropRate.Add(1)
+			return
+		}
+		n.remember(msg, from, injected)
+		resp := protocol.BodyFindValueResp{
+			Nodes:        n.answerContacts(b.Target, id),
+			Records:      n.store.GetAll(b.Target, b.RecType, now),
+			ObservedAddr: ObservedAddr(from),
+		}
+		if err := protocol.TrimFindValueResp(&resp); err != nil {
+			n.log.Debug("dht: trim FIND_VALUE_RESP", "err", err)
+			return
+		}
+		n.reply(from, injected, id, msg.Header.TxID, resp)
+	case protocol.BodyStore:
+		if !n.limiter.allow(src, classStore, now) {
+			n.cnt.dropRate.Add(1)
+			return
+		}
+		n.remember(msg, from, injected)
+		var key a2al.NodeID
+		if b.Key != nil {
+			key = *b.Key
+		}
+		n.reply(from, injected, id, msg.Header.TxID, n.storeResponse(key, b.Record, now))
+	case protocol.BodyNATProbeReq:
+		n.remember(msg, from, injected)
+		n.handleNATProbeReq(b, from)
+	case protocol.BodyNATProbeEcho:
+		n.remember(msg, from, injected)
+		n.nat.wake(b.Token)
+	default:
+		n.cnt.dropUnknown.Add(1)
+	}
+}
+
+// storeResponse applies a STORE and maps the outcome to STORE_RESP:
+// AlreadyHad counts as stored; policy refusals say so (reason 1).
+func (n *Node) storeResponse(key a2al.NodeID, rec protocol.SignedRecord, now time.Time) protocol.BodyStoreResp {
+	err := n.store.Put(key, rec, now)
+	switch {
+	case err == nil:
+		return protocol.BodyStoreResp{Stored: true}
+	case errors.Is(err, ErrStaleRecord):
+		return protocol.BodyStoreResp{Stored: true, AlreadyHad: true}
+	case errors.Is(err, ErrStorePolicy):
+		return protocol.BodyStoreResp{Reason: protocol.StoreReasonPolicy}
+	default:
+		return protocol.BodyStoreResp{Reason: protocol.StoreReasonRecordInvalid}
+	}
+}
+
+// reply answers a request on the channel it arrived on: injected requests
+// go back through the punch layer, UDP requests straight to their source.
+func (n *Node) reply(from net.Addr, injected bool, to a2al.NodeID, tx [protocol.TxIDLen]byte, body any) {
+	raw, err := n.encode(tx, body)
+	if err != nil {
+		n.log.Debug("dht: encode reply", "err", err)
+		return
+	}
+	if injected && n.punch != nil {
+		if ok, err := n.punch.SendTo(n.ctx, to, raw); ok {
+			if err == nil {
+				n.cnt.tx.Add(1)
+			}
+			return
+		}
+	}
+	if err := n.tr.Send(from, raw); err != nil {
+		n.log.Debug("dht: send reply", "to", from, "err", err)
+		return
+	}
+	n.cnt.tx.Add(1)
+}
+
+// answerContacts returns the XOR-nearest healthy contacts for a FIND_*
+// answer: verified or Good entries that are not Bad, padded with unverified
+// (but validated) hearsay only when fewer than K/2 qualify. The requester is
+// left out.
+func (n *Node) answerContacts(target, requester a2al.NodeID) []protocol.NodeInfo {
+	n.tabMu.RLock()
+	cs := n.tab.Nearest(target, 4*routing.K, func(c *routing.Contact) bool { return c.Info.NodeID != requester })
+	n.tabMu.RUnlock()
+	now := n.now()
+	out := make([]protocol.NodeInfo, 0, routing.K)
+	var spare []protocol.NodeInfo
+	n.health.mu.RLock()
+	for i := range cs {
+		st := n.health.stateLocked(cs[i].Info.NodeID, now)
+		if st == PeerHealthBad {
+			continue
+		}
+		if cs[i].Verified() || st == PeerHealthGood {
+			if len(out) < routing.K {
+				out = append(out, cs[i].Info)
+			}
+		} else if len(spare) < routing.K {
+			spare = append(spare, cs[i].Info)
+		}
+	}
+	n.health.mu.RUnlock()
+	if len(out) < routing.K/2 {
+		for _, s := range spare {
+			if len(out) >= routing.K {
+				break
+			}
+			out = append(out, s)
+		}
+		sortInfos(out, target)
+	}
+	return out
+}
+
+func sortInfos(ns []protocol.NodeInfo, target a2al.NodeID) {
+	for i := 1; i < len(ns); i++ {
+		for j := i; j > 0 && routing.Less(ns[j].NodeID, ns[j-1].NodeID, target); j-- {
+			ns[j], ns[j-1] = ns[j-1], ns[j]
+		}
+	}
+}

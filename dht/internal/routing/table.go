@@ -1,0 +1,633 @@
+// Package routing is the Kademlia routing table of the DHT: 256 buckets of
+// K contacts indexed by common prefix length, a small replacement cache per
+// bucket, a "punched" zone for peers only reachable through hole punching,
+// and IP-diversity limits (per /24 IPv4 and /64 IPv6, per bucket and per
+// table) against Sybil take-over (DESIGN D2). The table never reads the
+// clock; callers pass times. It is not safe for concurrent use.
+package routing
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"net"
+	"sort"
+	"time"
+
+	"github.com/a2alnode/a2al"
+	"github.com/a2alnode/a2al/protocol"
+)
+
+// Table parameters.
+const (
+	K          = 16
+	PendingCap = 5
+	PendingTTL = 2 * time.Hour
+	NumBuckets = 256
+)
+
+// Limits bounds how many main entries may share one subnet (see SubnetKey).
+type Limits struct {
+	BucketPerSubnet int // per bucket; <= 0 means unlimited
+	TablePerSubnet  int // whole table; <= 0 means unlimited
+}
+
+// DefaultLimits: two contacts of one /24 (/64) per bucket, ten per table.
+// Loopback simulations give every node its own 127.N.M.0/24.
+var DefaultLimits = Limits{BucketPerSubnet: 2, TablePerSubnet: 10}
+
+// Contact is one routing entry.
+type Contact struct {
+	Info       protocol.NodeInfo
+	Subnet     string    // diversity key computed by the caller; "" = exempt
+	VerifiedAt time.Time // zero: never verified first-hand (hearsay)
+	AddedAt    time.Time
+	Punched    bool // reachable only through a punched connection
+}
+
+// Verified reports whether we ever had first-hand evidence for c.
+func (c *Contact) Verified() bool { return !c.VerifiedAt.IsZero() }
+
+type pendingEntry struct {
+	c  Contact
+	at time.Time
+}
+
+type bucket struct {
+	nodes      []Contact // LRU first, MRU last
+	pending    []pendingEntry
+	lastRefill time.Time
+	wasHealthy bool
+	futile     int
+}
+
+// Table is the routing table of one node.
+type Table struct {
+	self    a2al.NodeID
+	limits  Limits
+	buckets [NumBuckets]*bucket
+	subnets map[string]int
+	n       int
+}
+
+// New returns an empty table for self.
+func New(self a2al.NodeID, limits Limits) *Table {
+	return &Table{self: self, limits: limits, subnets: make(map[string]int)}
+}
+
+// Self returns the table owner's NodeID.
+func (t *Table) Self() a2al.NodeID { return t.self }
+
+// SetLimits replaces the diversity limits (existing entries are kept).
+func (t *Table) SetLimits(l Limits) { t.limits = l }
+
+// BucketIndex returns CPL(self, id), or -1 for self.
+func (t *Table) BucketIndex(id a2al.NodeID) int {
+	c := a2al.CommonPrefixLen(t.self, id)
+	if c >= NumBuckets {
+		return -1
+	}
+	return c
+}
+
+// SubnetKey groups IPs for diversity limits: /24 for IPv4, /64 for IPv6.
+// It returns "" for an unusable IP.
+func SubnetKey(ip net.IP) string {
+	if v4 := ip.To4(); v4 != nil {
+		return string([]byte{4, v4[0], v4[1], v4[2]})
+	}
+	if len(ip) == net.IPv6len {
+		return string(append([]byte{6}, ip[:8]...))
+	}
+	return ""
+}
+
+// ValidInfo reports whether ni may enter a table or a FIND answer: a 0xA0
+// style 21-byte address whose SHA-256 is the NodeID (W-4), and a 4- or
+// 16-byte IP (W-3).
+func ValidInfo(ni protocol.NodeInfo) bool {
+	if ni.Address.IsZero() {
+		return false
+	}
+	if sha256.Sum256(ni.Address[:]) != ni.NodeID {
+		return false
+	}
+	return len(ni.IP) == net.IPv4len || len(ni.IP) == net.IPv6len
+}
+
+// AddResult says what Add did.
+type AddResult int
+
+// Add outcomes.
+const (
+	Rejected   AddResult = iota // invalid, self, or diversity limit
+	Added                       // new main entry
+	Refreshed                   // existing main entry updated
+	Pending                     // hearsay parked in the replacement cache
+	BucketFull                  // direct contact, bucket full of direct entries: caller may ping the LRU
+)
+
+func (t *Table) bucketFor(id a2al.NodeID, create bool) *bucket {
+	bi := t.BucketIndex(id)
+	if bi < 0 {
+		return nil
+	}
+	b := t.buckets[bi]
+	if b == nil && create {
+		b = &bucket{}
+		t.buckets[bi] = b
+	}
+	return b
+}
+
+func (b *bucket) find(id a2al.NodeID) int {
+	for i := range b.nodes {
+		if b.nodes[i].Info.NodeID == id {
+			return i
+		}
+	}
+	return -1
+}
+
+func (b *bucket) subnetCount(s string) int {
+	n := 0
+	for i := range b.nodes {
+		if b.nodes[i].Subnet == s {
+			n++
+		}
+	}
+	return n
+}
+
+func (t *Table) subnetAllowed(b *bucket, s string) bool {
+	if s == "" {
+		return true
+	}
+	if t.limits.BucketPerSubnet > 0 && b.subnetCount(s) >= t.limits.BucketPerSubnet {
+		return false
+	}
+	if t.limits.TablePerSubnet > 0 && t.subnets[s] >= t.limits.TablePerSubnet {
+		return false
+	}
+	return true
+}
+
+func (t *Table) insert(b *bucket, c Contact, now time.Time) {
+	c.AddedAt = now
+	b.nodes = append(b.nodes, c)
+	if c.Subnet != "" {
+		t.subnets[c.Subnet]++
+	}
+	t.n++
+	b.dropPending(c.Info.NodeID)
+}
+
+func (t *Table) removeAt(b *bucket, i int) {
+	if s := b.nodes[i].Subnet; s != "" {
+		if t.subnets[s]--; t.subnets[s] <= 0 {
+			delete(t.subnets, s)
+		}
+	}
+	b.nodes = append(b.nodes[:i], b.nodes[i+1:]...)
+	t.n--
+}
+
+func (b *bucket) dropPending(id a2al.NodeID) {
+	for i := range b.pending {
+		if b.pending[i].c.Info.NodeID == id {
+			b.pending = append(b.pending[:i], b.pending[i+1:]...)
+			return
+		}
+	}
+}
+
+// Add inserts or refreshes c. direct=true means first-hand evidence (the
+// contact signed something to us from c's address); only direct evidence
+// changes a stored address, clears the punched flag or reorders the bucket
+// (hearsay can neither redirect a peer nor keep a dead entry young).
+// On BucketFull the LRU entry is returned so the caller can ping it off the
+// receive path and call Replace if it is dead.
+func (t *Table) Add(c Contact, direct bool, now time.Time) (AddResult, *Contact) {
+	if !ValidInfo(c.Info) {
+		return Rejected, nil
+	}
+	b := t.bucketFor(c.Info.NodeID, true)
+	if b == nil {
+		return Rejected, nil
+	}
+	if i := b.find(c.Info.NodeID); i >= 0 {
+		if !direct {
+			return Refreshed, nil
+		}
+		e := b.nodes[i]
+		if c.VerifiedAt.After(e.VerifiedAt) {
+			e.VerifiedAt = c.VerifiedAt
+		}
+		if c.Info.Port != 0 || !c.Info.IP.Equal(e.Info.IP) {
+			if c.Subnet == e.Subnet || t.subnetAllowedExcluding(b, c.Subnet) {
+				t.retag(&e, c.Subnet)
+				e.Info.IP = c.Info.IP
+				e.Info.Port = c.Info.Port
+				e.Punched = false
+			}
+		}
+		b.nodes = append(append(b.nodes[:i], b.nodes[i+1:]...), e)
+		return Refreshed, nil
+	}
+	if !t.subnetAllowed(b, c.Subnet) {
+		return Rejected, nil
+	}
+	c.Punched = false
+	if !direct {
+		c.VerifiedAt = time.Time{}
+	}
+	if len(b.nodes) < K {
+		t.insert(b, c, now)
+		return Added, nil
+	}
+	if !direct {
+		for i := range b.pending {
+			if b.pending[i].c.Info.NodeID == c.Info.NodeID {
+				return Pending, nil
+			}
+		}
+		if len(b.pending) >= PendingCap {
+			b.pending = b.pending[1:]
+		}
+		b.pending = append(b.pending, pendingEntry{c: c, at: now})
+		return Pending, nil
+	}
+	for i := range b.nodes {
+		if b.nodes[i].Punched {
+			t.removeAt(b, i)
+			t.insert(b, c, now)
+			return Added, nil
+		}
+	}
+	lru := b.nodes[0]
+	return BucketFull, &lru
+}
+
+func (t *Table) subnetAllowedExcluding(b *bucket, s string) bool { return t.subnetAllowed(b, s) }
+
+func (t *Table) retag(e *Contact, s string) {
+	if e.Subnet == s {
+		return
+	}
+	if e.Subnet != "" {
+		if t.subnets[e.Subnet]--; t.subnets[e.Subnet] <= 0 {
+			delete(t.subnets, e.Subnet)
+		}
+	}
+	if s != "" {
+		t.subnets[s]++
+	}
+	e.Subnet = s
+}
+
+// Replace evicts oldID (the LRU that failed its ping) and admits c, provided
+// oldID is still in c's bucket and there is no room otherwise.
+func (t *Table) Replace(oldID a2al.NodeID, c Contact, now time.Time) bool {
+	if !ValidInfo(c.Info) {
+		return false
+	}
+	b := t.bucketFor(c.Info.NodeID, true)
+	if b == nil || b.find(c.Info.NodeID) >= 0 {
+		return false
+	}
+	if i := b.find(oldID); i >= 0 {
+		t.removeAt(b, i)
+	}
+	if len(b.nodes) >= K || !t.subnetAllowed(b, c.Subnet) {
+		return false
+	}
+	c.Punched = false
+	t.insert(b, c, now)
+	return true
+}
+
+// AddPunched admits a peer reachable only through a punched connection into
+// a spare slot. An existing entry only gets its VerifiedAt refreshed: a
+// punch never demotes a direct entry (W-18).
+func (t *Table) AddPunched(c Contact, now time.Time) bool {
+	if !ValidInfo(c.Info) {
+		return false
+	}
+	b := t.bucketFor(c.Info.NodeID, true)
+	if b == nil {
+		return false
+	}
+	if i := b.find(c.Info.NodeID); i >= 0 {
+		if c.VerifiedAt.After(b.nodes[i].VerifiedAt) {
+			b.nodes[i].VerifiedAt = c.VerifiedAt
+		}
+		return true
+	}
+	if len(b.nodes) >= K || !t.subnetAllowed(b, c.Subnet) {
+		return false
+	}
+	c.Punched = true
+	t.insert(b, c, now)
+	return true
+}
+
+// Remove drops id from its bucket (main and pending).
+func (t *Table) Remove(id a2al.NodeID) bool {
+	b := t.bucketFor(id, false)
+	if b == nil {
+		return false
+	}
+	b.dropPending(id)
+	if i := b.find(id); i >= 0 {
+		t.removeAt(b, i)
+		return true
+	}
+	return false
+}
+
+// Get returns a copy of the main entry for id.
+func (t *Table) Get(id a2al.NodeID) (Contact, bool) {
+	b := t.bucketFor(id, false)
+	if b == nil {
+		return Contact{}, false
+	}
+	if i := b.find(id); i >= 0 {
+		return b.nodes[i], true
+	}
+	return Contact{}, false
+}
+
+// Contains reports whether id is a main entry.
+func (t *Table) Contains(id a2al.NodeID) bool {
+	_, ok := t.Get(id)
+	return ok
+}
+
+// IsPunched reports whether id is a main entry in the punched zone.
+func (t *Table) IsPunched(id a2al.NodeID) bool {
+	c, ok := t.Get(id)
+	return ok && c.Punched
+}
+
+// UpdateVerifiedAt sets VerifiedAt of a main entry when at is later.
+func (t *Table) UpdateVerifiedAt(id a2al.NodeID, at time.Time) {
+	b := t.bucketFor(id, false)
+	if b == nil {
+		return
+	}
+	if i := b.find(id); i >= 0 && at.After(b.nodes[i].VerifiedAt) {
+		b.nodes[i].VerifiedAt = at
+	}
+}
+
+// Len returns the number of main entries.
+func (t *Table) Len() int { return t.n }
+
+// BucketLen returns the number of main entries in bucket bi.
+func (t *Table) BucketLen(bi int) int {
+	if bi < 0 || bi >= NumBuckets || t.buckets[bi] == nil {
+		return 0
+	}
+	return len(t.buckets[bi].nodes)
+}
+
+// BucketDiscoveryCount returns main + pending entries of bucket bi.
+func (t *Table) BucketDiscoveryCount(bi int) int {
+	if bi < 0 || bi >= NumBuckets || t.buckets[bi] == nil {
+		return 0
+	}
+	return len(t.buckets[bi].nodes) + len(t.buckets[bi].pending)
+}
+
+// All returns copies of all main entries, bucket 0..255, LRU to MRU.
+func (t *Table) All() []Contact {
+	out := make([]Contact, 0, t.n)
+	for _, b := range t.buckets {
+		if b != nil {
+			out = append(out, b.nodes...)
+		}
+	}
+	return out
+}
+
+// Nearest returns up to n main entries closest to target for which keep
+// returns true (nil keep = all), ordered by XOR distance.
+func (t *Table) Nearest(target a2al.NodeID, n int, keep func(*Contact) bool) []Contact {
+	if n <= 0 {
+		return nil
+	}
+	out := make([]Contact, 0, min(n*2, t.n))
+	for _, b := range t.buckets {
+		if b == nil {
+			continue
+		}
+		for i := range b.nodes {
+			if keep == nil || keep(&b.nodes[i]) {
+				out = append(out, b.nodes[i])
+			}
+		}
+	}
+	SortByDistance(out, target)
+	if len(out) > n {
+		out = out[:n]
+	}
+	return out
+}
+
+// SortByDistance orders contacts by XOR distance to target.
+func SortByDistance(cs []Contact, target a2al.NodeID) {
+	sort.Slice(cs, func(i, j int) bool {
+		return Less(cs[i].Info.NodeID, cs[j].Info.NodeID, target)
+	})
+}
+
+// Less reports dist(a,target) < dist(b,target).
+func Less(a, b, target a2al.NodeID) bool {
+	da, db := a2al.Distance(a, target), a2al.Distance(b, target)
+	return bytes.Compare(da[:], db[:]) < 0
+}
+
+
+// Maintenance is the work CollectMaintenance found.
+type Maintenance struct {
+	PendingToProbe  []Contact // replacement-cache entries to ping
+	StaleToProbe    []Contact // never-verified main entries older than staleCutoff
+	BucketsToRefill []int
+}
+
+// CollectMaintenance walks the buckets, expires old pending entries and
+// returns probe and refill work. Work is collected starting from a rotating
+// bucket so far buckets cannot starve near ones (W-16); the caller bounds
+// how much it executes.
+func (t *Table) CollectMaintenance(now, freshCutoff, staleCutoff time.Time, start int) Maintenance {
+	var m Maintenance
+	for k := 0; k < NumBuckets; k++ {
+		bi := (start + k) % NumBuckets
+		b := t.buckets[bi]
+		if b == nil {
+			continue
+		}
+		kept := b.pending[:0]
+		for _, p := range b.pending {
+			if now.Sub(p.at) < PendingTTL {
+				kept = append(kept, p)
+				m.PendingToProbe = append(m.PendingToProbe, p.c)
+			}
+		}
+		clear(b.pending[len(kept):])
+		b.pending = kept
+		fresh := 0
+		for i := range b.nodes {
+			e := &b.nodes[i]
+			if e.VerifiedAt.IsZero() && e.AddedAt.Before(staleCutoff) {
+				m.StaleToProbe = append(m.StaleToProbe, *e)
+			}
+			if e.VerifiedAt.After(freshCutoff) {
+				fresh++
+			}
+		}
+		if len(b.nodes) == 0 {
+			continue
+		}
+		if fresh >= K/2 {
+			b.wasHealthy = true
+			continue
+		}
+		if b.wasHealthy {
+			b.futile = 0
+			b.wasHealthy = false
+		}
+		cool := refillCooldown(b.futile)
+		if b.lastRefill.IsZero() || now.Sub(b.lastRefill) >= cool {
+			m.BucketsToRefill = append(m.BucketsToRefill, bi)
+		}
+	}
+	return m
+}
+
+// MarkRefilled records that a refill lookup was started for bucket bi.
+func (t *Table) MarkRefilled(bi int, now time.Time) {
+	if bi >= 0 && bi < NumBuckets && t.buckets[bi] != nil {
+		t.buckets[bi].lastRefill = now
+	}
+}
+
+func refillCooldown(futile int) time.Duration {
+	switch futile {
+	case 0:
+		return 30 * time.Second
+	case 1:
+		return 2 * time.Minute
+	case 2:
+		return 10 * time.Minute
+	default:
+		return 15 * time.Minute
+	}
+}
+
+// RecordRefillOutcome updates the futile-refill counter of bucket bi.
+func (t *Table) RecordRefillOutcome(bi int, improved bool) {
+	if bi < 0 || bi >= NumBuckets || t.buckets[bi] == nil {
+		return
+	}
+	if improved {
+		t.buckets[bi].futile = 0
+	} else {
+		t.buckets[bi].futile++
+	}
+}
+
+// PromotePending moves a verified pending entry into its bucket if there is
+// room; it reports whether it did.
+func (t *Table) PromotePending(id a2al.NodeID, verifiedAt, now time.Time) bool {
+	b := t.bucketFor(id, false)
+	if b == nil {
+		return false
+	}
+	for i := range b.pending {
+		if b.pending[i].c.Info.NodeID != id {
+			continue
+		}
+		c := b.pending[i].c
+		if len(b.nodes) >= K || !t.subnetAllowed(b, c.Subnet) {
+			return false
+		}
+		c.VerifiedAt = verifiedAt
+		t.insert(b, c, now)
+		return true
+	}
+	return false
+}
+
+// DropPending removes id from its bucket's replacement cache.
+func (t *Table) DropPending(id a2al.NodeID) {
+	if b := t.bucketFor(id, false); b != nil {
+		b.dropPending(id)
+	}
+}
+
+// EstimateSize is the bucket-density network-size estimate (dht.md §15.1):
+// scanning from the deepest bucket, up to 5 samples m*2^(c+1) where m counts
+// entries verified after cutoff (zero cutoff: all verified); the upper
+// median and confidence samples/5 are returned.
+func (t *Table) EstimateSize(cutoff time.Time) (int, float64) {
+	var samples []uint64
+	for c := NumBuckets - 1; c >= 0 && len(samples) < 5; c-- {
+		b := t.buckets[c]
+		if b == nil {
+			continue
+		}
+		m := 0
+		for i := range b.nodes {
+			v := b.nodes[i].VerifiedAt
+			if !v.IsZero() && (cutoff.IsZero() || v.After(cutoff)) {
+				m++
+			}
+		}
+		if m == 0 {
+			continue
+		}
+		samples = append(samples, uint64(m)<<min(c+1, 62))
+	}
+	if len(samples) == 0 {
+		return 0, 0
+	}
+	sort.Slice(samples, func(i, j int) bool { return samples[i] < samples[j] })
+	v := samples[len(samples)/2]
+	if v > 1<<31 {
+		v = 1 << 31
+	}
+	return int(v), float64(len(samples)) / 5
+}
+
+// EstimateSizeAny is the fallback estimate from the deepest non-empty bucket
+// counting all entries.
+func (t *Table) EstimateSizeAny() int {
+	for c := NumBuckets - 1; c >= 0; c-- {
+		if b := t.buckets[c]; b != nil && len(b.nodes) > 0 {
+			v := uint64(len(b.nodes)) << min(c+1, 62)
+			if v > 1<<31 {
+				v = 1 << 31
+			}
+			return int(v)
+		}
+	}
+	return 0
+}
+
+// RandomIDInBucket returns an ID with CPL(self, id) == bi, using rnd for the
+// free bits.
+func (t *Table) RandomIDInBucket(bi int, rnd []byte) a2al.NodeID {
+	id := t.self
+	if bi < 0 || bi >= NumBuckets {
+		return id
+	}
+	byteI, bit := bi/8, uint(7-bi%8)
+	id[byteI] ^= 1 << bit
+	for i := bi + 1; i < NumBuckets; i++ {
+		bj, bb := i/8, uint(7-i%8)
+		if rnd[(i)%len(rnd)]&(1<<(uint(i)%8)) != 0 {
+			id[bj] ^= 1 << bb
+		}
+	}
+	return id
+}

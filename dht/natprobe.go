@@ -1,0 +1,146 @@
+package dht
+
+import (
+	"context"
+	crand "crypto/rand"
+	"fmt"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/a2alnode/a2al/protocol"
+)
+
+// NAT probe parameters (dht.md §8).
+const (
+	natEchoBudget   = 3
+	natEchoWindow   = 10 * time.Second
+	maxNATWaiters   = 256
+	maxNATBudgetIPs = 4096
+)
+
+type natBudget struct {
+	until time.Time
+	count int
+}
+
+type natState struct {
+	mu           sync.Mutex
+	waiters      map[[8]byte]chan struct{}
+	budget       map[string]*natBudget
+	allowPrivate bool // tests on loopback only
+}
+
+func (s *natState) init() {
+	s.waiters = make(map[[8]byte]chan struct{})
+	s.budget = make(map[string]*natBudget)
+}
+
+func (s *natState) wake(tok [8]byte) {
+	s.mu.Lock()
+	ch := s.waiters[tok]
+	s.mu.Unlock()
+	if ch != nil {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// SendNATProbeReq asks probeAddr to send a NAT_PROBE_ECHO to claimedAddr
+// (6- or 18-byte wire form). It reports whether the echo arrived before ctx
+// ended; a timeout is (false, nil). Probe traffic always uses raw UDP.
+func (n *Node) SendNATProbeReq(ctx context.Context, probeAddr net.Addr, claimedAddr []byte) (bool, error) {
+	if n == nil {
+		return false, errNilNode
+	}
+	if _, err := protocol.DecodeUDPAddr(claimedAddr); err != nil {
+		return false, fmt.Errorf("dht: NAT probe claimed address: %w", err)
+	}
+	if !n.started.Load() {
+		n.Start()
+	}
+	var tok [8]byte
+	_, _ = crand.Read(tok[:])
+	ch := make(chan struct{}, 1)
+	s := &n.nat
+	s.mu.Lock()
+	if len(s.waiters) >= maxNATWaiters {
+		s.mu.Unlock()
+		return false, fmt.Errorf("dht: too many NAT probes in flight")
+	}
+	s.waiters[tok] = ch
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.waiters, tok)
+		s.mu.Unlock()
+	}()
+	raw, err := n.encode(newTxID(), protocol.BodyNATProbeReq{Token: tok, ClaimedAddr: append([]byte(nil), claimedAddr...)})
+	if err != nil {
+		return false, err
+	}
+	if err := n.tr.Send(probeAddr, raw); err != nil {
+		return false, fmt.Errorf("dht: send NAT probe to %v: %w", probeAddr, err)
+	}
+	n.cnt.tx.Add(1)
+	select {
+	case <-ch:
+		return true, nil
+	case <-ctx.Done():
+		return false, nil
+	case <-n.ctx.Done():
+		return false, errClosed
+	}
+}
+
+// handleNATProbeReq echoes to the claimed address only when it is public,
+// has the requester's IP (only the port may differ, so the node cannot be
+// used to hit third parties) and the per-IP budget allows it.
+func (n *Node) handleNATProbeReq(b protocol.BodyNATProbeReq, from net.Addr) {
+	claimed, err := protocol.DecodeUDPAddr(b.ClaimedAddr)
+	if err != nil {
+		return
+	}
+	s := &n.nat
+	if !s.allowPrivate && !protocol.IsPublicIP(claimed.IP) {
+		return
+	}
+	u, ok := from.(*net.UDPAddr)
+	if !ok || !u.IP.Equal(claimed.IP) {
+		return
+	}
+	now := n.now()
+	key := string(claimed.IP.To16())
+	s.mu.Lock()
+	bud := s.budget[key]
+	if bud == nil || !now.Before(bud.until) {
+		if bud == nil && len(s.budget) >= maxNATBudgetIPs {
+			for k, v := range s.budget {
+				if !now.Before(v.until) {
+					delete(s.budget, k)
+				}
+			}
+			if len(s.budget) >= maxNATBudgetIPs {
+				s.mu.Unlock()
+				return
+			}
+		}
+		bud = &natBudget{until: now.Add(natEchoWindow)}
+		s.budget[key] = bud
+	}
+	if bud.count >= natEchoBudget {
+		s.mu.Unlock()
+		return
+	}
+	bud.count++
+	s.mu.Unlock()
+	raw, err := n.encode(newTxID(), protocol.BodyNATProbeEcho{Token: b.Token})
+	if err != nil {
+		return
+	}
+	if err := n.tr.Send(claimed, raw); err == nil {
+		n.cnt.tx.Add(1)
+	}
+}

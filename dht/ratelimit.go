@@ -1,0 +1,100 @@
+package dht
+
+import (
+	"net"
+	"sync"
+	"time"
+)
+
+// Rate-limit classes, per source IP (W-24, W-25).
+const (
+	classPacket  = iota // every datagram, checked before signature verification
+	classStore          // STORE: record + delegation verification
+	classAmplify        // FIND_* answers, several times larger than the request
+	numClasses
+)
+
+type rateSpec struct {
+	rate  float64 // tokens per second
+	burst float64
+}
+
+var defaultRateLimits = [numClasses]rateSpec{
+	classPacket:  {rate: 400, burst: 800},
+	classStore:   {rate: 20, burst: 40},
+	classAmplify: {rate: 100, burst: 200},
+}
+
+const limiterCap = 4096 // entries per generation (two generations kept)
+
+type tokenBucket struct {
+	tokens float64
+	last   time.Time
+}
+
+type srcBuckets [numClasses]tokenBucket
+
+// rateLimiter keeps token buckets per source in two generations: when the
+// current map is full it becomes the previous one and the oldest is dropped,
+// so memory is bounded without scanning.
+type rateLimiter struct {
+	mu        sync.Mutex
+	spec      [numClasses]rateSpec
+	cur, prev map[string]*srcBuckets
+}
+
+func (l *rateLimiter) init(spec [numClasses]rateSpec) {
+	l.spec = spec
+	l.cur = make(map[string]*srcBuckets)
+	l.prev = make(map[string]*srcBuckets)
+}
+
+func (l *rateLimiter) setSpec(class int, s rateSpec) {
+	l.mu.Lock()
+	l.spec[class] = s
+	l.mu.Unlock()
+}
+
+// sourceKey identifies the sender for rate limiting: its IP for UDP, the
+// address string otherwise.
+func sourceKey(a net.Addr) string {
+	if u, ok := a.(*net.UDPAddr); ok {
+		return string(u.IP.To16())
+	}
+	if a == nil {
+		return ""
+	}
+	return a.Network() + ":" + a.String()
+}
+
+func (l *rateLimiter) allow(key string, class int, now time.Time) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	b := l.cur[key]
+	if b == nil {
+		if p := l.prev[key]; p != nil {
+			b = p
+		} else {
+			b = new(srcBuckets)
+			for i := range b {
+				b[i] = tokenBucket{tokens: l.spec[i].burst, last: now}
+			}
+		}
+		if len(l.cur) >= limiterCap {
+			l.prev = l.cur
+			l.cur = make(map[string]*srcBuckets)
+		}
+		l.cur[key] = b
+	}
+	tb := &b[class]
+	s := l.spec[class]
+	if dt := now.Sub(tb.last).Seconds(); dt > 0 {
+		tb.tokens = min(s.burst, tb.tokens+dt*s.rate)
+	}
+	tb.last = now
+	if tb.tokens < 1 {
+		return false
+	}
+	tb.tokens--
+	return true
+}

@@ -1,0 +1,579 @@
+package dht
+
+import (
+	"context"
+	"net"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/a2alnode/a2al"
+	"github.com/a2alnode/a2al/dht/internal/routing"
+	"github.com/a2alnode/a2al/protocol"
+)
+
+// Replication parameters (dht.md §11, with the §17.2 fixes).
+const (
+	nRep               = 8
+	repHardCap         = routing.K
+	probeInitDelay     = 30 * time.Second
+	probeMaxDelay      = time.Hour
+	probeBadDelay      = 30 * time.Minute // grace window before evicting a bad replica
+	probeTick          = 15 * time.Second
+	storeRPCTimeout    = 2 * time.Second
+	probeRPCTimeout    = 2 * time.Second
+	renewLookupTimeout = 15 * time.Second
+	maxRepSets         = 4096
+	storeParallel      = 4
+	maxProbesPerTick   = 64
+	noAddrEvictFails   = 4 // a member without a dial address is dropped (W-21)
+)
+
+type repKey struct{ key, pub a2al.NodeID }
+
+type repMember struct {
+	confirmedAt, badSince, nextProbeAt time.Time
+	nextProbeDelay                     time.Duration
+	failCount                          int
+	punched, probing                   bool
+}
+
+// repSet tracks where one record (storeKey, publisher) is replicated.
+// Members confirmed after epoch (the start of the last completed renewal)
+// are "active"; the gap-fill logic counts active, non-bad members.
+type repSet struct {
+	mu       sync.Mutex
+	k        repKey
+	rec      protocol.SignedRecord
+	members  map[a2al.NodeID]*repMember
+	renewing bool
+	dirty    bool // a newer record arrived during a renewal: run again
+	removed  bool
+	epoch    time.Time
+}
+
+type replState struct {
+	mu   sync.Mutex
+	sets map[repKey]*repSet
+}
+
+func (r *replState) init() { r.sets = make(map[repKey]*repSet) }
+
+func recordExpired(rec protocol.SignedRecord, now time.Time) bool {
+	return int64(rec.Timestamp)+int64(rec.TTL) < now.Unix()
+}
+
+func (n *Node) getRepSet(k repKey, create bool) *repSet {
+	r := &n.repl
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	s := r.sets[k]
+	if s == nil && create {
+		if len(r.sets) >= maxRepSets {
+			now := n.now()
+			for kk, ss := range r.sets {
+				ss.mu.Lock()
+				exp := recordExpired(ss.rec, now)
+				ss.mu.Unlock()
+				if exp {
+					delete(r.sets, kk)
+				}
+			}
+			if len(r.sets) >= maxRepSets {
+				return nil
+			}
+		}
+		s = &repSet{k: k, members: make(map[a2al.NodeID]*repMember)}
+		r.sets[k] = s
+	}
+	return s
+}
+
+func (n *Node) allRepSets() []*repSet {
+	r := &n.repl
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]*repSet, 0, len(r.sets))
+	for _, s := range r.sets {
+		out = append(out, s)
+	}
+	return out
+}
+
+// scheduleReplicate records rec as the set's current record and makes sure
+// a renewal runs; a renewal already running picks the new record up when
+// it finishes (coalescing, W-19).
+func (n *Node) scheduleReplicate(storeKey a2al.NodeID, rec protocol.SignedRecord) {
+	s := n.getRepSet(repKey{key: storeKey, pub: a2al.NodeIDFromAddress(rec.Address)}, true)
+	if s == nil {
+		n.log.Warn("dht: too many replication sets; not replicating", "key", storeKey)
+		return
+	}
+	s.mu.Lock()
+	s.rec = rec
+	s.removed = false
+	if s.renewing {
+		s.dirty = true
+		s.mu.Unlock()
+		return
+	}
+	s.renewing = true
+	s.mu.Unlock()
+	if !n.submit(func() { n.renew(s) }) {
+		s.mu.Lock()
+		s.renewing = false
+		s.mu.Unlock()
+	}
+}
+
+// renew looks up the key's neighbourhood, re-STOREs the record on the
+// healthy members and fills gaps with the closest new peers.
+func (n *Node) renew(s *repSet) {
+	for {
+		start := n.now()
+		s.mu.Lock()
+		rec, removed := s.rec, s.removed
+		s.dirty = false
+		s.mu.Unlock()
+		if removed || n.ctx.Err() != nil || recordExpired(rec, start) {
+			if recordExpired(rec, start) {
+				n.dropRepSet(s)
+			}
+			break
+		}
+		found := n.neighbourhood(s.k.key)
+		s.mu.Lock()
+		var renewIDs []a2al.NodeID
+		var badIDs []a2al.NodeID
+		for id, m := range s.members {
+			if m.badSince.IsZero() {
+				renewIDs = append(renewIDs, id)
+			} else {
+				badIDs = append(badIDs, id)
+				// Keep the grace window: only re-probe once it elapsed.
+				if start.Sub(m.badSince) >= probeBadDelay {
+					m.nextProbeAt = start
+				}
+			}
+		}
+		s.mu.Unlock()
+		for _, id := range badIDs {
+			n.triggerPunch(id, PunchPriorityHigh)
+		}
+		peers := make([]protocol.NodeInfo, 0, len(renewIDs))
+		for _, id := range renewIDs {
+			peers = append(peers, protocol.NodeInfo{NodeID: id})
+		}
+		n.storeBatch(s, rec, peers)
+		n.fill(s, rec, found)
+		s.mu.Lock()
+		s.epoch = start
+		again := s.dirty && !s.removed
+		if !again {
+			s.renewing = false
+		}
+		s.mu.Unlock()
+		if !again {
+			return
+		}
+	}
+	s.mu.Lock()
+	s.renewing = false
+	s.mu.Unlock()
+}
+
+// neighbourhood returns the candidates for replicas of key: an iterative
+// lookup (bounded by renewLookupTimeout), or the local table when passive.
+func (n *Node) neighbourhood(key a2al.NodeID) []protocol.NodeInfo {
+	if !n.passive.Load() {
+		ctx, cancel := context.WithTimeout(n.ctx, renewLookupTimeout)
+		defer cancel()
+		r := n.newQueryRun(key, false, 0, 0)
+		r.run(ctx)
+		if got := r.closest(); len(got) > 0 {
+			return got
+		}
+	}
+	return n.tabNearestHealthy(key, routing.K)
+}
+
+// tabNearestHealthy: the nearest table entries, Good then Unknown then Bad.
+func (n *Node) tabNearestHealthy(target a2al.NodeID, k int) []protocol.NodeInfo {
+	n.tabMu.RLock()
+	cs := n.tab.Nearest(target, 4*routing.K, nil)
+	n.tabMu.RUnlock()
+	now := n.now()
+	var groups [3][]protocol.NodeInfo
+	n.health.mu.RLock()
+	for _, c := range cs {
+		switch n.health.stateLocked(c.Info.NodeID, now) {
+		case PeerHealthGood:
+			groups[0] = append(groups[0], c.Info)
+		case PeerHealthUnknown:
+			groups[1] = append(groups[1], c.Info)
+		default:
+			groups[2] = append(groups[2], c.Info)
+		}
+	}
+	n.health.mu.RUnlock()
+	out := append(append(groups[0], groups[1]...), groups[2]...)
+	if len(out) > k {
+		out = out[:k]
+	}
+	return out
+}
+
+// fill stores rec on new peers from cands until the set has nRep active
+// members; with a full set only peers closer than the farthest member are
+// tried.
+func (n *Node) fill(s *repSet, rec protocol.SignedRecord, cands []protocol.NodeInfo) {
+	s.mu.Lock()
+	active := 0
+	var far a2al.NodeID
+	hasFar := false
+	for id, m := range s.members {
+		if m.badSince.IsZero() {
+			active++
+		}
+		if !hasFar || routing.Less(far, id, s.k.key) {
+			far, hasFar = id, true
+		}
+	}
+	room := repHardCap - len(s.members)
+	var pick []protocol.NodeInfo
+	sorted := append([]protocol.NodeInfo(nil), cands...)
+	sortInfos(sorted, s.k.key)
+	need := nRep - active
+	for _, c := range sorted {
+		if len(pick) >= room {
+			break
+		}
+		if _, ok := s.members[c.NodeID]; ok || c.NodeID == n.id {
+			continue
+		}
+		closer := hasFar && routing.Less(c.NodeID, far, s.k.key)
+		if need <= 0 && !closer {
+			continue
+		}
+		if len(s.members) >= nRep && !closer {
+			if need <= 0 {
+				continue
+			}
+		}
+		pick = append(pick, c)
+		need--
+	}
+	s.mu.Unlock()
+	var ok []protocol.NodeInfo
+	for _, c := range pick {
+		if n.PeerAllowContact(c.NodeID) {
+			ok = append(ok, c)
+		}
+	}
+	n.storeBatch(s, rec, ok)
+}
+
+// storeBatch STOREs rec on peers in parallel (bounded) and applies the
+// answers to the set.
+func (n *Node) storeBatch(s *repSet, rec protocol.SignedRecord, peers []protocol.NodeInfo) {
+	if len(peers) == 0 {
+		return
+	}
+	key := s.k.key
+	if key == a2al.NodeIDFromAddress(rec.Address) {
+		key = a2al.NodeID{} // omit the key field for sovereign records (compat)
+	}
+	sem := make(chan struct{}, storeParallel)
+	var wg sync.WaitGroup
+	for _, p := range peers {
+		addr := n.dialAddrOf(p)
+		if addr == nil || p.NodeID == n.id || n.isHairpin(addr) {
+			continue
+		}
+		select {
+		case sem <- struct{}{}:
+		case <-n.ctx.Done():
+			wg.Wait()
+			return
+		}
+		wg.Add(1)
+		id := p.NodeID
+		if !n.spawn(func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			ctx, cancel := context.WithTimeout(n.ctx, storeRPCTimeout)
+			r, err := n.roundTripTo(ctx, addr, id, true, true, protocol.BodyStore{Record: rec, Key: keyPtr(key)})
+			cancel()
+			if err != nil {
+				return
+			}
+			n.onRPCSuccess(r)
+			resp, _ := r.msg.Body.(protocol.BodyStoreResp)
+			n.applyStore(s, id, resp)
+		}) {
+			wg.Done()
+			<-sem
+		}
+	}
+	wg.Wait()
+}
+
+func keyPtr(k a2al.NodeID) *a2al.NodeID {
+	if k.IsZero() {
+		return nil
+	}
+	return &k
+}
+
+func (n *Node) dialAddrOf(p protocol.NodeInfo) net.Addr {
+	if a, _ := n.book.get(p.NodeID); a != nil {
+		return a
+	}
+	if p.Port != 0 && (len(p.IP) == 4 || len(p.IP) == 16) {
+		return &net.UDPAddr{IP: p.IP, Port: int(p.Port)}
+	}
+	return nil
+}
+
+// applyStore updates membership from a STORE answer: stored (or already
+// had) confirms; RecordInvalid keeps an existing member (the record may have
+// raced with a republish); a policy refusal removes it.
+func (n *Node) applyStore(s *repSet, id a2al.NodeID, resp protocol.BodyStoreResp) {
+	now := n.now()
+	n.tabMu.RLock()
+	punched := n.tab.IsPunched(id)
+	n.tabMu.RUnlock()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.removed {
+		return
+	}
+	m := s.members[id]
+	if !resp.Stored {
+		if resp.Reason != protocol.StoreReasonRecordInvalid && m != nil {
+			delete(s.members, id)
+		}
+		return
+	}
+	if m == nil {
+		m = &repMember{nextProbeDelay: probeInitDelay, nextProbeAt: now.Add(probeInitDelay)}
+		s.members[id] = m
+	}
+	m.confirmedAt = now
+	m.failCount = 0
+	m.badSince = time.Time{}
+	m.punched = punched
+	s.rebalanceLocked()
+}
+
+// rebalanceLocked keeps the nRep closest members plus the nRep closest
+// non-punched members (at most 2*nRep = K).
+func (s *repSet) rebalanceLocked() {
+	if len(s.members) <= nRep {
+		return
+	}
+	ids := make([]a2al.NodeID, 0, len(s.members))
+	for id := range s.members {
+		ids = append(ids, id)
+	}
+	sort.Slice(ids, func(i, j int) bool { return routing.Less(ids[i], ids[j], s.k.key) })
+	keep := map[a2al.NodeID]bool{}
+	direct := 0
+	for i, id := range ids {
+		if i < nRep {
+			keep[id] = true
+		}
+		if !s.members[id].punched && direct < nRep {
+			keep[id] = true
+			direct++
+		}
+	}
+	for _, id := range ids {
+		if !keep[id] {
+			delete(s.members, id)
+		}
+	}
+}
+
+func (n *Node) dropRepSet(s *repSet) {
+	r := &n.repl
+	r.mu.Lock()
+	if r.sets[s.k] == s {
+		delete(r.sets, s.k)
+	}
+	r.mu.Unlock()
+	s.mu.Lock()
+	s.removed = true
+	s.mu.Unlock()
+}
+
+// replTick probes due replica members and restarts gap filling for short
+// sets; expired sets are dropped (W-19).
+func (n *Node) replTick() {
+	now := n.now()
+	probes := 0
+	for _, s := range n.allRepSets() {
+		s.mu.Lock()
+		if recordExpired(s.rec, now) {
+			s.mu.Unlock()
+			n.dropRepSet(s)
+			continue
+		}
+		var due []a2al.NodeID
+		active := 0
+		for id, m := range s.members {
+			if m.badSince.IsZero() {
+				active++
+			}
+			if !m.probing && !now.Before(m.nextProbeAt) && probes < maxProbesPerTick {
+				m.probing = true
+				due = append(due, id)
+				probes++
+			}
+		}
+		short := active < nRep && !s.renewing
+		s.mu.Unlock()
+		for _, id := range due {
+			id := id
+			if !n.submit(func() { n.probeMember(s, id) }) {
+				s.mu.Lock()
+				if m := s.members[id]; m != nil {
+					m.probing = false
+				}
+				s.mu.Unlock()
+			}
+		}
+		if short {
+			n.submit(func() { n.refill(s) })
+		}
+	}
+}
+
+func (n *Node) refill(s *repSet) {
+	s.mu.Lock()
+	rec, removed := s.rec, s.removed
+	s.mu.Unlock()
+	if removed || recordExpired(rec, n.now()) {
+		return
+	}
+	n.fill(s, rec, n.tabNearestHealthy(s.k.key, routing.K))
+}
+
+func (n *Node) refillShortSets() {
+	for _, s := range n.allRepSets() {
+		s.mu.Lock()
+		short := len(s.members) < nRep
+		s.mu.Unlock()
+		if short {
+			n.refill(s)
+		}
+	}
+}
+
+// probeMember PINGs one replica and runs the member state machine:
+// healthy -fail-> suspect (retry 30 s) -fail-> bad (30 min grace, refill,
+// Low punch) -fail after grace-> evicted. Failures during a local outage
+// change nothing.
+func (n *Node) probeMember(s *repSet, id a2al.NodeID) {
+	addr, _ := n.book.get(id)
+	ok := false
+	if addr != nil {
+		ctx, cancel := context.WithTimeout(n.ctx, probeRPCTimeout)
+		r, err := n.roundTripTo(ctx, addr, id, true, true, protocol.BodyPing{Address: n.addr})
+		cancel()
+		if err == nil {
+			n.onRPCSuccess(r)
+			ok = true
+		} else if n.ctx.Err() != nil {
+			return
+		}
+	}
+	now := n.now()
+	outage := n.inOutage()
+	if !ok && addr != nil && !outage {
+		n.recordProbeFailure(id)
+	}
+	s.mu.Lock()
+	m := s.members[id]
+	if m == nil {
+		s.mu.Unlock()
+		return
+	}
+	m.probing = false
+	evict, newlyBad := false, false
+	switch {
+	case ok:
+		m.failCount = 0
+		m.badSince = time.Time{}
+		if m.nextProbeDelay == 0 {
+			m.nextProbeDelay = probeMaxDelay
+		} else {
+			m.nextProbeDelay = min(2*m.nextProbeDelay, probeMaxDelay)
+		}
+		m.nextProbeAt = now.Add(m.nextProbeDelay)
+	case outage:
+		m.nextProbeAt = now.Add(probeInitDelay)
+	case addr == nil:
+		m.failCount++
+		m.nextProbeAt = now.Add(probeInitDelay)
+		evict = m.failCount >= noAddrEvictFails
+	default:
+		m.failCount++
+		switch {
+		case !m.badSince.IsZero():
+			if now.Sub(m.badSince) >= probeBadDelay {
+				evict = true
+			} else {
+				m.nextProbeAt = m.badSince.Add(probeBadDelay)
+			}
+		case m.failCount >= 2 && !(m.confirmedAt.After(s.epoch) && m.failCount == 2):
+			m.badSince = now
+			m.nextProbeAt = now.Add(probeBadDelay)
+			newlyBad = true
+		default:
+			m.nextProbeAt = now.Add(probeInitDelay)
+		}
+	}
+	if evict {
+		delete(s.members, id)
+	}
+	s.mu.Unlock()
+	if newlyBad {
+		n.triggerPunch(id, PunchPriorityLow)
+	}
+	if evict || newlyBad {
+		n.submit(func() { n.refill(s) })
+	}
+}
+
+// RepSetSize returns the number of replicas tracked for (storeKey,
+// publisher), including members in the grace window; 0 if none.
+func (n *Node) RepSetSize(storeKey, publisher a2al.NodeID) int {
+	s := n.getRepSet(repKey{key: storeKey, pub: publisher}, false)
+	if s == nil {
+		return 0
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.members)
+}
+
+// RemoveRepSetsForPublisher stops replicating every record of publisher;
+// running renewals notice and stop applying results.
+func (n *Node) RemoveRepSetsForPublisher(publisher a2al.NodeID) {
+	r := &n.repl
+	r.mu.Lock()
+	var gone []*repSet
+	for k, s := range r.sets {
+		if k.pub == publisher {
+			delete(r.sets, k)
+			gone = append(gone, s)
+		}
+	}
+	r.mu.Unlock()
+	for _, s := range gone {
+		s.mu.Lock()
+		s.removed = true
+		s.mu.Unlock()
+	}
+}
