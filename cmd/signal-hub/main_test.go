@@ -1,0 +1,125 @@
+package main
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/a2alnode/a2al/signal"
+	"github.com/pion/stun"
+)
+
+func TestRunServesHubSTUNHealthMetrics(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ready := make(chan string, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"-listen", "127.0.0.1:0", "-stun-addr", "127.0.0.1:0", "-stun-alt-port", "0", "-log-level", "warn"}, io.Discard, ready)
+	}()
+	var addr string
+	select {
+	case addr = <-ready:
+	case err := <-done:
+		t.Fatalf("run: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("not ready")
+	}
+	get := func(path string) string {
+		c := http.Client{Timeout: 5 * time.Second}
+		resp, err := c.Get("http://" + addr + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != 200 {
+			t.Fatalf("%s: %d %s", path, resp.StatusCode, b)
+		}
+		return string(b)
+	}
+	if h := get("/healthz"); !strings.Contains(h, `"status":"ok"`) {
+		t.Fatalf("healthz: %s", h)
+	}
+	_, key, _ := ed25519.GenerateKey(rand.Reader)
+	cl, err := signal.NewClient(signal.ClientConfig{HubURL: "ws://" + addr, Key: key, OnCall: func(*signal.Session) {}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cl.Registered() {
+		if time.Now().After(deadline) {
+			t.Fatal("client did not register")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	m := get("/metrics")
+	for _, want := range []string{"a2al_signal_registered_nodes 1", "a2al_stun_requests_total", "go_goroutines"} {
+		if !strings.Contains(m, want) {
+			t.Fatalf("metrics lack %q", want)
+		}
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("run returned %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no graceful shutdown")
+	}
+}
+
+func TestSTUNAnswersBinding(t *testing.T) {
+	o := &options{stunAddr: "127.0.0.1:0", stunSlack: 12}
+	s, err := startSTUN(o, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	c, err := net.DialUDP("udp4", nil, s.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	req := stun.MustBuild(stun.TransactionID, stun.BindingRequest)
+	c.Write(req.Raw)
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 1500)
+	n, err := c.Read(buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp := &stun.Message{Raw: buf[:n]}
+	if err := resp.Decode(); err != nil {
+		t.Fatal(err)
+	}
+	var xor stun.XORMappedAddress
+	if err := xor.GetFrom(resp); err != nil || xor.Port != c.LocalAddr().(*net.UDPAddr).Port {
+		t.Fatalf("mapped %v %v, want our port", xor, err)
+	}
+}
+
+func TestFlagsFromEnv(t *testing.T) {
+	t.Setenv("A2AL_LISTEN", "127.0.0.1:9999")
+	t.Setenv("A2AL_MAX_CONNS_PER_IP", "7")
+	t.Setenv("A2AL_PUBLIC_URL", "wss://a/v2/signal, wss://b/v2/signal")
+	o, err := parseFlags([]string{"-max-conns-per-ip", "9"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.listen != "127.0.0.1:9999" || o.hub.MaxConnsPerIP != 9 || len(o.hub.PublicURLs) != 2 {
+		t.Fatalf("got listen %q perIP %d urls %v", o.listen, o.hub.MaxConnsPerIP, o.hub.PublicURLs)
+	}
+	t.Setenv("A2AL_MSG_RATE", "fast")
+	if _, err := parseFlags(nil, io.Discard); err == nil {
+		t.Fatal("bad env value accepted")
+	}
+}
