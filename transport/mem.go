@@ -5,6 +5,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -40,9 +41,10 @@ type MemStats struct {
 // applied by a single delivery goroutine per network (started on first use,
 // stopped by Close), and optional loss drops packets at random.
 type MemNetwork struct {
-	mu     sync.RWMutex
-	peers  map[string]*MemTransport
-	closed bool
+	mu       sync.RWMutex
+	peers    map[string]*MemTransport
+	udpPeers map[netip.AddrPort]*MemTransport // endpoints made by NewUDPTransport
+	closed   bool
 
 	latency  atomic.Int64  // nanoseconds
 	lossBits atomic.Uint64 // float64 bits of the loss probability
@@ -58,8 +60,9 @@ type MemNetwork struct {
 // NewMemNetwork returns an empty network without latency or loss.
 func NewMemNetwork() *MemNetwork {
 	return &MemNetwork{
-		peers: make(map[string]*MemTransport),
-		rng:   rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())),
+		peers:    make(map[string]*MemTransport),
+		udpPeers: make(map[netip.AddrPort]*MemTransport),
+		rng:      rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())),
 	}
 }
 
@@ -102,13 +105,39 @@ func (n *MemNetwork) Stats() MemStats {
 
 // NewTransport registers an endpoint called name.
 func (n *MemNetwork) NewTransport(name string) (*MemTransport, error) {
+	return n.register(name, netip.AddrPort{})
+}
+
+// NewUDPTransport registers an endpoint that looks like a UDP socket at addr:
+// it is named addr.String(), its LocalAddr and the source of its packets are
+// *net.UDPAddr, and its Send accepts *net.UDPAddr destinations of other such
+// endpoints. Simulations use it so that contacts learned from the wire
+// (IP and port) are dialable without any address translation.
+func (n *MemNetwork) NewUDPTransport(addr *net.UDPAddr) (*MemTransport, error) {
+	if addr == nil {
+		return nil, fmt.Errorf("transport: mem udp endpoint: nil address")
+	}
+	ap := addr.AddrPort()
+	ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	if !ap.IsValid() {
+		return nil, fmt.Errorf("transport: mem udp endpoint: invalid address %v", addr)
+	}
+	return n.register(ap.String(), ap)
+}
+
+func (n *MemNetwork) register(name string, ap netip.AddrPort) (*MemTransport, error) {
 	t := &MemTransport{
 		net:   n,
 		addr:  Addr{Name: name},
+		udp:   ap,
 		inbox: make(chan memPacket, MemInboxSize),
 		done:  make(chan struct{}),
 	}
-	t.netAddr = t.addr
+	if ap.IsValid() {
+		t.netAddr = net.UDPAddrFromAddrPort(ap)
+	} else {
+		t.netAddr = t.addr
+	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.closed {
@@ -118,6 +147,9 @@ func (n *MemNetwork) NewTransport(name string) (*MemTransport, error) {
 		return nil, fmt.Errorf("%w: %q", ErrDuplicatePeer, name)
 	}
 	n.peers[name] = t
+	if ap.IsValid() {
+		n.udpPeers[ap] = t
+	}
 	return t, nil
 }
 
@@ -148,10 +180,20 @@ func (n *MemNetwork) lookup(name string) *MemTransport {
 	return t
 }
 
+func (n *MemNetwork) lookupUDP(ap netip.AddrPort) *MemTransport {
+	n.mu.RLock()
+	t := n.udpPeers[ap]
+	n.mu.RUnlock()
+	return t
+}
+
 func (n *MemNetwork) unregister(t *MemTransport) {
 	n.mu.Lock()
 	if n.peers[t.addr.Name] == t {
 		delete(n.peers, t.addr.Name)
+	}
+	if t.udp.IsValid() && n.udpPeers[t.udp] == t {
+		delete(n.udpPeers, t.udp)
 	}
 	n.mu.Unlock()
 }
@@ -195,7 +237,8 @@ type memPacket struct {
 type MemTransport struct {
 	net     *MemNetwork
 	addr    Addr
-	netAddr net.Addr // addr boxed once, so Send does not allocate for it
+	udp     netip.AddrPort // valid for endpoints made by NewUDPTransport
+	netAddr net.Addr       // source address of our packets, boxed once
 	inbox   chan memPacket
 	// done is closed by Close. The inbox itself is never closed, so a
 	// concurrent Send can never panic.
@@ -203,8 +246,9 @@ type MemTransport struct {
 	closeOnce sync.Once
 }
 
-// Send copies data and queues it for the endpoint named by addr (any net.Addr
-// whose Network is "mem"). It never blocks: a full inbox yields
+// Send copies data and queues it for the endpoint named by addr: any
+// net.Addr whose Network is "mem", or a *net.UDPAddr of an endpoint made by
+// NewUDPTransport. It never blocks: a full inbox yields
 // ErrMemBufferFull. With latency configured, a full inbox at delivery time
 // drops the packet silently (counted in Stats).
 func (t *MemTransport) Send(addr net.Addr, data []byte) error {
@@ -216,13 +260,23 @@ func (t *MemTransport) Send(addr net.Addr, data []byte) error {
 		return ErrClosed
 	default:
 	}
-	if addr == nil || addr.Network() != "mem" {
-		return fmt.Errorf("%w: %v is not a mem address", ErrUnknownPeer, addr)
-	}
-	name := addr.String()
-	dst := t.net.lookup(name)
-	if dst == nil {
-		return fmt.Errorf("%w: %q", ErrUnknownPeer, name)
+	var dst *MemTransport
+	switch a := addr.(type) {
+	case *net.UDPAddr:
+		if a == nil {
+			return fmt.Errorf("%w: nil address", ErrUnknownPeer)
+		}
+		ap := a.AddrPort()
+		if dst = t.net.lookupUDP(netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())); dst == nil {
+			return fmt.Errorf("%w: %v", ErrUnknownPeer, a)
+		}
+	default:
+		if addr == nil || addr.Network() != "mem" {
+			return fmt.Errorf("%w: %v is not a mem or UDP address", ErrUnknownPeer, addr)
+		}
+		if dst = t.net.lookup(addr.String()); dst == nil {
+			return fmt.Errorf("%w: %q", ErrUnknownPeer, addr.String())
+		}
 	}
 	t.net.sent.Add(1)
 	if t.net.dropByLoss() {
@@ -240,7 +294,8 @@ func (t *MemTransport) Send(addr net.Addr, data []byte) error {
 	return t.net.deliver(p)
 }
 
-// Receive blocks for the next packet; it returns ErrClosed after Close.
+// Receive blocks for the next packet; it returns ErrClosed after Close. The
+// source address is shared between packets of one sender: do not modify it.
 func (t *MemTransport) Receive() ([]byte, net.Addr, error) {
 	select {
 	case <-t.done:
@@ -255,7 +310,8 @@ func (t *MemTransport) Receive() ([]byte, net.Addr, error) {
 	}
 }
 
-// LocalAddr returns the endpoint's Addr.
+// LocalAddr returns the endpoint's Addr, or its *net.UDPAddr for endpoints
+// made by NewUDPTransport.
 func (t *MemTransport) LocalAddr() net.Addr { return t.netAddr }
 
 // Close unregisters the endpoint and wakes blocked receivers. Idempotent.

@@ -3,6 +3,7 @@ package transport
 import (
 	"errors"
 	"fmt"
+	"net"
 	"runtime"
 	"sync"
 	"testing"
@@ -256,5 +257,56 @@ func BenchmarkMemSendReceive(b *testing.B) {
 		if _, _, err := y.Receive(); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+func TestMemUDPEndpoints(t *testing.T) {
+	n := NewMemNetwork()
+	defer n.Close()
+	aAddr := &net.UDPAddr{IP: net.IPv4(127, 1, 0, 1), Port: 4000}
+	bAddr := &net.UDPAddr{IP: net.ParseIP("2001:db8::1"), Port: 4000}
+	a, err := n.NewUDPTransport(aAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := n.NewUDPTransport(bAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.NewUDPTransport(&net.UDPAddr{IP: net.ParseIP("::ffff:127.1.0.1"), Port: 4000}); !errors.Is(err, ErrDuplicatePeer) {
+		t.Fatalf("IPv4-mapped duplicate: %v", err)
+	}
+	if err := a.Send(&net.UDPAddr{IP: net.ParseIP("2001:db8::1"), Port: 4000}, []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	data, from, err := b.Receive()
+	if err != nil || string(data) != "x" {
+		t.Fatalf("got %q %v", data, err)
+	}
+	ua, ok := from.(*net.UDPAddr)
+	if !ok || !ua.IP.Equal(aAddr.IP) || ua.Port != 4000 {
+		t.Fatalf("source %#v", from)
+	}
+	// Replying to the source address works; so does the mem name.
+	if err := b.Send(from, []byte("y")); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Send(Addr{Name: "127.1.0.1:4000"}, []byte("z")); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"y", "z"} {
+		if d, _, err := a.Receive(); err != nil || string(d) != want {
+			t.Fatalf("got %q %v, want %q", d, err, want)
+		}
+	}
+	if err := a.Send(&net.UDPAddr{IP: net.IPv4(127, 9, 9, 9), Port: 1}, []byte{1}); !errors.Is(err, ErrUnknownPeer) {
+		t.Fatalf("unknown UDP peer: %v", err)
+	}
+	_ = b.Close()
+	if err := a.Send(bAddr, []byte{1}); !errors.Is(err, ErrUnknownPeer) {
+		t.Fatalf("closed UDP peer: %v", err)
+	}
+	if _, err := n.NewUDPTransport(bAddr); err != nil {
+		t.Fatalf("re-register after close: %v", err)
 	}
 }
