@@ -222,3 +222,45 @@ func (m *testMux) echoProbe(peer *natsim.Host) func(context.Context, *net.UDPAdd
 		}
 	}
 }
+
+// A server on caller-supplied sockets leaves them open on Close.
+func TestServerCallerConns(t *testing.T) {
+	w := newWorld(t, natsim.Options{NoSTUN: true})
+	h, err := w.AddOpenHost()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := h.Net.ListenPacket("udp4", h.Bind(4000))
+	if err != nil {
+		t.Fatal(err)
+	}
+	alt, err := h.Net.ListenPacket("udp4", h.Bind(4001))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := natprobe.NewServer(natprobe.ServerConfig{Conns: natprobe.ServerConns{Primary: p, AltPort: alt}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	client, err := w.AddNAT(natprobe.TypePortRestricted)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := classifyHost(t, w, client, natprobe.ClassifyConfig{Servers: []string{srv.Addr().String()}})
+	// One IP only and no echo probe: port-restricted is still provable
+	// (the change-port reply is blocked), the mapping test uses the other port.
+	if res.Type != natprobe.TypePortRestricted {
+		t.Fatalf("got %s", res)
+	}
+	if err := srv.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// Both sockets still work.
+	for _, c := range []net.PacketConn{p, alt} {
+		if _, err := c.WriteTo([]byte("x"), p.LocalAddr()); err != nil {
+			t.Fatalf("socket closed by server: %v", err)
+		}
+	}
+	_ = p.Close()
+	_ = alt.Close()
+}

@@ -93,6 +93,9 @@ func (p *prober) readLoop(stop *atomic.Bool, done chan<- struct{}) {
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() {
 				_ = p.conn.SetReadDeadline(time.Time{})
+				if stop.Load() { // stop's deadline may just have been cleared
+					return
+				}
 				continue
 			}
 			return // closed or broken: pending transactions will time out

@@ -262,8 +262,12 @@ func (s *Server) serve(idx int, c net.PacketConn) {
 			}
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() {
-				// Someone else's deadline; clear it and keep serving.
+				// Someone else's deadline; clear it and keep serving. Re-check
+				// closing: Close may have set its deadline just before.
 				_ = c.SetReadDeadline(time.Time{})
+				if s.closing.Load() {
+					return
+				}
 				continue
 			}
 			if errors.Is(err, net.ErrClosed) {

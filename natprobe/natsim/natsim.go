@@ -51,6 +51,8 @@ const (
 	maxNATs      = 99 // public IPs 1.2.3.100..198
 	maxOpenHosts = 54 // public IPs 1.2.3.200..253
 	maxLANHosts  = 200
+	// SimReplySlack is the simulated server's ReplySlack unless StrictSTUN.
+	SimReplySlack = 64
 )
 
 // Options tune NewWorld; the zero value is the standard world.
@@ -60,6 +62,10 @@ type Options struct {
 	// SingleIPSTUN gives the STUN server only one IP (no change-IP), which
 	// forces the classifier onto its EchoProbe path.
 	SingleIPSTUN bool
+	// StrictSTUN runs the STUN server with ReplySlack 0 (the production
+	// default). By default the simulated server allows 64 bytes of slack so
+	// that pion ICE's 20-byte srflx requests get answers.
+	StrictSTUN bool
 	// MinDelay is the per-router latency (0 = none).
 	MinDelay time.Duration
 	// LoggerFactory for vnet; nil means pion's default (errors only).
@@ -114,6 +120,9 @@ func NewWorld(opts ...Options) (*World, error) {
 			Addr:    net.JoinHostPort(STUNIP, strconv.Itoa(STUNPort)),
 			AltPort: STUNAltPort,
 			Net:     w.STUNNet,
+		}
+		if !o.StrictSTUN {
+			cfg.ReplySlack = SimReplySlack
 		}
 		if !o.SingleIPSTUN {
 			cfg.AltIP = STUNAltIP

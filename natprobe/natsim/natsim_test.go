@@ -6,6 +6,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pion/ice/v2"
+	"github.com/pion/stun"
+
 	"github.com/a2alnode/a2al/natprobe"
 	"github.com/a2alnode/a2al/natprobe/natsim"
 )
@@ -78,5 +81,56 @@ func TestNATTypeFor(t *testing.T) {
 	sym, ok := natsim.NATTypeFor(natprobe.TypeSymmetric)
 	if !ok || sym.MappingBehavior == 0 {
 		t.Fatalf("symmetric must have endpoint-dependent mapping: %+v", sym)
+	}
+}
+
+// pion ICE gathers a server-reflexive candidate from the world's STUN
+// server through a NAT: the setup the host's ICE matrix relies on.
+func TestICEGathersSrflx(t *testing.T) {
+	w, err := natsim.NewWorld()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	h, err := w.AddNAT(natprobe.TypePortRestricted)
+	if err != nil {
+		t.Fatal(err)
+	}
+	uri, err := stun.ParseURI(w.STUNURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := ice.NewAgent(&ice.AgentConfig{
+		Urls:             []*stun.URI{uri},
+		NetworkTypes:     []ice.NetworkType{ice.NetworkTypeUDP4},
+		CandidateTypes:   []ice.CandidateType{ice.CandidateTypeServerReflexive},
+		Net:              h.Net,
+		MulticastDNSMode: ice.MulticastDNSModeDisabled,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	got := make(chan ice.Candidate, 4)
+	if err := a.OnCandidate(func(c ice.Candidate) {
+		if c != nil {
+			got <- c
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.GatherCandidates(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case c := <-got:
+		if c.Type() != ice.CandidateTypeServerReflexive || c.Address() != h.PublicIP.String() {
+			t.Fatalf("candidate %s, want srflx at %v", c, h.PublicIP)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no srflx candidate gathered")
+	}
+	if st := w.STUN.Stats(); st.Requests == 0 {
+		t.Fatalf("server stats %+v", st)
 	}
 }
