@@ -33,7 +33,9 @@ func newTestKeys(seed uint64) *testKeys {
 	return &testKeys{priv: priv, addr: a2al.AddressFromEd25519(priv.Public().(ed25519.PublicKey))}
 }
 
-func (k *testKeys) Generate() (a2al.Address, error) { return a2al.Address{}, fmt.Errorf("not supported") }
+func (k *testKeys) Generate() (a2al.Address, error) {
+	return a2al.Address{}, fmt.Errorf("not supported")
+}
 func (k *testKeys) Sign(a a2al.Address, data []byte) ([]byte, error) {
 	if a != k.addr {
 		return nil, fmt.Errorf("unknown address")
@@ -44,7 +46,7 @@ func (k *testKeys) PublicKey(a a2al.Address) ([]byte, error) {
 	return append([]byte(nil), k.priv.Public().(ed25519.PublicKey)...), nil
 }
 func (k *testKeys) List() []a2al.Address { return []a2al.Address{k.addr} }
-func (k *testKeys) pub() []byte         { return k.priv.Public().(ed25519.PublicKey) }
+func (k *testKeys) pub() []byte          { return k.priv.Public().(ed25519.PublicKey) }
 func (k *testKeys) sign(m []byte) ([]byte, error) {
 	return ed25519.Sign(k.priv, m), nil
 }

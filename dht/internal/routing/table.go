@@ -446,7 +446,6 @@ func Less(a, b, target a2al.NodeID) bool {
 	return bytes.Compare(da[:], db[:]) < 0
 }
 
-
 // Maintenance is the work CollectMaintenance found.
 type Maintenance struct {
 	PendingToProbe  []Contact // replacement-cache entries to ping
