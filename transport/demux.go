@@ -80,6 +80,12 @@ type DemuxOptions struct {
 	QUICQueue int
 	STUNQueue int
 	Logger    *slog.Logger
+	// EchoProbes answers upstream UDP echo probes (datagrams starting
+	// 0x00 0xEC, wire.md §4.2) by sending them back verbatim, at most
+	// EchoRate per second (default 20) so the socket cannot be used as a
+	// reflector at volume. Upstream's statistics packet is not sent.
+	EchoProbes bool
+	EchoRate   int
 }
 
 // ClassStats counts datagrams of one class.
@@ -94,6 +100,7 @@ type DemuxStats struct {
 	STUNHooked      uint64 // STUN datagrams consumed by the hook
 	Unknown         uint64 // datagrams of no known class, dropped
 	ReadErrors      uint64 // non-fatal read errors
+	Echoed          uint64 // echo probes answered
 }
 
 type packet struct {
@@ -130,6 +137,11 @@ type Demux struct {
 
 	dhtC, quicC, stunC classCounters
 	hooked, unknown    atomic.Uint64
+	echoed             atomic.Uint64
+	echo               bool
+	echoRate           int
+	echoWindow         time.Time // read loop only
+	echoInWindow       int       // read loop only
 	readErrs           atomic.Uint64
 	dhtView            *demuxDHT
 	quicView           *packetView
@@ -160,6 +172,10 @@ func NewDemux(conn net.PacketConn, opts DemuxOptions) *Demux {
 		stunQ:    make(chan packet, opts.STUNQueue),
 		quit:     make(chan struct{}),
 		loopDone: make(chan struct{}),
+	}
+	d.echo, d.echoRate = opts.EchoProbes, opts.EchoRate
+	if d.echoRate <= 0 {
+		d.echoRate = 20
 	}
 	d.dhtView = &demuxDHT{d: d}
 	d.quicView = newPacketView(d, d.quicQ, false)
@@ -209,6 +225,7 @@ func (d *Demux) Stats() DemuxStats {
 		STUNHooked: d.hooked.Load(),
 		Unknown:    d.unknown.Load(),
 		ReadErrors: d.readErrs.Load(),
+		Echoed:     d.echoed.Load(),
 	}
 }
 
@@ -281,6 +298,12 @@ func (d *Demux) readLoop() {
 func (d *Demux) dispatch(b []byte, from net.Addr) {
 	class := Classify(b)
 	if class == ClassUnknown {
+		if d.echo && len(b) >= 2 && b[0] == 0x00 && b[1] == 0xEC && d.echoAllowed() {
+			if _, err := d.conn.WriteTo(b, from); err == nil {
+				d.echoed.Add(1)
+				return
+			}
+		}
 		d.unknown.Add(1)
 		return
 	}
@@ -311,4 +334,17 @@ func (d *Demux) dispatch(b []byte, from net.Addr) {
 	default:
 		c.dropped.Add(1)
 	}
+}
+
+// echoAllowed applies the per-second echo budget; read-loop only.
+func (d *Demux) echoAllowed() bool {
+	now := time.Now()
+	if now.Sub(d.echoWindow) >= time.Second {
+		d.echoWindow, d.echoInWindow = now, 0
+	}
+	if d.echoInWindow >= d.echoRate {
+		return false
+	}
+	d.echoInWindow++
+	return true
 }

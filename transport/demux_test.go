@@ -409,3 +409,21 @@ func TestPacketViewBufferPassThrough(t *testing.T) {
 		t.Fatal("QUIC view must not be a *net.UDPConn")
 	}
 }
+
+func TestDemuxEchoProbe(t *testing.T) {
+	p := newDemuxPair(t, "udp4", "127.0.0.1", DemuxOptions{EchoProbes: true, EchoRate: 2})
+	defer p.d.Close()
+	probe := []byte{0x00, 0xec, 1, 2, 3}
+	for i := 0; i < 3; i++ {
+		p.send(t, probe)
+	}
+	for i := 0; i < 2; i++ {
+		if got, _ := readWithin(t, p.peer, 5*time.Second); !bytes.Equal(got, probe) {
+			t.Fatalf("echo % x", got)
+		}
+	}
+	s := waitStats(t, p.d, func(s DemuxStats) bool { return s.Echoed+s.Unknown == 3 })
+	if s.Echoed != 2 || s.Unknown != 1 {
+		t.Fatalf("rate limit not applied: %+v", s)
+	}
+}
