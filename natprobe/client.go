@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -38,6 +39,10 @@ type prober struct {
 
 	mu      sync.Mutex
 	pending map[[stun.TransactionIDSize]byte]chan reply
+	// finished remembers recent completed transactions so that late answers
+	// to retransmissions are consumed instead of leaking to other readers.
+	finished [maxPending][stun.TransactionIDSize]byte
+	nextFin  int
 
 	malformed atomic.Uint64 // responses to our transactions that failed to parse
 }
@@ -55,7 +60,11 @@ func (p *prober) handle(pkt []byte, from net.Addr) (consumed bool) {
 	}
 	p.mu.Lock()
 	ch, ok := p.pending[id]
+	late := !ok && slices.Contains(p.finished[:], id) && id != ([stun.TransactionIDSize]byte{})
 	p.mu.Unlock()
+	if late {
+		return true
+	}
 	if !ok {
 		return false
 	}
@@ -127,6 +136,8 @@ func (p *prober) do(ctx context.Context, dst netip.AddrPort, change uint32) (rep
 	defer func() {
 		p.mu.Lock()
 		delete(p.pending, id)
+		p.finished[p.nextFin] = id
+		p.nextFin = (p.nextFin + 1) % len(p.finished)
 		p.mu.Unlock()
 	}()
 

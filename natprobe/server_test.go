@@ -4,8 +4,11 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"errors"
 	"net"
+	"net/netip"
 	"runtime"
+	"strconv"
 	"testing"
 	"time"
 
@@ -322,5 +325,38 @@ func TestNoGoroutineLeak(t *testing.T) {
 			t.Fatalf("goroutines: %d before, %d after\n%s", before, runtime.NumGoroutine(), buf[:runtime.Stack(buf, true)])
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+type fakeResolver map[string]netip.Addr
+
+func (f fakeResolver) LookupNetIP(_ context.Context, _, host string) ([]netip.Addr, error) {
+	if a, ok := f[host]; ok {
+		return []netip.Addr{netip.MustParseAddr("::1"), a}, nil // IPv4 must be preferred
+	}
+	return nil, errors.New("no such host")
+}
+
+// Server names go through the resolver; unresolvable ones are skipped.
+func TestClassifyResolver(t *testing.T) {
+	srv := startLoopbackServer(t, natprobe.ServerConfig{}, true)
+	c := udpClient(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	port := strconv.Itoa(srv.Addr().Port)
+	res, err := natprobe.Classify(ctx, natprobe.ClassifyConfig{
+		Conn:     c,
+		Servers:  []string{"missing.test:" + port, "stun.test:" + port},
+		Timeout:  time.Second,
+		Resolver: fakeResolver{"stun.test": netip.MustParseAddr("127.0.0.1")},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Type != natprobe.TypeOpen || res.Server.String() != srv.Addr().String() {
+		t.Fatalf("got %s via %v", res, res.Server)
+	}
+	if _, err := natprobe.Classify(ctx, natprobe.ClassifyConfig{Conn: c, Servers: []string{"missing.test:1"}, Resolver: fakeResolver{}}); err == nil {
+		t.Fatal("unresolvable server accepted")
 	}
 }
