@@ -449,3 +449,12 @@ func DecodeMessage(data []byte) (*Message, error) {
 	}
 	return m, nil
 }
+
+// EffectiveKey is the storage key a STORE targets: Key, or NodeID(record
+// address) when Key is absent or all zero (wire.md §6.7).
+func (b BodyStore) EffectiveKey() a2al.NodeID {
+	if b.Key == nil || b.Key.IsZero() {
+		return a2al.NodeIDFromAddress(b.Record.Address)
+	}
+	return *b.Key
+}

@@ -166,12 +166,6 @@ func RecordIsNewer(a, b SignedRecord) bool {
 	return a.Timestamp > b.Timestamp
 }
 
-// StorageKey returns the default storage key of rec: NodeID(address) for
-// sovereign, unknown and mailbox-less cases. Topic records (0x10) use
-// TopicKey(topic) and mailbox records NodeID(recipient); for those the
-// caller supplies the key explicitly.
-func StorageKey(rec SignedRecord) a2al.NodeID { return a2al.NodeIDFromAddress(rec.Address) }
-
 // CheckAuthority applies the authority policy of wire.md §8.4 for storage
 // key `key`: sovereign and unknown categories must be stored at
 // NodeID(address); then the record must be self-signed (pubkey derives the
