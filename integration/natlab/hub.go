@@ -1,0 +1,117 @@
+package natlab
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+// HTTPClient returns a client whose connections are opened inside the
+// namespace (lab addresses are unreachable from the root namespace).
+func (n NetNS) HTTPClient(timeout time.Duration) *http.Client {
+	return &http.Client{
+		Timeout: timeout,
+		Transport: &http.Transport{
+			DisableKeepAlives: true,
+			DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+				d := timeout
+				if dl, ok := ctx.Deadline(); ok {
+					d = time.Until(dl)
+				}
+				var c net.Conn
+				err := n.Do(func() error {
+					var err error
+					c, err = net.DialTimeout(network, addr, d)
+					return err
+				})
+				return c, err
+			},
+		},
+	}
+}
+
+// Get fetches url from inside the namespace (bounded by timeout and 8 MiB).
+func (n NetNS) Get(url string, timeout time.Duration) ([]byte, error) {
+	resp, err := n.HTTPClient(timeout).Get(url)
+	if err != nil {
+		return nil, fmt.Errorf("natlab: GET %s from %s: %w", url, n.Name, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 8<<20))
+	if err != nil {
+		return nil, fmt.Errorf("natlab: GET %s: read body: %w", url, err)
+	}
+	if resp.StatusCode/100 != 2 {
+		return body, fmt.Errorf("natlab: GET %s: HTTP %s: %s", url, resp.Status, strings.TrimSpace(string(body)))
+	}
+	return body, nil
+}
+
+// Ports used by the lab's signal-hub.
+const (
+	HubWSPort   = 4122
+	HubSTUNPort = 3478
+)
+
+// Hub is a signal-hub (WebSocket signaling + RFC 5780 STUN on two IPs) on
+// the WAN.
+type Hub struct {
+	Host *Host
+	Proc *Proc
+	bin  string
+}
+
+// URL is the WebSocket base URL nodes use.
+func (h *Hub) URL() string { return fmt.Sprintf("ws://%s:%d", HubIP, HubWSPort) }
+
+// STUN is the primary STUN server address.
+func (h *Hub) STUN() string { return fmt.Sprintf("%s:%d", HubIP, HubSTUNPort) }
+
+// StartHub builds cmd/signal-hub, runs it on the WAN at HubIP (STUN change-IP
+// on HubAltIP) and waits until /healthz answers.
+func (l *Lab) StartHub(t testing.TB) *Hub {
+	t.Helper()
+	h := &Hub{bin: Binary(t, "signal-hub")}
+	h.Host = l.AddWANHost("hub", HubIP, HubAltIP)
+	if err := h.Start(); err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
+// Start (re)starts the hub process and waits for /healthz.
+func (h *Hub) Start() error {
+	p, err := h.Host.Start("signal-hub", h.bin,
+		"-listen", fmt.Sprintf("%s:%d", HubIP, HubWSPort),
+		"-stun-addr", fmt.Sprintf("%s:%d", HubIP, HubSTUNPort),
+		"-stun-alt-ip", HubAltIP.String(),
+		"-log-level", "debug")
+	if err != nil {
+		return err
+	}
+	h.Proc = p
+	url := fmt.Sprintf("http://%s:%d/healthz", HubIP, HubWSPort)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		_, err := h.Host.NS.Get(url, time.Second)
+		if err == nil {
+			return nil
+		}
+		if p.Exited() || time.Now().After(deadline) {
+			return fmt.Errorf("natlab: signal-hub not healthy (%v); log:\n%s", err, p.Tail(30))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// Stop stops the hub process (the namespace and addresses stay).
+func (h *Hub) Stop() {
+	if h.Proc != nil {
+		_ = h.Proc.Stop(5 * time.Second)
+	}
+}
