@@ -145,7 +145,7 @@ type Hub struct {
 	sessions     map[string]*hubSession
 	nodeSessions map[a2al.NodeID]int
 
-	wg        sync.WaitGroup // readers (HTTP handlers) and writers
+	wg        sync.WaitGroup // connection readers and writers
 	stop      chan struct{}
 	sweepDone chan struct{}
 }
@@ -260,8 +260,8 @@ func offersSubprotocol(r *http.Request) bool {
 	return false
 }
 
-// ServeHTTP upgrades one node connection. The HTTP handler goroutine becomes
-// the connection's reader; one writer goroutine is started.
+// ServeHTTP upgrades one node connection and starts its reader and writer
+// goroutines (exactly two per connection).
 func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet || !websocket.IsWebSocketUpgrade(r) {
 		http.Error(w, "websocket upgrade with subprotocol "+Subprotocol+" required", http.StatusBadRequest)
@@ -293,9 +293,7 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	h.nconns++
 	h.perIP[ip]++
-	h.wg.Add(1)
 	h.mu.Unlock()
-	defer h.wg.Done()
 
 	ws, err := h.upgrader.Upgrade(w, r, nil)
 	if err != nil { // the upgrader already answered with an HTTP error
@@ -313,13 +311,19 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h.conns[c] = struct{}{}
-	h.wg.Add(1)
+	h.wg.Add(2)
 	h.mu.Unlock()
 
-	go c.writeLoop()
 	c.send(Frame{T: TChallenge, Nonce: c.nonce[:], PingMS: h.cfg.PingInterval.Milliseconds(), MaxMsg: int(h.cfg.MaxMessageSize)})
-	c.readLoop()
-	h.teardown(c)
+	go c.writeLoop()
+	// The reader gets a fresh goroutine and this HTTP handler returns: the
+	// server's per-connection state (request, buffers, a deep stack) is
+	// released, which roughly halves the memory each idle node costs.
+	go func() {
+		defer h.wg.Done()
+		c.readLoop()
+		h.teardown(c)
+	}()
 }
 
 // release undoes a connection reservation. Caller holds h.mu.
