@@ -3,6 +3,7 @@ package signal
 import (
 	"crypto/ed25519"
 	"net/http"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -279,4 +280,55 @@ func counterValue(t testing.TB, c prometheus.Counter) float64 {
 		t.Fatal(err)
 	}
 	return m.GetCounter().GetValue()
+}
+
+func TestSlowReaderIsDropped(t *testing.T) {
+	cfg := fastConfig()
+	cfg.SendQueue = 2
+	th := startHub(t, cfg)
+	a := newIdent(t)
+	rc := dialRaw(t, th)
+	rc.auth(th, a, true)
+	th.mu.Lock()
+	c := th.registered[a.id]
+	th.mu.Unlock()
+	// The client never reads: socket buffers fill, the writer blocks, the
+	// queue overflows and the hub drops the connection instead of waiting.
+	big := strings.Repeat("x", 64<<10)
+	for i := 0; i < 4000; i++ {
+		select {
+		case <-c.done:
+			i = 4000
+		default:
+			c.send(Frame{T: TError, Msg: big})
+		}
+	}
+	waitFor(t, "slow reader dropped", func() bool { return th.Stats().Connections == 0 })
+	if n := counterValue(t, th.m.dropped.WithLabelValues(CodeQueueFull)); n != 1 {
+		t.Fatalf("queue_full drops = %v, want 1", n)
+	}
+}
+
+func TestHubCloseDisconnectsEveryone(t *testing.T) {
+	before := runtime.NumGoroutine()
+	h, err := NewHub(fastConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	th := &testHub{Hub: h}
+	stop := startServer(t, th)
+	defer stop()
+	rc := dialRaw(t, th)
+	rc.auth(th, newIdent(t), true)
+	h.Close()
+	code, err := rc.expectClosed()
+	if code != CodeShutdown || !websocket.IsCloseError(err, websocket.CloseGoingAway) {
+		t.Fatalf("want shutting_down + 1001, got %q %v", code, err)
+	}
+	if h.Stats().Connections != 0 {
+		t.Fatal("connections left after Close")
+	}
+	rc.ws.Close()
+	stop()
+	waitFor(t, "hub goroutines gone", func() bool { return runtime.NumGoroutine() <= before })
 }
