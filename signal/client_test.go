@@ -2,8 +2,11 @@ package signal
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"io"
+	"net/http/httptest"
 	"runtime"
 	"strings"
 	"testing"
@@ -374,4 +377,35 @@ func TestNothingLeaksAfterClose(t *testing.T) {
 		srvClose()
 	}()
 	waitFor(t, "goroutines back to baseline", func() bool { return runtime.NumGoroutine() <= before })
+}
+
+func TestClientOverTLS(t *testing.T) {
+	h, err := NewHub(fastConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	srv := httptest.NewTLSServer(h.Handler())
+	defer srv.Close()
+	base := "wss" + strings.TrimPrefix(srv.URL, "https")
+	pool := x509.NewCertPool()
+	pool.AddCert(srv.Certificate())
+	a, b := newIdent(t), newIdent(t)
+	mk := func(who ident, onCall func(*Session)) *Client {
+		c, err := NewClient(ClientConfig{HubURL: base, Key: who.priv, OnCall: onCall, TLSConfig: &tls.Config{RootCAs: pool}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		waitFor(t, "registered over wss", c.Registered)
+		return c
+	}
+	mk(b, func(s *Session) { exchange(ctxT(t), s, "b") })
+	ca := mk(a, nil)
+	s, err := ca.Call(ctxT(t), b.id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := exchange(ctxT(t), s, "a")
+	checkExchange(t, "caller over wss", got, err, "b")
 }

@@ -332,3 +332,41 @@ func TestHubCloseDisconnectsEveryone(t *testing.T) {
 	stop()
 	waitFor(t, "hub goroutines gone", func() bool { return runtime.NumGoroutine() <= before })
 }
+
+func TestThirdPartyCannotInjectIntoSession(t *testing.T) {
+	th := startHub(t, fastConfig())
+	a, b, x := newIdent(t), newIdent(t), newIdent(t)
+	cb := dialRaw(t, th)
+	cb.auth(th, b, true)
+	ca := dialRaw(t, th)
+	ca.auth(th, a, false)
+	cx := dialRaw(t, th)
+	cx.auth(th, x, false)
+	ca.write(Frame{T: TCall, CID: 1, Target: b.idHex()})
+	in := cb.read()
+	if r := ca.read(); r.T != TRinging {
+		t.Fatalf("want ringing, got %+v", r)
+	}
+	// The outsider knows the sid (worst case) and tries to accept and inject.
+	cx.write(Frame{T: TAccept, SID: in.SID})
+	if f := cx.read(); f.T != TError || f.Code != CodeUnknownSession {
+		t.Fatalf("outsider accept: got %+v", f)
+	}
+	cx.write(Frame{T: TSig, SID: in.SID, Kind: KindCred, Ufrag: "evil", Pwd: "evil"})
+	if f := cx.read(); f.T != TError || f.Code != CodeUnknownSession {
+		t.Fatalf("outsider sig: got %+v", f)
+	}
+	// The caller cannot accept its own call either.
+	ca.write(Frame{T: TAccept, SID: in.SID})
+	if f := ca.read(); f.T != TError || f.Code != CodeBadState {
+		t.Fatalf("caller accept: got %+v", f)
+	}
+	cb.write(Frame{T: TAccept, SID: in.SID})
+	if f := ca.read(); f.T != TAccepted || f.Peer != b.addrHex() {
+		t.Fatalf("want accepted from b, got %+v", f)
+	}
+	cb.write(Frame{T: TSig, SID: in.SID, Kind: KindCred, Ufrag: "real", Pwd: "real"})
+	if f := ca.read(); f.T != TSig || f.Ufrag != "real" {
+		t.Fatalf("want b's cred, got %+v", f)
+	}
+}
