@@ -29,7 +29,7 @@ type HubConfig struct {
 	PublicURLs []string
 
 	MaxConns       int     // total WebSocket connections
-	MaxConnsPerIP  int     // connections per remote IP
+	MaxConnsPerIP  int     // connections per remote IPv4 address or IPv6 /64
 	MaxMessageSize int64   // larger frames close the connection (1009)
 	MsgRate        float64 // sustained frames per second per connection
 	MsgBurst       int     // token bucket size
@@ -248,7 +248,12 @@ func remoteIP(r *http.Request) netip.Addr {
 	if err != nil {
 		return netip.Addr{}
 	}
-	return ip.Unmap().WithZone("")
+	ip = ip.Unmap().WithZone("")
+	if ip.Is6() {
+		// One IPv6 host usually owns a whole /64; limit per prefix, not per address.
+		ip = netip.PrefixFrom(ip, 64).Masked().Addr()
+	}
+	return ip
 }
 
 func offersSubprotocol(r *http.Request) bool {

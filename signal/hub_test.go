@@ -370,3 +370,17 @@ func TestThirdPartyCannotInjectIntoSession(t *testing.T) {
 		t.Fatalf("want b's cred, got %+v", f)
 	}
 }
+
+func TestRemoteIPKey(t *testing.T) {
+	for in, want := range map[string]string{
+		"1.2.3.4:5":                   "1.2.3.4",
+		"[::ffff:1.2.3.4]:5":          "1.2.3.4",
+		"[2001:db8:1:2:3:4:5:6]:7":    "2001:db8:1:2::",
+		"[2001:db8:1:2:ff::1%eth0]:7": "2001:db8:1:2::",
+		"garbage":                     "invalid IP",
+	} {
+		if got := remoteIP(&http.Request{RemoteAddr: in}).String(); got != want {
+			t.Errorf("remoteIP(%q) = %s, want %s", in, got, want)
+		}
+	}
+}

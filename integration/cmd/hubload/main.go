@@ -120,7 +120,9 @@ func (r *result) print(w io.Writer) {
 	fmt.Fprintf(w, "%-28s %.1f KiB\n", "hub VmRSS per connection", r.HubRSSPerConnKiB)
 	fmt.Fprintf(w, "%-28s %.1f KiB\n", "hub heap in use per conn", r.HubHeapPerConnKiB)
 	fmt.Fprintf(w, "%-28s %.1f KiB\n", "hub stacks per conn", r.HubStackPerConnKiB)
-	fmt.Fprintf(w, "%-28s %.1f KiB (stacks %.1f KiB)\n", "  after forced GC", r.HubRSSAfterGCPerConnKiB, r.HubStackAfterGCPerConnKiB)
+	if r.HubRSSAfterGCPerConnKiB != 0 { // only known for a child hub
+		fmt.Fprintf(w, "%-28s %.1f KiB (stacks %.1f KiB)\n", "  after forced GC", r.HubRSSAfterGCPerConnKiB, r.HubStackAfterGCPerConnKiB)
+	}
 	fmt.Fprintf(w, "%-28s %.2f\n", "hub goroutines per conn", r.HubGoroutinesPerCn)
 	fmt.Fprintf(w, "%-28s %d %s\n", "errors", r.Errors, r.FirstError)
 }
