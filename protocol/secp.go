@@ -16,9 +16,9 @@ func DelegationMessage(p DelegationProof) (string, error) {
 	var chain, agent string
 	switch p.AgentAddr.Version() {
 	case a2al.VersionEthereum:
-		chain, agent = "Ethereum", ethereumText(p.AgentAddr)
+		chain, agent = "Ethereum", p.AgentAddr.String()
 	case a2al.VersionParalism:
-		chain, agent = "Paralism", paralismText(p.AgentAddr)
+		chain, agent = "Paralism", p.AgentAddr.String()
 	default:
 		return "", fmt.Errorf("%w: no text form for version %#x", ErrDelegation, p.AgentAddr.Version())
 	}
@@ -85,7 +85,7 @@ func checkDelegationMessage(p DelegationProof) error {
 	if !bytes.Equal(op, p.OpPub) {
 		return fmt.Errorf("%w: message op_key differs from op_pub", ErrDelegation)
 	}
-	agent, err := parseAddressText(fields["agent"])
+	agent, err := a2al.ParseAddress(fields["agent"])
 	if err != nil || agent != p.AgentAddr {
 		return fmt.Errorf("%w: message agent does not name agent_addr", ErrDelegation)
 	}
