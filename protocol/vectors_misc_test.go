@@ -437,7 +437,10 @@ func TestVectorIdentity(t *testing.T) {
 			}
 			switch a.Version() {
 			case a2al.VersionEthereum:
-				if !func() bool { h := crypto.Keccak256(unhex(t, v.PubUnc)[1:]); return bytes.Equal(h[:], unhex(t, v.Keccak)) }() || a.String() != v.Text {
+				if !func() bool {
+					h := crypto.Keccak256(unhex(t, v.PubUnc)[1:])
+					return bytes.Equal(h[:], unhex(t, v.Keccak))
+				}() || a.String() != v.Text {
 					t.Fatal("ethereum derivation/text")
 				}
 			case a2al.VersionParalism:
