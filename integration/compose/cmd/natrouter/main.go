@@ -13,6 +13,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -22,6 +23,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -150,6 +152,7 @@ func runExec(args []string) error {
 func runGet(args []string) error {
 	fs := flag.NewFlagSet("get", flag.ExitOnError)
 	timeout := fs.Duration("timeout", 5*time.Second, "request deadline")
+	field := fs.String("field", "", "print only this field of a JSON body (dot path, e.g. nat.type or punches.0.ok)")
 	_ = fs.Parse(args)
 	if fs.NArg() != 1 {
 		return errors.New("want exactly one URL")
@@ -165,13 +168,58 @@ func runGet(args []string) error {
 		return err
 	}
 	defer resp.Body.Close()
-	if _, err := io.Copy(os.Stdout, io.LimitReader(resp.Body, 8<<20)); err != nil {
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 8<<20))
+	if err != nil {
 		return err
 	}
 	if resp.StatusCode/100 != 2 {
 		return fmt.Errorf("%s: HTTP %s", fs.Arg(0), resp.Status)
 	}
+	if *field == "" {
+		_, err = os.Stdout.Write(body)
+		return err
+	}
+	v, err := jsonField(body, *field)
+	if err != nil {
+		return err
+	}
+	fmt.Println(v)
 	return nil
+}
+
+// jsonField extracts a dot path ("a.b.0.c") from a JSON document; strings
+// print bare, everything else as JSON.
+func jsonField(body []byte, path string) (string, error) {
+	var v any
+	if err := json.Unmarshal(body, &v); err != nil {
+		return "", fmt.Errorf("body is not JSON: %w", err)
+	}
+	for _, k := range strings.Split(path, ".") {
+		switch cur := v.(type) {
+		case map[string]any:
+			next, ok := cur[k]
+			if !ok {
+				return "", fmt.Errorf("no field %q in path %q", k, path)
+			}
+			v = next
+		case []any:
+			i, err := strconv.Atoi(k)
+			if err != nil || i < -len(cur) || i >= len(cur) {
+				return "", fmt.Errorf("bad index %q (len %d) in path %q", k, len(cur), path)
+			}
+			if i < 0 {
+				i += len(cur)
+			}
+			v = cur[i]
+		default:
+			return "", fmt.Errorf("cannot index %T with %q", v, k)
+		}
+	}
+	if s, ok := v.(string); ok {
+		return s, nil
+	}
+	out, err := json.Marshal(v)
+	return string(out), err
 }
 
 func runWhoami(args []string) error {

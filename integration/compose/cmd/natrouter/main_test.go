@@ -16,3 +16,30 @@ func TestParsePorts(t *testing.T) {
 		}
 	}
 }
+
+func TestJSONField(t *testing.T) {
+	body := []byte(`{"nat":{"type":"full-cone"},"punches":[{"ok":false},{"ok":true,"n":3}]}`)
+	for path, want := range map[string]string{
+		"nat.type": "full-cone", "punches.1.ok": "true", "punches.-1.n": "3", "nat": `{"type":"full-cone"}`,
+	} {
+		if got, err := jsonField(body, path); err != nil || got != want {
+			t.Errorf("jsonField(%q) = %q, %v; want %q", path, got, err, want)
+		}
+	}
+	for _, bad := range []string{"x", "punches.9", "punches.a", "nat.type.z"} {
+		if _, err := jsonField(body, bad); err == nil {
+			t.Errorf("jsonField(%q) succeeded", bad)
+		}
+	}
+	if _, err := jsonField([]byte("not json"), "a"); err == nil {
+		t.Error("non-JSON body accepted")
+	}
+}
+
+func FuzzJSONField(f *testing.F) {
+	f.Add([]byte(`{"a":[1,{"b":"c"}]}`), "a.1.b")
+	f.Add([]byte(`[]`), "-1")
+	f.Fuzz(func(t *testing.T, body []byte, path string) {
+		_, _ = jsonField(body, path) // must not panic
+	})
+}
