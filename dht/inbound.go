@@ -141,7 +141,7 @@ func (n *Node) tabAddDirect(ni protocol.NodeInfo, dial net.Addr, mayEvict bool) 
 	n.tabMu.Unlock()
 	if res == routing.BucketFull && mayEvict && lru != nil {
 		select {
-		case n.evictQ <- evictJob{lru: *lru, cand: c}:
+		case n.evictQ <- &evictJob{lru: *lru, cand: c}:
 		default:
 			n.cnt.dropEvictQueue.Add(1)
 		}
@@ -162,7 +162,7 @@ func (n *Node) evictWorker() {
 	}
 }
 
-func (n *Node) checkEviction(j evictJob) {
+func (n *Node) checkEviction(j *evictJob) {
 	now := n.now()
 	n.tabMu.RLock()
 	cur, ok := n.tab.Get(j.lru.Info.NodeID)

@@ -32,6 +32,7 @@ func (n *Node) maintenanceLoop() {
 		case <-t.C():
 			n.replTick()
 			n.routingMaintenance()
+			n.limiter.rotate()
 			t.Reset(probeTick)
 		}
 	}

@@ -147,7 +147,7 @@ type Node struct {
 	repl    replState
 	cnt     counters
 
-	evictQ chan evictJob
+	evictQ chan *evictJob
 	taskQ  chan func()
 
 	passive       atomic.Bool
@@ -200,7 +200,7 @@ func NewNode(cfg Config) (*Node, error) {
 		onObs:  cfg.OnObservedAddr,
 		ctx:    ctx,
 		cancel: cancel,
-		evictQ: make(chan evictJob, evictQueueCap),
+		evictQ: make(chan *evictJob, evictQueueCap),
 		taskQ:  make(chan func(), taskQueueCap),
 	}
 	n.tab = routing.New(n.id, routing.DefaultLimits)

@@ -98,3 +98,13 @@ func (l *rateLimiter) allow(key string, class int, now time.Time) bool {
 	tb.tokens--
 	return true
 }
+
+// rotate ages the generations: sources idle for two rotations are dropped.
+// Their buckets would have refilled anyway (burst/rate is a few seconds),
+// so dropping them only frees memory.
+func (l *rateLimiter) rotate() {
+	l.mu.Lock()
+	l.prev = l.cur
+	l.cur = make(map[string]*srcBuckets)
+	l.mu.Unlock()
+}

@@ -415,20 +415,28 @@ func (t *Table) Nearest(target a2al.NodeID, n int, keep func(*Contact) bool) []C
 	if n <= 0 {
 		return nil
 	}
-	out := make([]Contact, 0, min(n*2, t.n))
+	type ranked struct {
+		d a2al.NodeID
+		c *Contact
+	}
+	rs := make([]ranked, 0, t.n)
 	for _, b := range t.buckets {
 		if b == nil {
 			continue
 		}
 		for i := range b.nodes {
 			if keep == nil || keep(&b.nodes[i]) {
-				out = append(out, b.nodes[i])
+				rs = append(rs, ranked{d: a2al.Distance(b.nodes[i].Info.NodeID, target), c: &b.nodes[i]})
 			}
 		}
 	}
-	SortByDistance(out, target)
-	if len(out) > n {
-		out = out[:n]
+	sort.Slice(rs, func(i, j int) bool { return bytes.Compare(rs[i].d[:], rs[j].d[:]) < 0 })
+	if len(rs) > n {
+		rs = rs[:n]
+	}
+	out := make([]Contact, len(rs))
+	for i := range rs {
+		out[i] = *rs[i].c
 	}
 	return out
 }
