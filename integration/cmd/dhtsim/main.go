@@ -20,6 +20,7 @@ import (
 	"net"
 	"os"
 	"runtime"
+	"runtime/pprof"
 	"sort"
 	"sync"
 	"time"
@@ -46,6 +47,7 @@ type options struct {
 	concurrency  int
 	lookupTimout time.Duration
 	verbose      bool
+	cpuprofile   string
 }
 
 func main() {
@@ -59,18 +61,33 @@ func main() {
 	flag.Int64Var(&o.seed, "seed", 1, "random seed (identities, choices)")
 	flag.IntVar(&o.seeds, "seeds", 4, "number of bootstrap seed nodes")
 	flag.Float64Var(&o.publish, "publish", 0.1, "fraction of nodes publishing an endpoint record")
-	flag.Float64Var(&o.timescale, "timescale", 20, "speed of the nodes' clock relative to real time (maintenance timers, expiry)")
+	flag.Float64Var(&o.timescale, "timescale", 20, "speed of the nodes' clock relative to real time during the churn phase (maintenance timers, expiry); other phases run in real time")
 	flag.DurationVar(&o.repair, "repair", 40*time.Minute, "simulated time observed after churn")
 	flag.IntVar(&o.concurrency, "concurrency", 8, "parallel joins / lookups")
 	flag.DurationVar(&o.lookupTimout, "lookup-timeout", 20*time.Second, "deadline of one lookup")
 	flag.BoolVar(&o.verbose, "v", false, "log node warnings to stderr")
+	flag.StringVar(&o.cpuprofile, "cpuprofile", "", "write a CPU profile of the whole run to this file")
 	flag.Parse()
 	if err := validate(o); err != nil {
 		fmt.Fprintln(os.Stderr, "dhtsim:", err)
 		os.Exit(2)
 	}
+	if o.cpuprofile != "" {
+		f, err := os.Create(o.cpuprofile)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "dhtsim:", err)
+			os.Exit(1)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintln(os.Stderr, "dhtsim: cpu profile:", err)
+			os.Exit(1)
+		}
+		defer f.Close()
+		defer pprof.StopCPUProfile()
+	}
 	res, err := run(o)
 	if err != nil {
+		pprof.StopCPUProfile()
 		fmt.Fprintln(os.Stderr, "dhtsim:", err)
 		os.Exit(1)
 	}
@@ -144,7 +161,7 @@ func run(o options) (*result, error) {
 	runtime.ReadMemStats(&ms)
 	baseHeap, baseG := ms.HeapAlloc, runtime.NumGoroutine()
 
-	w := &world{o: o, rng: rand.New(rand.NewSource(o.seed)), clk: sim.NewScaledClock(time.Now(), o.timescale)}
+	w := &world{o: o, rng: rand.New(rand.NewSource(o.seed)), clk: sim.NewScaledClock(time.Now(), 1)}
 	w.log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	if o.verbose {
 		w.log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
@@ -562,6 +579,10 @@ func (w *world) totals(res *result) {
 		rx += sn.ctr.SentBytes.Load()
 	}
 	res.TotalPacketsSent, res.TotalBytesSent = tx, rx
+	if w.mem != nil {
+		st := w.mem.Stats()
+		res.MemDroppedFull = st.DroppedFull
+	}
 	for _, sn := range w.nodes {
 		if sn.alive {
 			s := sn.node.DebugStatsData()
@@ -576,7 +597,8 @@ func (w *world) totals(res *result) {
 // 30 min (TTL/2, as the daemon does).
 func (w *world) churnPhase(res *result) {
 	kill := int(float64(len(w.nodes)) * w.o.churn)
-	progress("churn: killing %d nodes abruptly", kill)
+	progress("churn: killing %d nodes abruptly; clock now runs %gx real time", kill, w.o.timescale)
+	w.clk.SetScale(w.o.timescale)
 	for _, i := range w.rng.Perm(len(w.nodes))[:kill] {
 		sn := w.nodes[i]
 		sn.alive = false

@@ -41,6 +41,7 @@ type result struct {
 	RoutingPeersMean    float64      `json:"routing_peers_mean"`
 	TotalPacketsSent    uint64       `json:"total_packets_sent"`
 	TotalBytesSent      uint64       `json:"total_bytes_sent"`
+	MemDroppedFull      uint64       `json:"mem_dropped_inbox_full,omitempty"`
 	KilledNodes         int          `json:"killed_nodes,omitempty"`
 	ChurnTimeline       []churnPoint `json:"churn_timeline,omitempty"`
 }
@@ -69,7 +70,7 @@ func printTable(w io.Writer, o options, r *result) {
 	row("network size estimate", "median %.0f vs %d; mean abs error %.2f", r.SizeEstimateMedian, r.Nodes, r.SizeEstimateError)
 	row("heap per node", "%.1f KiB", r.HeapPerNodeKiB)
 	row("goroutines per node", "%.1f", r.GoroutinesPerNode)
-	row("total sent", "%d packets, %d bytes", r.TotalPacketsSent, r.TotalBytesSent)
+	row("total sent", "%d packets, %d bytes (mem inbox-full drops %d)", r.TotalPacketsSent, r.TotalBytesSent, r.MemDroppedFull)
 	if r.ResolvableAfterRepair != nil {
 		row("churn", "%d nodes killed abruptly", r.KilledNodes)
 		for _, p := range r.ChurnTimeline {

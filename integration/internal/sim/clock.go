@@ -14,6 +14,7 @@ import (
 // cover hours of maintenance (probes, grace windows, republish) in minutes
 // while packets still take their real time.
 type ScaledClock struct {
+	mu        sync.Mutex
 	scale     float64
 	startReal time.Time
 	startSim  time.Time
@@ -32,11 +33,31 @@ func NewScaledClock(start time.Time, scale float64) *ScaledClock {
 
 // Now returns the simulated time.
 func (c *ScaledClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.nowLocked()
+}
+
+func (c *ScaledClock) nowLocked() time.Time {
 	return c.startSim.Add(time.Duration(float64(time.Since(c.startReal)) * c.scale))
+}
+
+// SetScale changes the speed from now on (scale ≤ 0 means 1); simulated
+// time stays continuous. Timers already armed keep their real deadline.
+func (c *ScaledClock) SetScale(scale float64) {
+	if scale <= 0 {
+		scale = 1
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.startSim, c.startReal = c.nowLocked(), time.Now()
+	c.scale = scale
 }
 
 // Real converts a simulated duration into real time.
 func (c *ScaledClock) Real(d time.Duration) time.Duration {
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	return time.Duration(float64(d) / c.scale)
 }
 
