@@ -35,6 +35,7 @@ type Lab struct {
 	mu         sync.Mutex
 	namespaces []string
 	procs      []*Proc
+	delays     []*delayLine
 	ports      int // wan bridge port counter
 	wanHosts   int // next auto WAN host octet offset
 	routers    int
@@ -109,9 +110,13 @@ func (l *Lab) teardown() {
 	l.closed = true
 	procs := l.procs
 	names := l.namespaces
+	delays := l.delays
 	l.mu.Unlock()
 	for _, p := range procs {
 		p.Kill()
+	}
+	for _, d := range delays {
+		d.close()
 	}
 	// Delete in reverse creation order (hosts before routers before WAN).
 	for i := len(names) - 1; i >= 0; i-- {
@@ -194,6 +199,7 @@ type Router struct {
 	Upstream *Router // nil when wan0 is on the WAN bridge
 	lanNet   string  // first three octets
 	hosts    int
+	delay    *delayLine
 }
 
 // RouterOptions tunes a router.
@@ -204,6 +210,9 @@ type RouterOptions struct {
 	Carrier bool
 	// MappingTimeout bounds cone mapping state (default 120 s).
 	MappingTimeout time.Duration
+	// DelayLine puts a userspace delay/loss stage between the router and
+	// the WAN (see SetDelay); it works on kernels without sch_netem.
+	DelayLine bool
 	// Program, if set, installs the NAT rules instead of the lab's nft
 	// ruleset (the compose lab's netlink programmer is tested this way).
 	Program func(r *Router) error
@@ -237,7 +246,11 @@ func (l *Lab) AddRouter(name string, typ NATType, opts RouterOptions) *Router {
 			l.t.Fatalf("natlab: too many routers")
 		}
 		r.WANIP = net.ParseIP(fmt.Sprintf("%s.%d", WANNet, 10+n)).To4()
-		if err := l.attachWAN(ns, "wan0"); err != nil {
+		if opts.DelayLine {
+			if err := l.insertDelayLine(r); err != nil {
+				l.t.Fatal(err)
+			}
+		} else if err := l.attachWAN(ns, "wan0"); err != nil {
 			l.t.Fatal(err)
 		}
 		cmds = append(cmds, fmt.Sprintf("addr add %s/24 dev wan0", r.WANIP))
@@ -388,6 +401,54 @@ func (r *Router) SetUDPTimeouts(unreplied, stream int) error {
 		return err
 	}
 	return r.NS.Sysctl("net.netfilter.nf_conntrack_udp_timeout_stream", fmt.Sprint(stream))
+}
+
+// insertDelayLine links the router's wan0 to the WAN through a delay
+// namespace ("<router>d") running a delayLine between its two interfaces.
+func (l *Lab) insertDelayLine(r *Router) error {
+	dns, err := l.newNS(r.Name + "d")
+	if err != nil {
+		return err
+	}
+	if err := connect(r.NS, "wan0", dns, "dl0"); err != nil {
+		return err
+	}
+	if err := l.attachWAN(dns, "dl1"); err != nil {
+		return err
+	}
+	if err := ipBatch(dns, "link set dev dl0 up"); err != nil {
+		return err
+	}
+	if err := ipBatch(r.NS, "link set wan0 up"); err != nil {
+		return err
+	}
+	d, err := startDelayLine(dns, "dl0", "dl1")
+	if err != nil {
+		return err
+	}
+	l.mu.Lock()
+	closed := l.closed
+	if !closed {
+		l.delays = append(l.delays, d)
+	}
+	l.mu.Unlock()
+	if closed {
+		d.close()
+		return fmt.Errorf("natlab: lab closed")
+	}
+	r.delay = d
+	return nil
+}
+
+// SetDelay sets the one-way delay (RTT to the WAN grows by 2*oneWay) and
+// the loss probability (0..1, each direction) of a router built with
+// RouterOptions.DelayLine.
+func (r *Router) SetDelay(oneWay time.Duration, loss float64) error {
+	if r.delay == nil {
+		return fmt.Errorf("natlab: router %s has no delay line (RouterOptions.DelayLine)", r.Name)
+	}
+	r.delay.set(oneWay, loss)
+	return nil
 }
 
 // SetNetem adds latency (one way, on both directions of the router's WAN
