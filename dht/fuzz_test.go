@@ -1,0 +1,76 @@
+package dht
+
+import (
+	"net"
+	"testing"
+
+	"github.com/a2alnode/a2al"
+	"github.com/a2alnode/a2al/protocol"
+	"github.com/a2alnode/a2al/transport"
+)
+
+// FuzzInboundPacket feeds arbitrary datagrams to the node's inbound path
+// (both the UDP-style path and InjectReceived); nothing may panic.
+func FuzzInboundPacket(f *testing.F) {
+	k := newTestKeys(42)
+	enc := func(body any) []byte {
+		h := protocol.Header{Version: 1, MsgType: msgTypeOf(body), TxID: newTxID()}
+		raw, err := protocol.EncodeMessage(h, body, k.pub(), k.sign)
+		if err != nil {
+			f.Fatal(err)
+		}
+		return raw
+	}
+	key := a2al.NodeID{7}
+	rec := endpointRecordF(f, k)
+	claimed := protocol.EncodeUDPAddr(net.IPv4(203, 0, 113, 9), 4000)
+	seeds := [][]byte{
+		enc(protocol.BodyPing{Address: k.addr}),
+		enc(protocol.BodyFindNode{Target: key}),
+		enc(protocol.BodyFindValue{Target: key, RecType: 1}),
+		enc(protocol.BodyStore{Record: rec}),
+		enc(protocol.BodyStore{Record: rec, Key: &key}),
+		enc(protocol.BodyNATProbeReq{Token: [8]byte{1}, ClaimedAddr: claimed}),
+		enc(protocol.BodyNATProbeEcho{Token: [8]byte{1}}),
+		enc(protocol.BodyPong{Address: k.addr, ObservedAddr: claimed}),
+		enc(protocol.BodyStoreResp{Stored: true}),
+		{0xa0}, {0xa4, 0x01}, {}, []byte("not cbor at all"),
+	}
+	for _, s := range seeds {
+		f.Add(s, false)
+		f.Add(s, true)
+	}
+	net := transport.NewMemNetwork()
+	tr, err := net.NewTransport("fuzz-victim")
+	if err != nil {
+		f.Fatal(err)
+	}
+	n, err := NewNode(Config{Transport: tr, Keystore: newTestKeys(1), Logger: quietLogger()})
+	if err != nil {
+		f.Fatal(err)
+	}
+	n.Start()
+	n.nat.allowPrivate = true
+	for c := 0; c < numClasses; c++ { // let every input reach the decoder
+		n.limiter.setSpec(c, rateSpec{rate: 1e9, burst: 1e9})
+	}
+	f.Cleanup(func() { _ = n.Close(); _ = net.Close() })
+	from := transport.Addr{Name: "fuzzer"}
+	f.Fuzz(func(t *testing.T, data []byte, inject bool) {
+		if inject {
+			n.InjectReceived(data, from)
+		} else {
+			n.handlePacket(data, &netUDP, false)
+		}
+	})
+}
+
+var netUDP = net.UDPAddr{IP: net.IPv4(203, 0, 113, 9), Port: 4000}
+
+func endpointRecordF(f *testing.F, k *testKeys) protocol.SignedRecord {
+	rec, err := protocol.NewEndpointRecord(k.addr, protocol.EndpointPayload{Endpoints: []string{"quic://203.0.113.1:1"}}, 1, 1_700_000_000, 3600, k.pub(), k.sign)
+	if err != nil {
+		f.Fatal(err)
+	}
+	return rec
+}
