@@ -1,0 +1,432 @@
+package host
+
+import (
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/pion/ice/v2"
+	"github.com/pion/logging"
+	"github.com/pion/stun"
+	ptransport "github.com/pion/transport/v2"
+	"github.com/quic-go/quic-go"
+
+	"github.com/a2alnode/a2al"
+	"github.com/a2alnode/a2al/dht"
+	"github.com/a2alnode/a2al/natprobe"
+	"github.com/a2alnode/a2al/signal"
+	"github.com/a2alnode/a2al/transport"
+)
+
+// DefaultListenAddr is the node's UDP port for DHT, STUN/ICE and QUIC.
+const DefaultListenAddr = ":4121"
+
+// Config configures a Host. Only Key is required.
+type Config struct {
+	Key ed25519.PrivateKey
+	// ListenAddr is the UDP address to bind (default ":4121"); ignored when
+	// PacketConn is set.
+	ListenAddr string
+	// PacketConn is a caller-supplied socket (pion vnet in tests and the demo);
+	// the Host owns it from then on and closes it.
+	PacketConn net.PacketConn
+	// Net is the network ICE gathers on (vnet); nil = the OS network.
+	Net ptransport.Net
+	// Bootstrap are DHT seed "host:port" addresses.
+	Bootstrap []string
+	// HubURLs are signaling hubs (ws:// or wss://) to register at and publish.
+	HubURLs []string
+	// STUNServers are "host:port"; default: <hub host>:3478 for every hub.
+	STUNServers []string
+	// DataDir holds peers.cache and the DHT seen-peers file; "" = no persistence.
+	DataDir string
+	Logger  *slog.Logger
+	Now     func() time.Time
+
+	ICE            ICETimers
+	Sched          SchedConfig
+	PoolSize       int
+	PoolIdle       time.Duration
+	PunchTimeout   time.Duration // whole attempt budget (default 45 s)
+	HandshakeLimit time.Duration // QUIC handshake (default 10 s)
+	NATInterval    time.Duration // NAT re-classification (default 20 min)
+	NATTimeout     time.Duration // per STUN transaction (default 2 s)
+	RecordTTL      uint32        // endpoint record TTL seconds (default 3600)
+	// IncludeLoopback lets ICE offer loopback candidates (single-machine tests).
+	IncludeLoopback bool
+	// DisableNAT skips NAT classification (the record then says "unknown").
+	DisableNAT bool
+	// DisableMaintenance stops the background bootstrap/NAT/publish loop;
+	// tests drive those steps explicitly.
+	DisableMaintenance bool
+}
+
+// Host is an a2al node: one UDP socket shared by the DHT, STUN/ICE and QUIC, a
+// DHT node, NAT sensing, signaling clients, the Mode B pool with its punch
+// scheduler, endpoint publishing and Mode A application connections.
+type Host struct {
+	cfg   Config
+	log   *slog.Logger
+	id    *Identity
+	demux *transport.Demux
+	qtr   *quic.Transport
+	ln    *quic.Listener
+	env   *iceEnv
+	node  *dht.Node
+	pool  *Pool
+	sched *Scheduler
+	hubs  []*signal.Client
+	stun  []string
+	m     *hostMetrics
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu        sync.Mutex
+	expect    map[a2al.Address]chan *quic.Conn // callee punches waiting for the caller's QUIC
+	calls     map[a2al.NodeID]struct{}         // incoming calls being handled
+	nat       natprobe.Result
+	natKnown  bool
+	pub       publishState
+	punchLog  []PunchRecord
+	closeOnce sync.Once
+
+	acceptA chan *Conn
+}
+
+// New binds the socket and starts every component. The DHT is started but not
+// bootstrapped; unless DisableMaintenance, a background loop bootstraps,
+// classifies the NAT and publishes the endpoint record.
+func New(cfg Config) (*Host, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.PunchTimeout <= 0 {
+		cfg.PunchTimeout = 45 * time.Second
+	}
+	if cfg.NATInterval <= 0 {
+		cfg.NATInterval = 20 * time.Minute
+	}
+	if cfg.RecordTTL == 0 {
+		cfg.RecordTTL = 3600
+	}
+	cfg.ICE = cfg.ICE.withDefaults()
+	id, err := NewIdentity(cfg.Key, cfg.Now())
+	if err != nil {
+		return nil, err
+	}
+	conn := cfg.PacketConn
+	if conn == nil {
+		la := cfg.ListenAddr
+		if la == "" {
+			la = DefaultListenAddr
+		}
+		conn, err = net.ListenPacket("udp4", la)
+		if err != nil {
+			return nil, fmt.Errorf("host: listen %s: %w", la, err)
+		}
+	}
+	h := &Host{cfg: cfg, log: cfg.Logger, id: id, expect: make(map[a2al.Address]chan *quic.Conn),
+		calls: make(map[a2al.NodeID]struct{}), acceptA: make(chan *Conn, 16)}
+	h.ctx, h.cancel = context.WithCancel(context.Background())
+	h.m = newHostMetrics()
+	h.stun = cfg.STUNServers
+	if len(h.stun) == 0 {
+		h.stun = stunFromHubs(cfg.HubURLs)
+	}
+
+	h.demux = transport.NewDemux(conn, transport.DemuxOptions{Logger: cfg.Logger})
+	h.qtr = &quic.Transport{Conn: h.demux.QUIC()}
+	h.ln, err = h.qtr.Listen(id.ServerTLS(), quicConfig(cfg.HandshakeLimit))
+	if err != nil {
+		h.qtr.Close()
+		h.demux.Close()
+		return nil, fmt.Errorf("host: quic listen: %w", err)
+	}
+	h.env = &iceEnv{
+		mux: ice.NewUniversalUDPMuxDefault(ice.UniversalUDPMuxParams{
+			UDPConn: h.demux.STUN(), Net: cfg.Net, Logger: quietPion().NewLogger("udpmux"),
+		}),
+		net: cfg.Net, timers: cfg.ICE, loopback: cfg.IncludeLoopback, logf: quietPion(),
+	}
+	for _, s := range h.stun {
+		if u, err := stun.ParseURI("stun:" + s); err == nil {
+			h.env.urls = append(h.env.urls, u)
+		}
+	}
+
+	h.pool = NewPool(PoolConfig{Self: id.NodeID, MaxSize: cfg.PoolSize, IdleTimeout: cfg.PoolIdle,
+		Logger: cfg.Logger, Now: cfg.Now})
+	h.sched = NewScheduler(cfg.Sched, h.runPunch, h.rejectPunch)
+	seen := ""
+	if cfg.DataDir != "" {
+		if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+			h.closeParts()
+			return nil, fmt.Errorf("host: data dir: %w", err)
+		}
+		seen = filepath.Join(cfg.DataDir, "seen-peers")
+	}
+	h.node, err = dht.NewNode(dht.Config{
+		Transport:      h.demux.DHT(),
+		Keystore:       newKeyStore(cfg.Key),
+		RecordAuth:     dht.SecureRecordAuth,
+		Logger:         cfg.Logger,
+		SeenPeersPath:  seen,
+		PunchTransport: (*punchTransport)(h),
+	})
+	if err != nil {
+		h.closeParts()
+		return nil, fmt.Errorf("host: dht node: %w", err)
+	}
+	h.pool.SetInjector(h.node)
+	h.node.Start()
+
+	for _, u := range cfg.HubURLs {
+		c, err := signal.NewClient(signal.ClientConfig{HubURL: u, Key: cfg.Key, Logger: cfg.Logger, OnCall: h.onCall,
+			OnState: func(bool) { h.kickPublish() }})
+		if err != nil {
+			h.log.Warn("signal hub rejected", "url", u, "err", err)
+			continue
+		}
+		h.hubs = append(h.hubs, c)
+	}
+
+	h.wg.Add(2)
+	go h.acceptLoop()
+	go h.janitor()
+	if !cfg.DisableMaintenance {
+		h.wg.Add(1)
+		go h.maintain()
+	}
+	return h, nil
+}
+
+func quietPion() logging.LoggerFactory {
+	f := logging.NewDefaultLoggerFactory()
+	f.DefaultLogLevel = logging.LogLevelError
+	return f
+}
+
+// stunFromHubs derives "<hub host>:3478" for every hub (the hub binary runs its
+// STUN server there by default).
+func stunFromHubs(hubs []string) []string {
+	var out []string
+	seen := map[string]bool{}
+	for _, u := range hubs {
+		rest := u
+		if i := strings.Index(rest, "://"); i >= 0 {
+			rest = rest[i+3:]
+		}
+		if i := strings.IndexAny(rest, "/?"); i >= 0 {
+			rest = rest[:i]
+		}
+		host := rest
+		if hh, _, err := net.SplitHostPort(rest); err == nil {
+			host = hh
+		}
+		if host == "" || seen[host] {
+			continue
+		}
+		seen[host] = true
+		out = append(out, net.JoinHostPort(host, "3478"))
+	}
+	return out
+}
+
+// Address is the node's identity.
+func (h *Host) Address() a2al.Address { return h.id.Address }
+
+// NodeID is the node's DHT key.
+func (h *Host) NodeID() a2al.NodeID { return h.id.NodeID }
+
+// Node exposes the DHT node (for queries and debug handlers).
+func (h *Host) Node() *dht.Node { return h.node }
+
+// Pool exposes the Mode B pool (debug and tests).
+func (h *Host) Pool() *Pool { return h.pool }
+
+// LocalAddr is the shared socket's address.
+func (h *Host) LocalAddr() net.Addr { return h.demux.LocalAddr() }
+
+// HubsRegistered counts hubs with a live registration.
+func (h *Host) HubsRegistered() int {
+	n := 0
+	for _, c := range h.hubs {
+		if c.Registered() {
+			n++
+		}
+	}
+	return n
+}
+
+// NATResult returns the last classification (ok=false before the first one).
+func (h *Host) NATResult() (natprobe.Result, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.nat, h.natKnown
+}
+
+// Bootstrap joins the DHT through the given seeds (or the configured ones).
+func (h *Host) Bootstrap(ctx context.Context, seeds ...string) error {
+	if len(seeds) == 0 {
+		seeds = h.cfg.Bootstrap
+	}
+	seeds = append(seeds, h.cachedPeers()...)
+	var addrs []net.Addr
+	for _, s := range seeds {
+		a, err := resolveUDP(h.cfg.Net, s)
+		if err != nil {
+			h.log.Warn("bad bootstrap address", "addr", s, "err", err)
+			continue
+		}
+		addrs = append(addrs, a)
+	}
+	if len(addrs) == 0 {
+		return errors.New("host: bootstrap: no usable seed addresses")
+	}
+	if err := h.node.BootstrapAddrs(ctx, addrs); err != nil {
+		return fmt.Errorf("host: bootstrap: %w", err)
+	}
+	h.savePeers()
+	return nil
+}
+
+func resolveUDP(n ptransport.Net, s string) (*net.UDPAddr, error) {
+	if n != nil {
+		return n.ResolveUDPAddr("udp4", s)
+	}
+	return net.ResolveUDPAddr("udp4", s)
+}
+
+func (h *Host) cachedPeers() []string {
+	if h.cfg.DataDir == "" {
+		return nil
+	}
+	b, err := os.ReadFile(filepath.Join(h.cfg.DataDir, "peers.cache"))
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if l = strings.TrimSpace(l); l != "" && !strings.HasPrefix(l, "#") && len(out) < 32 {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+func (h *Host) savePeers() {
+	if h.cfg.DataDir == "" {
+		return
+	}
+	var b strings.Builder
+	b.WriteString("# a2al peers cache: DHT addresses that answered recently\n")
+	for _, a := range h.node.BootstrapCandidateAddrs(32) {
+		b.WriteString(a.String() + "\n")
+	}
+	p := filepath.Join(h.cfg.DataDir, "peers.cache")
+	if err := os.WriteFile(p+".tmp", []byte(b.String()), 0o600); err == nil {
+		_ = os.Rename(p+".tmp", p)
+	}
+}
+
+// acceptLoop takes every inbound QUIC connection (Mode A and Mode B share the
+// listener) and dispatches it by ALPN after the identity check.
+func (h *Host) acceptLoop() {
+	defer h.wg.Done()
+	for {
+		c, err := h.ln.Accept(h.ctx)
+		if err != nil {
+			return
+		}
+		peer, err := PeerAddress(c)
+		if err != nil {
+			_ = c.CloseWithError(1, "identity")
+			continue
+		}
+		switch c.ConnectionState().TLS.NegotiatedProtocol {
+		case ALPNModeB:
+			h.mu.Lock()
+			ch, ok := h.expect[peer]
+			h.mu.Unlock()
+			if !ok {
+				// Nobody here is punching with this identity (e.g. the hub lied
+				// about who was calling): never pool it.
+				h.m.unexpectedB.Inc()
+				_ = c.CloseWithError(2, "unexpected mode B connection")
+				continue
+			}
+			select {
+			case ch <- c:
+			default:
+				_ = c.CloseWithError(2, "duplicate mode B connection")
+			}
+		case ALPNModeA:
+			conn := &Conn{qc: c, Peer: peer}
+			select {
+			case h.acceptA <- conn:
+			default:
+				_ = c.CloseWithError(3, "accept queue full")
+			}
+		default:
+			_ = c.CloseWithError(4, "alpn")
+		}
+	}
+}
+
+// janitor expires idle pool entries.
+func (h *Host) janitor() {
+	defer h.wg.Done()
+	t := time.NewTicker(30 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-h.ctx.Done():
+			return
+		case <-t.C:
+			h.pool.ExpireIdle()
+			h.m.poolSize.Set(float64(h.pool.Len()))
+		}
+	}
+}
+
+// Close stops everything: punches, hubs, pool, DHT, QUIC, ICE and the socket.
+func (h *Host) Close() error {
+	h.closeOnce.Do(func() {
+		h.cancel()
+		h.sched.Close()
+		for _, c := range h.hubs {
+			_ = c.Close()
+		}
+		h.wg.Wait()
+		h.pool.Close()
+		// The demux's DHT view cannot be closed on its own: closing the socket
+		// is what ends the DHT's receive loop, so the node closes last.
+		h.closeParts()
+		_ = h.node.Close()
+	})
+	return nil
+}
+
+func (h *Host) closeParts() {
+	if h.ln != nil {
+		_ = h.ln.Close()
+	}
+	_ = h.qtr.Close()
+	if h.env != nil {
+		_ = h.env.mux.Close()
+	}
+	_ = h.demux.Close()
+}

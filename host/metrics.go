@@ -1,0 +1,43 @@
+package host
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// hostMetrics are the host-level Prometheus series (D9). They live in a
+// per-Host registry so several hosts can run in one process (demo, tests).
+type hostMetrics struct {
+	reg         *prometheus.Registry
+	punches     *prometheus.CounterVec
+	punchDur    prometheus.Histogram
+	poolSize    prometheus.Gauge
+	rpcs        *prometheus.CounterVec
+	natType     *prometheus.GaugeVec
+	glare       prometheus.Counter
+	unexpectedB prometheus.Counter
+	publishes   prometheus.Counter
+	dialsA      *prometheus.CounterVec
+}
+
+func newHostMetrics() *hostMetrics {
+	m := &hostMetrics{
+		reg: prometheus.NewRegistry(),
+		punches: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "a2al_punch_total",
+			Help: "Punch attempts by role, priority and outcome (ok or failure reason)."}, []string{"role", "priority", "outcome"}),
+		punchDur: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "a2al_punch_duration_seconds",
+			Help: "Duration of successful punches.", Buckets: prometheus.ExponentialBuckets(0.05, 2, 10)}),
+		poolSize: prometheus.NewGauge(prometheus.GaugeOpts{Name: "a2al_pool_connections", Help: "Mode B pooled connections."}),
+		rpcs: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "a2al_dht_messages_sent_total",
+			Help: "DHT messages sent by transport."}, []string{"transport"}),
+		natType: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "a2al_nat_type",
+			Help: "1 for the current NAT classification."}, []string{"type"}),
+		glare:       prometheus.NewCounter(prometheus.CounterOpts{Name: "a2al_punch_glare_total", Help: "Simultaneous punches resolved by role."}),
+		unexpectedB: prometheus.NewCounter(prometheus.CounterOpts{Name: "a2al_modeb_unexpected_total", Help: "Mode B connections refused: identity not expected (e.g. lying hub)."}),
+		publishes:   prometheus.NewCounter(prometheus.CounterOpts{Name: "a2al_endpoint_publish_total", Help: "Endpoint records published."}),
+		dialsA: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "a2al_modea_dial_total",
+			Help: "Mode A dials by path and outcome."}, []string{"path", "outcome"}),
+	}
+	m.reg.MustRegister(m.punches, m.punchDur, m.poolSize, m.rpcs, m.natType, m.glare, m.unexpectedB, m.publishes, m.dialsA)
+	return m
+}
+
+// Registry exposes the host's metrics (mount with promhttp.HandlerFor).
+func (h *Host) Registry() *prometheus.Registry { return h.m.reg }

@@ -1,0 +1,265 @@
+package host
+
+import (
+	"context"
+	"crypto/ed25519"
+	"fmt"
+	"net"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/a2alnode/a2al/natprobe"
+	"github.com/a2alnode/a2al/protocol"
+)
+
+// publishState remembers what was last published so a change republishes at
+// once and an unchanged record only before it expires.
+type publishState struct {
+	seq      uint64
+	last     protocol.EndpointPayload
+	lastAt   time.Time
+	kick     chan struct{}
+	rejected int
+}
+
+func (h *Host) kickPublish() {
+	h.mu.Lock()
+	k := h.pub.kick
+	h.mu.Unlock()
+	if k != nil {
+		select {
+		case k <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// Payload builds the endpoint payload from what we currently know: the public
+// mapping (when it is usable by others), the socket's own address(es), the NAT
+// type and the hubs.
+func (h *Host) Payload() protocol.EndpointPayload {
+	var eps []string
+	add := func(ip net.IP, port int) {
+		if ip == nil || ip.IsUnspecified() || port == 0 {
+			return
+		}
+		s := "quic://" + net.JoinHostPort(ip.String(), strconv.Itoa(port))
+		if !slices.Contains(eps, s) {
+			eps = append(eps, s)
+		}
+	}
+	nat, known := h.NATResult()
+	if known && nat.MappedAddr != nil && nat.Type != natprobe.TypeSymmetric && nat.Type != natprobe.TypeUDPBlocked {
+		add(nat.MappedAddr.IP, nat.MappedAddr.Port)
+	}
+	if la, ok := h.demux.LocalAddr().(*net.UDPAddr); ok {
+		if !la.IP.IsUnspecified() {
+			add(la.IP, la.Port)
+		} else {
+			for _, ip := range localIPs() {
+				add(ip, la.Port)
+			}
+		}
+	}
+	p := protocol.EndpointPayload{Endpoints: eps}
+	if known {
+		p.NatType = nat.Type.WireNATType()
+	}
+	if len(h.cfg.HubURLs) > 0 {
+		p.Signals = append([]string(nil), h.cfg.HubURLs...)
+		p.Signal = p.Signals[0]
+	}
+	return p
+}
+
+// localIPs lists usable IPv4 interface addresses (loopback last, as a fallback
+// for single-machine setups).
+func localIPs() []net.IP {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return []net.IP{net.IPv4(127, 0, 0, 1)}
+	}
+	var out, lo []net.IP
+	for _, a := range addrs {
+		ipn, ok := a.(*net.IPNet)
+		if !ok || ipn.IP.To4() == nil || ipn.IP.IsLinkLocalUnicast() {
+			continue
+		}
+		if ipn.IP.IsLoopback() {
+			lo = append(lo, ipn.IP)
+			continue
+		}
+		out = append(out, ipn.IP)
+	}
+	if len(out) == 0 {
+		return lo
+	}
+	return out
+}
+
+func samePayload(a, b protocol.EndpointPayload) bool {
+	return slices.Equal(a.Endpoints, b.Endpoints) && a.NatType == b.NatType && a.Signal == b.Signal &&
+		slices.Equal(a.Signals, b.Signals)
+}
+
+// Publish signs and publishes the endpoint record now, with a fresh seq.
+func (h *Host) Publish(ctx context.Context) (protocol.SignedRecord, error) {
+	p := h.Payload()
+	now := h.cfg.Now()
+	h.mu.Lock()
+	seq := max(h.pub.seq+1, uint64(now.Unix()))
+	h.pub.seq = seq
+	h.mu.Unlock()
+	pub := h.cfg.Key.Public().(ed25519.PublicKey)
+	sign := func(msg []byte) ([]byte, error) { return ed25519.Sign(h.cfg.Key, msg), nil }
+	rec, err := protocol.NewEndpointRecord(h.id.Address, p, seq, uint64(now.Unix()), h.cfg.RecordTTL, pub, sign)
+	if err != nil {
+		return rec, fmt.Errorf("host: build endpoint record: %w", err)
+	}
+	if err := h.node.PublishEndpointRecord(ctx, rec); err != nil {
+		return rec, fmt.Errorf("host: publish endpoint record: %w", err)
+	}
+	h.mu.Lock()
+	h.pub.last, h.pub.lastAt = p, now
+	h.mu.Unlock()
+	h.m.publishes.Inc()
+	h.log.Info("endpoint record published", "seq", seq, "endpoints", p.Endpoints, "nat", p.NatType, "hubs", p.Signals)
+	return rec, nil
+}
+
+// publishIfNeeded republishes when the payload changed or half the TTL passed.
+func (h *Host) publishIfNeeded(ctx context.Context) {
+	p := h.Payload()
+	h.mu.Lock()
+	stale := h.pub.lastAt.IsZero() || h.cfg.Now().Sub(h.pub.lastAt) > time.Duration(h.cfg.RecordTTL)*time.Second/2
+	changed := !samePayload(p, h.pub.last)
+	h.mu.Unlock()
+	if stale || changed {
+		if _, err := h.Publish(ctx); err != nil {
+			h.log.Warn("publish failed", "err", err)
+		}
+	}
+}
+
+// ClassifyNAT runs natprobe on the shared socket: requests leave through the
+// demux's STUN view and answers are claimed by the demux STUN hook, so ICE's own
+// STUN traffic keeps flowing meanwhile.
+func (h *Host) ClassifyNAT(ctx context.Context) (natprobe.Result, error) {
+	if len(h.stun) == 0 {
+		return natprobe.Result{Type: natprobe.TypeUnknown}, fmt.Errorf("host: no STUN servers configured")
+	}
+	var locals []net.IP
+	if la, ok := h.demux.LocalAddr().(*net.UDPAddr); ok && !la.IP.IsUnspecified() {
+		locals = []net.IP{la.IP}
+	}
+	res, err := natprobe.Classify(ctx, natprobe.ClassifyConfig{
+		Conn:     h.demux.STUN(),
+		Servers:  h.stun,
+		Timeout:  h.cfg.NATTimeout,
+		LocalIPs: locals,
+		Logger:   h.log,
+		InstallHook: func(handler func([]byte, net.Addr) bool) func() {
+			h.demux.SetSTUNHook(handler)
+			return func() { h.demux.SetSTUNHook(nil) }
+		},
+	})
+	if err != nil {
+		return res, fmt.Errorf("host: NAT classification: %w", err)
+	}
+	h.mu.Lock()
+	prev := h.nat
+	h.nat, h.natKnown = res, true
+	h.mu.Unlock()
+	if res.PublicIP != nil {
+		h.node.SetSelfExtIP(res.PublicIP)
+	}
+	h.m.natType.Reset()
+	h.m.natType.WithLabelValues(string(res.Type)).Set(1)
+	if prev.Type != res.Type || !addrEqual(prev.MappedAddr, res.MappedAddr) {
+		h.log.Info("NAT classified", "result", res.String())
+		if prev.MappedAddr != nil && !addrEqual(prev.MappedAddr, res.MappedAddr) {
+			// Our public mapping moved (network change): pooled paths are stale.
+			h.pool.EvictAll("network change")
+		}
+	}
+	return res, nil
+}
+
+func addrEqual(a, b *net.UDPAddr) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return a.IP.Equal(b.IP) && a.Port == b.Port
+}
+
+// maintain is the background loop: bootstrap, classify, publish, then keep the
+// record fresh and re-check the NAT periodically.
+func (h *Host) maintain() {
+	defer h.wg.Done()
+	kick := make(chan struct{}, 1)
+	h.mu.Lock()
+	h.pub.kick = kick
+	h.mu.Unlock()
+	step := func(ctx context.Context, natToo bool) {
+		if natToo && !h.cfg.DisableNAT && len(h.stun) > 0 {
+			cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			if _, err := h.ClassifyNAT(cctx); err != nil {
+				h.log.Warn("NAT classification failed", "err", err)
+			}
+			cancel()
+		}
+		pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		h.publishIfNeeded(pctx)
+		cancel()
+	}
+	if len(h.cfg.Bootstrap) > 0 || len(h.cachedPeers()) > 0 {
+		bctx, cancel := context.WithTimeout(h.ctx, 30*time.Second)
+		if err := h.Bootstrap(bctx); err != nil {
+			h.log.Warn("bootstrap failed; will retry", "err", err)
+		}
+		cancel()
+	}
+	// Give the hubs a moment so the first record already names a live hub (L14).
+	if len(h.hubs) > 0 {
+		deadline := time.NewTimer(5 * time.Second)
+		for h.HubsRegistered() == 0 {
+			select {
+			case <-h.ctx.Done():
+				deadline.Stop()
+				return
+			case <-deadline.C:
+			case <-time.After(100 * time.Millisecond):
+				continue
+			}
+			break
+		}
+		deadline.Stop()
+	}
+	step(h.ctx, true)
+	natT := time.NewTicker(h.cfg.NATInterval)
+	defer natT.Stop()
+	pubT := time.NewTicker(time.Minute)
+	defer pubT.Stop()
+	bootT := time.NewTicker(5 * time.Minute)
+	defer bootT.Stop()
+	for {
+		select {
+		case <-h.ctx.Done():
+			return
+		case <-natT.C:
+			step(h.ctx, true)
+		case <-pubT.C:
+			step(h.ctx, false)
+		case <-kick:
+			step(h.ctx, false)
+		case <-bootT.C:
+			if h.node.EstimatedNetworkSize() == 0 && len(h.cfg.Bootstrap) > 0 {
+				bctx, cancel := context.WithTimeout(h.ctx, 30*time.Second)
+				_ = h.Bootstrap(bctx)
+				cancel()
+			}
+			h.savePeers()
+		}
+	}
+}

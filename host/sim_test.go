@@ -1,0 +1,152 @@
+package host
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"log/slog"
+	"net/http/httptest"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/a2alnode/a2al/natprobe"
+	"github.com/a2alnode/a2al/natprobe/natsim"
+	"github.com/a2alnode/a2al/protocol"
+	"github.com/a2alnode/a2al/signal"
+)
+
+// sim is a vnet world with an in-process hub (real TCP on loopback; vnet has
+// no TCP) and an open bootstrap host on the WAN.
+type sim struct {
+	t      testing.TB
+	w      *natsim.World
+	hub    *signal.Hub
+	srv    *httptest.Server
+	hubURL string
+	boot   *Host
+	bootAt string
+}
+
+func testLogger() *slog.Logger {
+	if os.Getenv("A2AL_TEST_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
+func vnetICETimers() ICETimers {
+	return ICETimers{CredWait: 5 * time.Second, Connect: 6 * time.Second, Check: 100 * time.Millisecond,
+		Disconnected: 2 * time.Second, Failed: 5 * time.Second, Keepalive: time.Second}
+}
+
+func newSim(t testing.TB, latency time.Duration) *sim {
+	t.Helper()
+	w, err := natsim.NewWorld(natsim.Options{MinDelay: latency})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := signal.DefaultHubConfig()
+	cfg.Logger = testLogger()
+	hub, err := signal.NewHub(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(hub.Handler())
+	s := &sim{t: t, w: w, hub: hub, srv: srv, hubURL: "ws://" + strings.TrimPrefix(srv.URL, "http://")}
+	t.Cleanup(func() {
+		srv.Close()
+		hub.Close()
+		w.Close()
+	})
+	bh, err := w.AddOpenHost()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.boot = s.startHost(bh, false)
+	s.bootAt = bh.Bind(4121)
+	return s
+}
+
+func (s *sim) startHost(nh *natsim.Host, withHub bool) *Host {
+	s.t.Helper()
+	pc, err := nh.Net.ListenPacket("udp4", nh.Bind(4121))
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	_, key, _ := ed25519.GenerateKey(rand.Reader)
+	cfg := Config{
+		Key: key, PacketConn: pc, Net: nh.Net, STUNServers: s.w.STUNServers(),
+		Logger: testLogger(), ICE: vnetICETimers(), PunchTimeout: 15 * time.Second,
+		NATTimeout: 500 * time.Millisecond, DisableMaintenance: true,
+	}
+	if withHub {
+		cfg.HubURLs = []string{s.hubURL}
+	}
+	h, err := New(cfg)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	s.t.Cleanup(func() { h.Close() })
+	return h
+}
+
+// addNode creates a host behind a NAT of the given kind, bootstraps it, waits
+// for its hub registration, classifies its NAT and publishes its record.
+func (s *sim) addNode(kind natprobe.NATType) (*Host, *protocol.EndpointRecord) {
+	s.t.Helper()
+	nh, err := s.w.AddNAT(kind)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	h := s.startHost(nh, true)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := h.Bootstrap(ctx, s.bootAt); err != nil {
+		s.t.Fatalf("bootstrap %s: %v", kind, err)
+	}
+	waitFor(s.t, "hub registration", func() bool { return h.HubsRegistered() == 1 })
+	if _, err := h.ClassifyNAT(ctx); err != nil {
+		s.t.Fatalf("classify %s: %v", kind, err)
+	}
+	rec, err := h.Publish(ctx)
+	if err != nil {
+		s.t.Fatalf("publish %s: %v", kind, err)
+	}
+	er, err := protocol.ParseEndpointRecord(rec)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	return h, er
+}
+
+func TestVNetPunchPair(t *testing.T) {
+	s := newSim(t, 0)
+	a, _ := s.addNode(natprobe.TypePortRestricted)
+	b, erB := s.addNode(natprobe.TypePortRestricted)
+	if nr, _ := a.NATResult(); nr.Type != natprobe.TypePortRestricted {
+		t.Logf("note: A classified as %s", nr.Type)
+	}
+	a.sched.Enqueue(b.NodeID(), erB, PrioHigh)
+	waitFor(t, "punch to finish", func() bool { return len(a.Punches()) > 0 })
+	p := a.Punches()[0]
+	t.Logf("punch: %+v", p)
+	if !p.OK {
+		t.Fatalf("punch failed: %s", p.Reason)
+	}
+	if !a.pool.HasConn(b.NodeID()) {
+		t.Fatal("no pooled connection after success")
+	}
+	waitFor(t, "callee pooled", func() bool { return b.pool.HasConn(a.NodeID()) })
+	remote, _ := a.pool.RemoteAddr(b.NodeID())
+	before := a.pool.Stats().SentDatagrams.Load()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := a.node.FindNode(ctx, remote, a.NodeID()); err != nil {
+		t.Fatalf("FIND_NODE over the pool: %v", err)
+	}
+	if a.pool.Stats().SentDatagrams.Load() == before {
+		t.Fatal("FIND_NODE did not travel over Mode B")
+	}
+}
