@@ -51,24 +51,31 @@ func moduleRoot() (string, error) {
 // CI=true).
 func Binary(t testing.TB, name string) string {
 	t.Helper()
+	return BuildPackage(t, name, "./cmd/"+name)
+}
+
+// BuildPackage builds the main package pkg (relative to the module root)
+// once per test process as name.
+func BuildPackage(t testing.TB, name, pkg string) string {
+	t.Helper()
 	binMu.Lock()
 	defer binMu.Unlock()
 	r, ok := binCache[name]
 	if !ok {
-		r = buildBinary(name)
+		r = buildBinary(name, pkg)
 		binCache[name] = r
 	}
 	if r.err != nil {
 		if strings.Contains(r.err.Error(), "no Go files") || strings.Contains(r.err.Error(), "not exist") ||
 			strings.Contains(r.err.Error(), "matched no packages") {
-			skipOrFail(t, fmt.Sprintf("natlab: cmd/%s is not buildable yet (%v)", name, r.err))
+			skipOrFail(t, fmt.Sprintf("natlab: %s is not buildable yet (%v)", pkg, r.err))
 		}
-		t.Fatalf("natlab: build cmd/%s: %v", name, r.err)
+		t.Fatalf("natlab: build %s: %v", pkg, r.err)
 	}
 	return r.path
 }
 
-func buildBinary(name string) binResult {
+func buildBinary(name, pkg string) binResult {
 	root, err := moduleRoot()
 	if err != nil {
 		return binResult{err: err}
@@ -82,7 +89,7 @@ func buildBinary(name string) binResult {
 	out := filepath.Join(binDir, name)
 	ctx, cancel := context.WithTimeout(context.Background(), buildTimeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, "./cmd/"+name)
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, pkg)
 	cmd.Dir = root
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if msg, err := cmd.CombinedOutput(); err != nil {

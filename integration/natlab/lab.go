@@ -470,3 +470,11 @@ func (r *Router) Ruleset() string {
 	out, _ := r.NS.Run("nft", "list", "ruleset")
 	return out
 }
+
+func mustIP(s string) net.IP {
+	ip := net.ParseIP(s).To4()
+	if ip == nil {
+		panic("natlab: bad IPv4 literal " + s)
+	}
+	return ip
+}
