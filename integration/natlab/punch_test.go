@@ -43,28 +43,161 @@ func punchable(a, b NATType) bool {
 	return true
 }
 
-func TestPunchSmoke(t *testing.T) {
-	w := newWorld(t)
-	a := w.node(t, "a", PortRestricted)
-	b := w.node(t, "b", PortRestricted)
-	for _, n := range []*Node{w.boot, a, b} {
-		st, err := n.WaitReady(60 * time.Second)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Logf("%s: %+v", n.Host.Name, st)
+// pairResult is one row of a punch table.
+type pairResult struct {
+	a, b       NATType
+	natA, natB string
+	want, ok   bool
+	took       time.Duration
+	path, why  string
+}
+
+func (r pairResult) row() string {
+	res := "ok"
+	if !r.ok {
+		res = "FAIL"
 	}
-	r, err := a.Dial(b.Address, 40*time.Second)
+	exp := "punch"
+	if !r.want {
+		exp = "no-path"
+	}
+	why := r.why
+	if len(why) > 70 {
+		why = why[:70] + "..."
+	}
+	return fmt.Sprintf("%-38s %-8s %-5s %9s  %-14s %-39s %s", fmt.Sprintf("%s x %s", r.a, r.b), exp, res,
+		r.took.Round(time.Millisecond), r.path, r.natA+" / "+r.natB, why)
+}
+
+const tableHeader = "pair                                   expect   got        time  path           classified                              failure"
+
+// dialPair makes a dial b and fills a result row from the dial outcome and
+// a's punch log.
+func dialPair(t *testing.T, a, b *Node, ta, tb NATType) pairResult {
+	r := pairResult{a: ta, b: tb, want: punchable(ta, tb)}
+	if st, err := a.Status(); err == nil {
+		r.natA = st.NAT
+	}
+	if st, err := b.Status(); err == nil {
+		r.natB = st.NAT
+	}
+	res, err := a.Dial(b.Address, 40*time.Second)
 	if err != nil {
-		t.Fatal(err)
+		r.why = err.Error()
+		return r
 	}
-	t.Logf("dial: %+v", r)
-	ps, _ := a.Punches()
-	t.Logf("punches a: %+v", ps)
-	if !r.OK {
-		t.Fatalf("port-restricted pair did not connect: %s", r.Error)
+	r.ok, r.why = res.OK, res.Error
+	r.took = time.Duration(res.TookMS) * time.Millisecond
+	if ps, err := a.Punches(); err == nil {
+		for _, p := range ps {
+			if strings.EqualFold(p.Peer, b.Address) {
+				r.path = p.Path
+				if p.OK {
+					r.took = p.Duration
+				} else if r.why == "" || !r.ok {
+					r.why = "punch: " + p.Reason + "; " + r.why
+				}
+			}
+		}
 	}
-	_ = sort.Strings
-	_ = strings.Join
-	_ = sync.Mutex{}
+	if r.ok && r.path == "" {
+		r.path = "direct"
+	}
+	return r
+}
+
+// TestPunchMatrix: for each pair of NAT types, two nodes behind their NATs
+// bootstrap, classify, publish and then the first dials the second (resolve,
+// direct dial, punch through the hub). Pairs ICE can punch must connect;
+// the others must fail with a reason.
+func TestPunchMatrix(t *testing.T) {
+	w := newWorld(t)
+	types := []NATType{Public, FullCone, AddressRestricted, PortRestricted, Symmetric, PortShifted, DoubleNAT}
+	type pair struct{ a, b NATType }
+	var pairs []pair
+	for i := range types {
+		for j := i; j < len(types); j++ {
+			pairs = append(pairs, pair{types[i], types[j]})
+		}
+	}
+	pairs = append(pairs, pair{UDPBlocked, Public}, pair{UDPBlocked, PortRestricted})
+
+	// Two nodes per type: callers ("<t>1") and callees ("<t>2").
+	short := map[NATType]string{Public: "op", FullCone: "fc", AddressRestricted: "ar", PortRestricted: "pr",
+		Symmetric: "sy", PortShifted: "ps", DoubleNAT: "dn", UDPBlocked: "ub"}
+	callers, callees := map[NATType]*Node{}, map[NATType]*Node{}
+	for _, p := range pairs {
+		if callers[p.a] == nil {
+			callers[p.a] = w.node(t, short[p.a]+"1", p.a)
+		}
+		if callees[p.b] == nil {
+			callees[p.b] = w.node(t, short[p.b]+"2", p.b)
+		}
+	}
+	var all []*Node
+	for _, m := range []map[NATType]*Node{callers, callees} {
+		for typ, n := range m {
+			typ, n := typ, n
+			all = append(all, n)
+			_ = typ
+		}
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, len(all)+1)
+	for _, n := range append(all, w.boot) {
+		n := n
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := n.WaitReady(90 * time.Second); err != nil {
+				st, _ := n.Status()
+				if st.NAT == string(UDPBlocked) {
+					return // cannot publish over UDP: expected
+				}
+				errs <- err
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if t.Failed() {
+		t.FailNow()
+	}
+	// Classification of every node, from its own view.
+	for typ, n := range callers {
+		if st, err := n.Status(); err == nil && st.NAT != typ.ClassifiesAs() {
+			t.Errorf("node behind %s classified itself as %q, want %q", typ, st.NAT, typ.ClassifiesAs())
+		}
+	}
+
+	results := make([]pairResult, len(pairs))
+	sem := make(chan struct{}, 6)
+	for i, p := range pairs {
+		i, p := i, p
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			results[i] = dialPair(t, callers[p.a], callees[p.b], p.a, p.b)
+		}()
+	}
+	wg.Wait()
+	var rows []string
+	for _, r := range results {
+		rows = append(rows, r.row())
+		switch {
+		case r.want && !r.ok:
+			t.Errorf("%s x %s: expected a punched connection, got failure: %s", r.a, r.b, r.why)
+		case !r.want && r.ok:
+			t.Errorf("%s x %s: connected (%s) although no relay-free path should exist", r.a, r.b, r.path)
+		case !r.want && r.why == "":
+			t.Errorf("%s x %s: failed without a reason", r.a, r.b)
+		}
+	}
+	sort.Strings(rows)
+	t.Logf("punch matrix (caller x callee):\n%s\n%s", tableHeader, strings.Join(rows, "\n"))
 }
