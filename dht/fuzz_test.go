@@ -50,7 +50,7 @@ func FuzzInboundPacket(f *testing.F) {
 		f.Fatal(err)
 	}
 	n.Start()
-	n.nat.allowPrivate = true
+	n.nat.allowPrivate.Store(true)
 	for c := 0; c < numClasses; c++ { // let every input reach the decoder
 		n.limiter.setSpec(c, rateSpec{rate: 1e9, burst: 1e9})
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/a2alnode/a2al/protocol"
@@ -28,7 +29,7 @@ type natState struct {
 	mu           sync.Mutex
 	waiters      map[[8]byte]chan struct{}
 	budget       map[string]*natBudget
-	allowPrivate bool // tests on loopback only
+	allowPrivate atomic.Bool // tests on loopback only
 }
 
 func (s *natState) init() {
@@ -104,7 +105,7 @@ func (n *Node) handleNATProbeReq(b protocol.BodyNATProbeReq, from net.Addr) {
 		return
 	}
 	s := &n.nat
-	if !s.allowPrivate && !protocol.IsPublicIP(claimed.IP) {
+	if !s.allowPrivate.Load() && !protocol.IsPublicIP(claimed.IP) {
 		return
 	}
 	u, ok := from.(*net.UDPAddr)
