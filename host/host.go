@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pion/ice/v2"
@@ -100,7 +101,8 @@ type Host struct {
 	punchLog  []PunchRecord
 	closeOnce sync.Once
 
-	acceptA chan *Conn
+	acceptA     chan *Conn
+	unexpectedB atomic.Uint64 // Mode B connections refused for identity
 }
 
 // New binds the socket and starts every component. The DHT is started but not
@@ -365,6 +367,7 @@ func (h *Host) acceptLoop() {
 				// Nobody here is punching with this identity (e.g. the hub lied
 				// about who was calling): never pool it.
 				h.m.unexpectedB.Inc()
+				h.unexpectedB.Add(1)
 				_ = c.CloseWithError(2, "unexpected mode B connection")
 				continue
 			}

@@ -313,7 +313,13 @@ const maxIncomingCalls = 16
 // onCall handles an incoming hub call (callee side of a punch).
 func (h *Host) onCall(s *signal.Session) {
 	defer s.Close()
-	peer := s.Peer()
+	h.handleCall(s.Peer(), s)
+}
+
+// handleCall is the callee side for a caller the hub claims is peer. The
+// claim is only trusted as far as "expect this identity": the QUIC connection
+// is pooled only if its TLS identity is exactly peer.
+func (h *Host) handleCall(peer a2al.Address, s signaler) {
 	pid := a2al.NodeIDFromAddress(peer)
 	if peer == h.id.Address {
 		return
@@ -389,7 +395,7 @@ func (h *Host) onCall(s *signal.Session) {
 
 // punchIn runs controlled ICE and waits for the caller's QUIC connection,
 // whose TLS identity the accept loop has already matched to the expected peer.
-func (h *Host) punchIn(ctx context.Context, s *signal.Session, ch chan *quic.Conn) (*quic.Conn, string, error) {
+func (h *Host) punchIn(ctx context.Context, s signaler, ch chan *quic.Conn) (*quic.Conn, string, error) {
 	res, err := runICE(ctx, h.env, s, false)
 	if err != nil {
 		return nil, "", err

@@ -79,7 +79,7 @@ func (s *sim) startHost(nh *natsim.Host, withHub bool) *Host {
 	cfg := Config{
 		Key: key, PacketConn: pc, Net: nh.Net, STUNServers: s.w.STUNServers(),
 		Logger: testLogger(), ICE: vnetICETimers(), PunchTimeout: 15 * time.Second,
-		NATTimeout: 500 * time.Millisecond, DisableMaintenance: true,
+		NATTimeout: 500 * time.Millisecond, DisableMaintenance: true, HandshakeLimit: 3 * time.Second,
 	}
 	if withHub {
 		cfg.HubURLs = []string{s.hubURL}

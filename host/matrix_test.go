@@ -1,0 +1,109 @@
+package host
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/a2alnode/a2al/natprobe"
+)
+
+func TestMain(m *testing.M) {
+	os.Setenv("QUIC_GO_DISABLE_RECEIVE_BUFFER_WARNING", "true")
+	os.Exit(m.Run())
+}
+
+var matrixKinds = []natprobe.NATType{
+	natprobe.TypeOpen, natprobe.TypeFullCone, natprobe.TypeAddressRestricted,
+	natprobe.TypePortRestricted, natprobe.TypeSymmetric,
+}
+
+// punchable is the expected outcome without a relay: symmetric cannot be
+// punched from port-restricted or symmetric.
+func punchable(a, b natprobe.NATType) bool {
+	hard := func(x, y natprobe.NATType) bool {
+		return x == natprobe.TypeSymmetric && (y == natprobe.TypePortRestricted || y == natprobe.TypeSymmetric)
+	}
+	return !hard(a, b) && !hard(b, a)
+}
+
+type matrixRow struct {
+	pair   string
+	ok     bool
+	reason string
+	took   time.Duration
+	path   string
+	rpc    string
+}
+
+// TestVNetNATMatrix punches every pair of NAT kinds through an in-process hub
+// and checks that punchable pairs carry a FIND_NODE over Mode B and the others
+// fail with the ICE timeout reason. Run with -v for the table.
+func TestVNetNATMatrix(t *testing.T) {
+	if testing.Short() {
+		t.Skip("matrix skipped in -short")
+	}
+	s := newSim(t, 0)
+	var mu sync.Mutex
+	var rows []matrixRow
+	t.Cleanup(func() {
+		sort.Slice(rows, func(i, j int) bool { return rows[i].pair < rows[j].pair })
+		var b strings.Builder
+		fmt.Fprintf(&b, "\n%-42s %-6s %-12s %9s  %-14s %s\n", "pair (caller <-> callee)", "result", "reason", "punch", "path", "FIND_NODE via pool")
+		for _, r := range rows {
+			res := "ok"
+			if !r.ok {
+				res = "FAIL"
+			}
+			fmt.Fprintf(&b, "%-42s %-6s %-12s %9s  %-14s %s\n", r.pair, res, r.reason, r.took.Round(time.Millisecond), r.path, r.rpc)
+		}
+		t.Log(b.String())
+	})
+	for i, ka := range matrixKinds {
+		for _, kb := range matrixKinds[i:] {
+			name := string(ka) + "<->" + string(kb)
+			t.Run(name, func(t *testing.T) {
+				t.Parallel()
+				a, _ := s.addNode(ka)
+				b, erB := s.addNode(kb)
+				a.sched.Enqueue(b.NodeID(), erB, PrioHigh)
+				waitFor(t, "punch outcome", func() bool { return len(a.Punches()) > 0 })
+				p := a.Punches()[0]
+				row := matrixRow{pair: name, ok: p.OK, reason: p.Reason, took: p.Duration, path: p.Path}
+				defer func() { mu.Lock(); rows = append(rows, row); mu.Unlock() }()
+				want := punchable(ka, kb)
+				if p.OK != want {
+					t.Fatalf("punch ok=%v (%s), want ok=%v", p.OK, p.Reason, want)
+				}
+				if !p.OK {
+					if p.Reason != "ice-timeout" {
+						t.Fatalf("failure reason %q, want ice-timeout", p.Reason)
+					}
+					if a.pool.HasConn(b.NodeID()) {
+						t.Fatal("pool has a connection after a failed punch")
+					}
+					return
+				}
+				waitFor(t, "callee pooled", func() bool { return b.pool.HasConn(a.NodeID()) })
+				remote, _ := a.pool.RemoteAddr(b.NodeID())
+				before := a.pool.Stats().SentDatagrams.Load()
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				defer cancel()
+				if _, err := a.node.FindNode(ctx, remote, a.NodeID()); err != nil {
+					row.rpc = "error: " + err.Error()
+					t.Fatalf("FIND_NODE over the pool: %v", err)
+				}
+				if a.pool.Stats().SentDatagrams.Load() == before {
+					row.rpc = "went over UDP"
+					t.Fatal("FIND_NODE did not travel over Mode B")
+				}
+				row.rpc = "ok"
+			})
+		}
+	}
+}
