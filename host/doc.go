@@ -1,0 +1,63 @@
+// Package host is the node layer above the DHT: it makes a node behind a home
+// NAT a full, reachable member of the network.
+//
+// # One socket
+//
+// A Host owns exactly one UDP socket, wrapped in transport.Demux (DESIGN D5):
+// DHT datagrams go to the dht.Node, STUN packets to pion/ice's
+// UniversalUDPMux (and, while a classification runs, to natprobe through the
+// demux STUN hook), QUIC packets to a single quic.Transport that both listens
+// and dials for Mode A and Mode B. So the address the DHT learns, the one STUN
+// reports, the server-reflexive ICE candidate and the published endpoint are
+// the same NAT mapping.
+//
+// # Punching (design decision)
+//
+// ICE is used only for connectivity checks: the agent runs on the shared socket
+// through the UDPMux, trickling candidates over an authenticated signal.Session.
+// Once a pair is selected, QUIC is dialed from the shared quic.Transport
+// straight to the selected remote address; the hole ICE opened belongs to that
+// same socket, so no per-connection PacketConn adapter exists. The ICE agent is
+// closed as soon as QUIC is up: QUIC keepalives (every 10 s, below the 30 s
+// conntrack timer) keep the mapping alive from then on, and a closed agent holds
+// no goroutines or timers. The caller is the ICE controlling side.
+//
+// # Identity (D4)
+//
+// Every QUIC connection is TLS 1.3 with mutual authentication. Each side
+// presents a self-signed certificate over its Ed25519 node key; the verifier
+// derives the a2al.Address from the certificate key. Dialers require it to equal
+// the expected Address. The listener records the verified identity, and a Mode B
+// connection is only pooled when that identity is the one a callee punch is
+// expecting, so a hub that lies about who is calling cannot get a connection
+// pooled. ALPNs:
+//
+//	a2al-quic-1  Mode A: application streams (Host.Dial / Host.Accept)
+//	a2al-dht-1   Mode B: DHT messages to NAT-bound peers (the pool)
+//
+// # Mode B framing
+//
+// A DHT message (the exact signed CBOR datagram) that fits into one QUIC
+// DATAGRAM frame (RFC 9221) is sent as a datagram: the DHT is datagram-oriented,
+// tolerates loss, and needs no stream state. A message too large for the path's
+// datagram size goes on its own unidirectional stream ended by FIN (≤ 64 KiB).
+// Sending never blocks the DHT: SendTo enqueues into a bounded per-connection
+// queue drained by one sender goroutine; a full queue makes SendTo report
+// ok=false so the DHT falls back to UDP.
+//
+// # Pool and scheduler
+//
+// The pool is bounded (LRU), expires idle entries, and eviction really closes
+// the QUIC connection. A connection that dies (peer gone, path broken, idle
+// timeout) is removed as soon as its context ends, so HasConn is exact and the
+// DHT can fall back and punch again. Punches go through a Scheduler: priority
+// High > Low > Lowest, a global concurrency cap, at most one speculative
+// (Lowest) attempt, per-peer de-duplication and exponential back-off. Glare
+// (both sides punching at once) is settled by NodeID: the smaller NodeID keeps
+// its outgoing attempt, the other side answers; if two connections still come
+// up, both pools keep the one dialed by the smaller NodeID.
+//
+// isDirect is reported only on evidence: a DHT PING over plain UDP from the
+// main socket to the peer's published endpoint, sent before any punching so a
+// freshly opened hole cannot answer for it.
+package host
