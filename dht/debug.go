@@ -169,7 +169,7 @@ func (n *Node) getOnly(f func() any) http.HandlerFunc {
 }
 
 // StartDebugHTTP serves DebugHTTPHandler on addr. stop shuts the server
-// down within 3 s; it is idempotent.
+// down within 3 s; it is idempotent, and Close calls it too.
 func (n *Node) StartDebugHTTP(addr string) (stop func(), err error) {
 	if n == nil {
 		return nil, errNilNode
@@ -192,7 +192,7 @@ func (n *Node) StartDebugHTTP(addr string) (stop func(), err error) {
 		}
 	}()
 	var once sync.Once
-	return func() {
+	stop = func() {
 		once.Do(func() {
 			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 			defer cancel()
@@ -200,5 +200,10 @@ func (n *Node) StartDebugHTTP(addr string) (stop func(), err error) {
 			_ = ln.Close()
 			<-done
 		})
-	}, nil
+	}
+	// Close stops it too, so a forgotten stop does not leak the server.
+	n.debugMu.Lock()
+	n.debugStops = append(n.debugStops, stop)
+	n.debugMu.Unlock()
+	return stop, nil
 }

@@ -150,6 +150,8 @@ type Node struct {
 	evictQ chan *evictJob
 	taskQ  chan func()
 
+	debugMu       sync.Mutex
+	debugStops    []func()
 	passive       atomic.Bool
 	extIP         atomic.Pointer[net.IP]
 	maintStart    int
@@ -291,6 +293,13 @@ func (n *Node) Close() error {
 	n.closing = true
 	n.spawnMu.Unlock()
 	n.cancel()
+	n.debugMu.Lock()
+	stops := n.debugStops
+	n.debugStops = nil
+	n.debugMu.Unlock()
+	for _, stop := range stops {
+		stop()
+	}
 	n.closeErr = n.tr.Close()
 	n.wg.Wait()
 	if n.seen.path != "" && n.started.Load() {

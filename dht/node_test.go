@@ -161,6 +161,17 @@ func TestCloseNoGoroutineLeak(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		_, _ = NewQuery(c.nodes[3]).FindNode(ctx, c.nodes[7].NodeID())
+		// Background work in flight at Close: replication, a debug server
+		// whose stop is never called, an unanswered NAT probe.
+		_ = c.nodes[2].PublishEndpointRecord(ctx, endpointRecord(t, c.keys[2], 1, time.Now(), 600, "ws://h"))
+		if _, err := c.nodes[4].StartDebugHTTP("127.0.0.1:0"); err != nil {
+			t.Fatal(err)
+		}
+		probeDone := make(chan struct{})
+		go func() {
+			defer close(probeDone)
+			_, _ = c.nodes[5].SendNATProbeReq(context.Background(), c.nodes[6].LocalAddr(), []byte{203, 0, 113, 1, 0, 9})
+		}()
 		for _, n := range c.nodes {
 			if err := n.Close(); err != nil {
 				t.Fatalf("close: %v", err)
@@ -168,6 +179,7 @@ func TestCloseNoGoroutineLeak(t *testing.T) {
 			_ = n.Close() // idempotent
 		}
 		_ = c.net.Close()
+		<-probeDone
 	}()
 	checkGoroutines(t, base)
 }

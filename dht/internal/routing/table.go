@@ -518,16 +518,20 @@ func (t *Table) MarkRefilled(bi int, now time.Time) {
 	}
 }
 
+// refillCooldown grows with consecutive futile refills. The ladder starts
+// higher than the reference's (30 s, 2, 10, 15 min): buckets deeper than
+// log2(network size) can never fill, and refilling them every 30 s costs a
+// whole lookup each time for nothing.
 func refillCooldown(futile int) time.Duration {
 	switch futile {
 	case 0:
-		return 30 * time.Second
-	case 1:
 		return 2 * time.Minute
-	case 2:
+	case 1:
 		return 10 * time.Minute
+	case 2:
+		return 30 * time.Minute
 	default:
-		return 15 * time.Minute
+		return time.Hour
 	}
 }
 
