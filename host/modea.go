@@ -149,3 +149,49 @@ func (h *Host) Accept(ctx context.Context) (*Conn, error) {
 		return nil, errors.New("host: closed")
 	}
 }
+
+// PunchPeer makes sure a Mode B (DHT) connection to addr exists: it resolves
+// the endpoint record and, unless a connection is already pooled, punches at
+// high priority and waits for the outcome. It returns the record of the
+// attempt that settled it (zero if the peer was already pooled).
+func (h *Host) PunchPeer(ctx context.Context, addr a2al.Address) (PunchRecord, error) {
+	id := a2al.NodeIDFromAddress(addr)
+	if h.pool.HasConn(id) {
+		return PunchRecord{Peer: AddressText(addr), OK: true, Reason: "already pooled"}, nil
+	}
+	er, err := h.endpointRecord(ctx, id, nil)
+	if err != nil {
+		return PunchRecord{}, err
+	}
+	h.mu.Lock()
+	mark := len(h.punchLog)
+	h.mu.Unlock()
+	h.sched.Enqueue(id, er, PrioHigh)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	want := AddressText(addr)
+	for {
+		h.mu.Lock()
+		var found *PunchRecord
+		start := min(mark, len(h.punchLog))
+		for i := len(h.punchLog) - 1; i >= start; i-- {
+			r := h.punchLog[i]
+			if r.Peer == want && r.Reason != "superseded" {
+				found = &r
+				break
+			}
+		}
+		h.mu.Unlock()
+		if found != nil {
+			if !found.OK {
+				return *found, fmt.Errorf("%w: punch to %s failed: %s", ErrNoRoute, want, found.Reason)
+			}
+			return *found, nil
+		}
+		select {
+		case <-ctx.Done():
+			return PunchRecord{}, ctx.Err()
+		case <-tick.C:
+		}
+	}
+}

@@ -110,7 +110,13 @@ func failReason(err error) (dht.PunchFailReason, string) {
 
 // rejectPunch answers requests that never ran so the DHT clears its flag.
 func (h *Host) rejectPunch(job PunchJob, why RejectReason) {
-	h.m.punches.WithLabelValues("caller", prioName(job.Priority), "rejected-"+strings.ReplaceAll(string(why), " ", "-")).Inc()
+	name := "rejected-" + strings.ReplaceAll(string(why), " ", "-")
+	if job.Record != nil {
+		h.logPunch(PunchRecord{Peer: AddressText(job.Record.Address), Role: "caller", Priority: job.Priority,
+			Reason: name, At: h.cfg.Now()})
+	} else {
+		h.m.punches.WithLabelValues("caller", prioName(job.Priority), name).Inc()
+	}
 	h.node.OnPunchComplete(job.ID, a2al.Address{}, nil, false, false, dht.PunchFailOther)
 }
 
