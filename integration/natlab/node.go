@@ -204,3 +204,30 @@ func (n *Node) Punches() ([]PunchRecord, error) {
 	err := n.JSON("/lab/punches", &ps)
 	return ps, err
 }
+
+// Held is one entry of /lab/held.
+type Held struct {
+	Alive  bool   `json:"alive"`
+	Remote string `json:"remote"`
+	Error  string `json:"error"`
+}
+
+// Hold dials addr and keeps the connection open and idle in the node.
+func (n *Node) Hold(addr string) (DialResult, error) {
+	var r DialResult
+	err := n.JSONTimeout("/lab/hold?addr="+addr, 50*time.Second, &r)
+	return r, err
+}
+
+// HeldConn reports the state of the connection held to addr.
+func (n *Node) HeldConn(addr string) (Held, error) {
+	var m map[string]Held
+	if err := n.JSON("/lab/held", &m); err != nil {
+		return Held{}, err
+	}
+	h, ok := m[addr]
+	if !ok {
+		return Held{}, fmt.Errorf("natlab: node %s holds no connection to %s", n.Host.Name, addr)
+	}
+	return h, nil
+}

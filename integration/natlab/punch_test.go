@@ -50,6 +50,7 @@ type pairResult struct {
 	want, ok   bool
 	took       time.Duration
 	path, why  string
+	retries    int // resolution retries before the dial
 }
 
 func (r pairResult) row() string {
@@ -62,6 +63,9 @@ func (r pairResult) row() string {
 		exp = "no-path"
 	}
 	why := r.why
+	if r.retries > 0 {
+		why = fmt.Sprintf("(%d resolve retries) %s", r.retries, why)
+	}
 	if len(why) > 70 {
 		why = why[:70] + "..."
 	}
@@ -81,7 +85,19 @@ func dialPair(t *testing.T, a, b *Node, ta, tb NATType) pairResult {
 	if st, err := b.Status(); err == nil {
 		r.natB = st.NAT
 	}
-	res, err := a.Dial(b.Address, 40*time.Second)
+	// A lookup can miss a freshly published record in a NAT-heavy network
+	// (the holders may themselves need a punch); retry resolution failures
+	// for a while and report how many there were.
+	var res DialResult
+	var err error
+	for tries, until := 0, time.Now().Add(30*time.Second); ; tries++ {
+		res, err = a.Dial(b.Address, 40*time.Second)
+		if err != nil || res.OK || !strings.Contains(res.Error, "no endpoint record") || time.Now().After(until) {
+			r.retries = tries
+			break
+		}
+		time.Sleep(2 * time.Second)
+	}
 	if err != nil {
 		r.why = err.Error()
 		return r

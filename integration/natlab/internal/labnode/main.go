@@ -25,6 +25,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -104,6 +105,61 @@ func run() error {
 		}
 		writeJSON(w, out)
 	})
+	// Held connections: dialled once, then left idle so tests can watch
+	// keepalives hold the NAT mappings open (bounded).
+	var heldMu sync.Mutex
+	held := map[string]*host.Conn{}
+	mux.HandleFunc("/lab/hold", func(w http.ResponseWriter, r *http.Request) {
+		addr, err := host.ParseAddressText(r.URL.Query().Get("addr"))
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), 40*time.Second)
+		defer cancel()
+		start := time.Now()
+		c, err := h.Dial(ctx, addr)
+		out := map[string]any{"ok": err == nil, "took_ms": time.Since(start).Milliseconds()}
+		if err != nil {
+			out["error"] = err.Error()
+			writeJSON(w, out)
+			return
+		}
+		out["remote"] = c.RemoteAddr().String()
+		heldMu.Lock()
+		if old := held[r.URL.Query().Get("addr")]; old != nil {
+			old.Close()
+		}
+		if len(held) >= 64 {
+			heldMu.Unlock()
+			c.Close()
+			http.Error(w, "too many held connections", http.StatusTooManyRequests)
+			return
+		}
+		held[r.URL.Query().Get("addr")] = c
+		heldMu.Unlock()
+		writeJSON(w, out)
+	})
+	mux.HandleFunc("/lab/held", func(w http.ResponseWriter, r *http.Request) {
+		heldMu.Lock()
+		defer heldMu.Unlock()
+		out := map[string]any{}
+		for a, c := range held {
+			e := map[string]any{"alive": c.Context().Err() == nil, "remote": c.RemoteAddr().String()}
+			if err := context.Cause(c.Context()); err != nil {
+				e["error"] = err.Error()
+			}
+			out[a] = e
+		}
+		writeJSON(w, out)
+	})
+	defer func() {
+		heldMu.Lock()
+		for _, c := range held {
+			c.Close()
+		}
+		heldMu.Unlock()
+	}()
 	srv := &http.Server{Addr: *debugAddr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.ListenAndServe() }()
