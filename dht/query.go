@@ -19,6 +19,7 @@ const (
 	queryMaxOutstanding = 3 * queryAlpha
 	queryMaxCands       = 256
 	queryBadSlots       = 1 // peers with health Bad never hold more than this
+	queryMaxRPCs        = 128
 )
 
 // Query runs iterative FIND_NODE / FIND_VALUE lookups.
@@ -136,7 +137,7 @@ func (q *queryRun) window(fn func(*qcand) bool) {
 
 func (q *queryRun) launch(ctx context.Context) {
 	q.window(func(c *qcand) bool {
-		if q.inflight >= queryAlpha || q.outstanding >= queryMaxOutstanding {
+		if q.inflight >= queryAlpha || q.outstanding >= queryMaxOutstanding || q.rpcs >= queryMaxRPCs {
 			return false
 		}
 		if c.st != qNew || (c.bad && q.badInflight >= queryBadSlots) {

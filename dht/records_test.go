@@ -3,11 +3,13 @@ package dht
 import (
 	"context"
 	"errors"
+	"net"
 	"testing"
 	"time"
 
 	"github.com/a2alnode/a2al"
 	"github.com/a2alnode/a2al/protocol"
+	"github.com/a2alnode/a2al/transport"
 )
 
 func TestStoreAtFindValue(t *testing.T) {
@@ -158,5 +160,41 @@ func TestTopicAggregate(t *testing.T) {
 	recs, err := NewQuery(c.nodes[15]).AggregateRecords(ctx, topicKey, protocol.RecTypeTopic)
 	if err != nil || len(recs) != 3 {
 		t.Fatalf("aggregate: %d %v", len(recs), err)
+	}
+}
+
+func TestMailboxPublishAndObservedAddr(t *testing.T) {
+	c := newMemCluster(t)
+	c.build(12, nil)
+	recipient := c.nodes[7].NodeID()
+	rec := mailboxRecord(t, c.keys[2], "sealed")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := c.nodes[2].PublishMailboxRecord(ctx, recipient, rec); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.nodes[2].PublishTopicRecord(ctx, recipient, rec); !errors.Is(err, errNotTopic) {
+		t.Fatalf("mailbox as topic: %v", err)
+	}
+	waitFor(t, 10*time.Second, "mailbox replicated", func() bool {
+		return c.nodes[2].RepSetSize(recipient, c.nodes[2].NodeID()) >= nRep
+	})
+	got, err := NewQuery(c.nodes[7]).AggregateRecords(ctx, recipient, protocol.RecTypeMailbox)
+	if err != nil || len(got) != 1 || string(got[0].Payload) != "sealed" {
+		t.Fatalf("mailbox fetch: %v %v", got, err)
+	}
+	var nilNode *Node
+	if err := nilNode.PublishMailboxRecord(ctx, recipient, rec); !errors.Is(err, errNilNode) {
+		t.Fatal("nil node publish")
+	}
+
+	if w := ObservedAddr(&net.UDPAddr{IP: net.IPv4(198, 51, 100, 1), Port: 4121}); len(w) != 6 || w[0] != 198 || w[4] != 0x10 || w[5] != 0x19 {
+		t.Fatalf("v4 observed %x", w)
+	}
+	if w := ObservedAddr(&net.UDPAddr{IP: net.ParseIP("2001:db8::1"), Port: 1}); len(w) != 18 {
+		t.Fatalf("v6 observed %x", w)
+	}
+	if w := ObservedAddr(transport.Addr{Name: "x"}); len(w) != 6 || w[0] != 127 || w[5] != 0 {
+		t.Fatalf("mem observed %x", w)
 	}
 }
