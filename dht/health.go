@@ -181,13 +181,23 @@ func (h *healthTable) detectOutageLocked(id a2al.NodeID, now time.Time) bool {
 	}
 	h.recent = append(h.recent, failNote{id: id, at: now})
 	quiet := now.Sub(h.lastSuccess)
-	distinct := map[a2al.NodeID]struct{}{}
+	// Distinct peers failing since our last success, within the quiet
+	// window and within the correlation window. Being idle is not an
+	// outage: it takes failures towards several peers.
+	long, short := map[a2al.NodeID]struct{}{}, map[a2al.NodeID]struct{}{}
 	for _, f := range h.recent {
-		if now.Sub(f.at) <= correlatedWindow && f.at.After(h.lastSuccess) {
-			distinct[f.id] = struct{}{}
+		if !f.at.After(h.lastSuccess) {
+			continue
+		}
+		if now.Sub(f.at) <= outageQuiet {
+			long[f.id] = struct{}{}
+		}
+		if now.Sub(f.at) <= correlatedWindow {
+			short[f.id] = struct{}{}
 		}
 	}
-	if quiet > outageQuiet || (len(distinct) >= correlatedPeers && quiet > correlatedWindow) {
+	distinct := long
+	if (quiet > outageQuiet && len(long) >= 2) || (len(short) >= correlatedPeers && quiet > correlatedWindow) {
 		h.outage = true
 		h.outageSince = now
 		h.outageEvents++

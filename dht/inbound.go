@@ -177,7 +177,7 @@ func (n *Node) checkEviction(j *evictJob) {
 	alive := false
 	if addr, _ := n.book.get(cur.Info.NodeID); addr != nil {
 		ctx, cancel := context.WithTimeout(n.ctx, evictPingTimeout)
-		_, err := n.roundTrip(ctx, addr, true, protocol.BodyPing{Address: n.addr})
+		_, err := n.roundTripTo(ctx, addr, cur.Info.NodeID, true, true, protocol.BodyPing{Address: n.addr})
 		cancel()
 		alive = err == nil
 	}

@@ -2,6 +2,7 @@ package dht
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/a2alnode/a2al"
@@ -44,10 +45,11 @@ func (n *Node) PublishMailboxRecord(ctx context.Context, storeKey a2al.NodeID, r
 
 func (n *Node) publish(key a2al.NodeID, rec protocol.SignedRecord) error {
 	err := n.store.Put(key, rec, n.now())
-	if err != nil && err != ErrStaleRecord {
+	stale := errors.Is(err, ErrStaleRecord)
+	if err != nil && !stale {
 		return fmt.Errorf("dht: publish at %x: %w", key[:4], err)
 	}
-	if err == ErrStaleRecord && !n.holdsExactly(key, rec) {
+	if stale && !n.holdsExactly(key, rec) {
 		return err // a newer record is already stored
 	}
 	n.scheduleReplicate(key, rec)

@@ -2,6 +2,7 @@ package dht
 
 import (
 	"context"
+	"errors"
 	"net"
 	"time"
 
@@ -491,7 +492,7 @@ func (q *Query) AggregateRecords(ctx context.Context, target a2al.NodeID, recTyp
 // Resolve finds the endpoint record of target.
 func (q *Query) Resolve(ctx context.Context, target a2al.NodeID) (*protocol.EndpointRecord, error) {
 	recs, err := q.FindRecords(ctx, target, protocol.RecTypeEndpoint)
-	if err == ErrNoMatchingRecords {
+	if errors.Is(err, ErrNoMatchingRecords) {
 		return nil, ErrNoEndpoint
 	}
 	if err != nil {

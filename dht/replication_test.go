@@ -142,3 +142,42 @@ func TestOutageDoesNotMarkPeersBad(t *testing.T) {
 		}
 	}
 }
+
+func TestHealthLadderAndIdleFailure(t *testing.T) {
+	c := newMemCluster(t)
+	fc := clock.NewFake(time.Now())
+	a := c.newNode(1, func(cfg *Config) { cfg.Clock = fc })
+	p1, p2 := newTestKeys(10).addr.NodeID(), newTestKeys(11).addr.NodeID()
+	a.recordSuccess(p1, time.Millisecond)
+	// Long idle, then one dead peer: that is not an outage.
+	fc.Advance(10 * time.Minute)
+	a.recordFailure(p2)
+	if a.inOutage() {
+		t.Fatal("idle node declared an outage on one failure")
+	}
+	if a.PeerAllowContact(p2) {
+		t.Fatal("failure not charged")
+	}
+	a.recordFailure(p2)
+	if a.PeerHealthOf(p2) != PeerHealthBad {
+		t.Fatal("two failures should make the peer Bad")
+	}
+	// Back-off ladder: 2 failures -> 1 min.
+	fc.Advance(59 * time.Second)
+	if a.PeerAllowContact(p2) {
+		t.Fatal("back-off shorter than 1 min")
+	}
+	fc.Advance(2 * time.Second)
+	if !a.PeerAllowContact(p2) {
+		t.Fatal("back-off longer than 1 min")
+	}
+	// Fresh inbound traffic means not Bad.
+	a.noteInbound(p2)
+	if a.PeerHealthOf(p2) == PeerHealthBad {
+		t.Fatal("peer that just talked to us reported Bad")
+	}
+	a.recordSuccess(p2, 0)
+	if a.PeerHealthOf(p2) != PeerHealthGood {
+		t.Fatal("success did not restore Good")
+	}
+}
