@@ -2,6 +2,9 @@ package dht
 
 import (
 	"net"
+	"os"
+	"path/filepath"
+	"time"
 	"testing"
 
 	"github.com/a2alnode/a2al"
@@ -73,4 +76,27 @@ func endpointRecordF(f *testing.F, k *testKeys) protocol.SignedRecord {
 		f.Fatal(err)
 	}
 	return rec
+}
+
+// FuzzSeenPeersLoad feeds arbitrary files to the seen-peers loader.
+func FuzzSeenPeersLoad(f *testing.F) {
+	f.Add([]byte("# c\n" + "0000000000000000000000000000000000000000000000000000000000000001 1700000000\n"))
+	f.Add([]byte("zz 1\n\n  \t\nabc def ghi\n"))
+	f.Add([]byte{0xff, 0x00, '\n'})
+	dir := f.TempDir()
+	f.Fuzz(func(t *testing.T, data []byte) {
+		path := filepath.Join(dir, "seen")
+		if err := os.WriteFile(path, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		var s seenPeers
+		s.init(path, a2al.NodeID{})
+		s.load(time.Unix(1700000100, 0), quietLogger())
+		if len(s.m) > maxSeenPeers {
+			t.Fatalf("loaded %d entries", len(s.m))
+		}
+		if _, ok := s.m[a2al.NodeID{}]; ok {
+			t.Fatal("self loaded")
+		}
+	})
 }

@@ -36,7 +36,8 @@ func stepClock(t *testing.T, n *Node, fc *clock.Fake, total time.Duration) {
 func TestReplicaStateMachineFakeClock(t *testing.T) {
 	c := newMemCluster(t)
 	fc := clock.NewFake(time.Now())
-	c.build(1, func(cfg *Config) { cfg.Clock = fc })
+	rp := &recPunch{}
+	c.build(1, func(cfg *Config) { cfg.Clock = fc; cfg.PunchTransport = rp })
 	c.build(24, nil)
 	pub := c.nodes[0]
 	key := pub.NodeID()
@@ -62,9 +63,13 @@ func TestReplicaStateMachineFakeClock(t *testing.T) {
 		break
 	}
 	s.mu.Unlock()
-	for _, n := range c.nodes {
+	for i, n := range c.nodes {
 		if n.NodeID() == victim {
 			_ = n.Close()
+			// The victim published a signalling hub: a punch can be tried.
+			if err := pub.LocalStorePut(a2al.NodeID{}, endpointRecord(t, c.keys[i], 1, fc.Now(), 3600, "ws://hub")); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
 	member := func() *repMember {
@@ -90,6 +95,12 @@ func TestReplicaStateMachineFakeClock(t *testing.T) {
 	}
 	if pub.RepSetSize(key, key) < nRep {
 		t.Fatalf("bad member counted out of RepSetSize too early: %d", pub.RepSetSize(key, key))
+	}
+	rp.mu.Lock()
+	fired := len(rp.punches) > 0 && rp.punches[0].id == victim && rp.punches[0].prio == PunchPriorityLow
+	rp.mu.Unlock()
+	if !fired {
+		t.Fatalf("Low punch for the newly bad replica did not fire: %+v", rp.punches)
 	}
 	// Grace window (30 min) then eviction.
 	stepClock(t, pub, fc, probeBadDelay+time.Minute)
