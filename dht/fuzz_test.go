@@ -4,8 +4,8 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"time"
 	"testing"
+	"time"
 
 	"github.com/a2alnode/a2al"
 	"github.com/a2alnode/a2al/protocol"
