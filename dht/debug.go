@@ -75,7 +75,7 @@ func (n *Node) DebugHTTPHandler() http.Handler {
 			la = a.String()
 		}
 		return map[string]string{
-			"address":     hex.EncodeToString(n.addr[:]),
+			"address":     n.addr.String(),
 			"node_id_hex": hex.EncodeToString(n.id[:]),
 			"local_addr":  la,
 		}
