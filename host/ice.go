@@ -96,21 +96,28 @@ type iceResult struct {
 func runICE(ctx context.Context, env *iceEnv, sig signaler, controlling bool) (*iceResult, error) {
 	t := env.timers
 	maxReq := uint16(7)
+	// pion waits up to 0.5 s (srflx) / 1 s (prflx) for a better pair before
+	// nominating; for hole punching the first working pair is good enough,
+	// so only a short grace period is kept.
+	hostWait, srflxWait, prflxWait := time.Duration(0), 100*time.Millisecond, 200*time.Millisecond
 	cfg := &ice.AgentConfig{
-		Urls:                env.urls,
-		NetworkTypes:        []ice.NetworkType{ice.NetworkTypeUDP4},
-		CandidateTypes:      []ice.CandidateType{ice.CandidateTypeHost, ice.CandidateTypeServerReflexive},
-		UDPMux:              env.mux,
-		UDPMuxSrflx:         env.mux,
-		Net:                 env.net,
-		MulticastDNSMode:    ice.MulticastDNSModeDisabled,
-		CheckInterval:       &t.Check,
-		DisconnectedTimeout: &t.Disconnected,
-		FailedTimeout:       &t.Failed,
-		KeepaliveInterval:   &t.Keepalive,
-		MaxBindingRequests:  &maxReq,
-		IncludeLoopback:     env.loopback,
-		LoggerFactory:       env.logf,
+		Urls:                   env.urls,
+		NetworkTypes:           []ice.NetworkType{ice.NetworkTypeUDP4},
+		CandidateTypes:         []ice.CandidateType{ice.CandidateTypeHost, ice.CandidateTypeServerReflexive},
+		UDPMux:                 env.mux,
+		UDPMuxSrflx:            env.mux,
+		Net:                    env.net,
+		MulticastDNSMode:       ice.MulticastDNSModeDisabled,
+		CheckInterval:          &t.Check,
+		DisconnectedTimeout:    &t.Disconnected,
+		FailedTimeout:          &t.Failed,
+		KeepaliveInterval:      &t.Keepalive,
+		MaxBindingRequests:     &maxReq,
+		HostAcceptanceMinWait:  &hostWait,
+		SrflxAcceptanceMinWait: &srflxWait,
+		PrflxAcceptanceMinWait: &prflxWait,
+		IncludeLoopback:        env.loopback,
+		LoggerFactory:          env.logf,
 	}
 	if len(env.urls) == 0 {
 		cfg.CandidateTypes = []ice.CandidateType{ice.CandidateTypeHost}
