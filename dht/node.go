@@ -31,7 +31,7 @@ type (
 // Query compatibility constants (the engine has its own adaptive pacing).
 const (
 	// DefaultAlpha is exported for callers that inspect it; the engine keeps
-	// queryAlpha RPCs in flight.
+	// its own adaptive number of RPCs in flight.
 	DefaultAlpha = 5
 	// DefaultStagger is retained for API compatibility; the engine never
 	// waits on a fixed stagger.

@@ -11,12 +11,15 @@ import (
 	"github.com/a2alnode/a2al/protocol"
 )
 
-// Query engine parameters. The engine keeps queryAlpha RPCs in flight and
+// Query engine parameters. The engine keeps alpha RPCs in flight and
 // launches the next one the moment an answer arrives; it never waits on a
 // fixed stagger. An RPC slower than its adaptive timeout is handed off: its
 // slot is freed but the RPC keeps running until queryHardTimeout.
 const (
 	queryAlpha          = 5
+	queryAlphaFast      = 3                     // tiny RTTs: the lookup is CPU-bound and fewer wasted RPCs win
+	queryFastRTT        = 10 * time.Millisecond // global smoothed RTT below which queryAlphaFast is used
+	querySoftTimeoutCap = 500 * time.Millisecond
 	queryMaxOutstanding = 3 * queryAlpha
 	queryMaxCands       = 256
 	queryBadSlots       = 1 // peers with health Bad never hold more than this
@@ -25,7 +28,7 @@ const (
 
 // Query runs iterative FIND_NODE / FIND_VALUE lookups.
 type Query struct {
-	Alpha   int           // informational; the engine uses queryAlpha
+	Alpha   int           // informational; the engine adapts its own alpha
 	Stagger time.Duration // informational; the engine does not stagger
 	n       *Node
 }
@@ -59,6 +62,7 @@ type qcand struct {
 
 type queryRun struct {
 	n           *Node
+	alpha       int
 	target      a2al.NodeID
 	value       bool
 	recType     uint8
@@ -79,8 +83,12 @@ type lookupStats struct {
 }
 
 func (n *Node) newQueryRun(target a2al.NodeID, value bool, recType uint8, hit int) *queryRun {
+	alpha := queryAlpha
+	if s := n.health.globalSRTT(); s > 0 && s < queryFastRTT {
+		alpha = queryAlphaFast
+	}
 	return &queryRun{
-		n: n, target: target, value: value, recType: recType, hit: hit,
+		n: n, alpha: alpha, target: target, value: value, recType: recType, hit: hit,
 		byID:    make(map[a2al.NodeID]*qcand),
 		ch:      make(chan rpcResult, queryMaxOutstanding+1),
 		records: make(map[string]protocol.SignedRecord),
@@ -138,7 +146,7 @@ func (q *queryRun) window(fn func(*qcand) bool) {
 
 func (q *queryRun) launch(ctx context.Context) {
 	q.window(func(c *qcand) bool {
-		if q.inflight >= queryAlpha || q.outstanding >= queryMaxOutstanding || q.rpcs >= queryMaxRPCs {
+		if q.inflight >= q.alpha || q.outstanding >= queryMaxOutstanding || q.rpcs >= queryMaxRPCs {
 			return false
 		}
 		if c.st != qNew || (c.bad && q.badInflight >= queryBadSlots) {
@@ -158,7 +166,9 @@ func (q *queryRun) launch(ctx context.Context) {
 		now := time.Now()
 		c.c = call
 		c.st = qInflight
-		c.soft = now.Add(q.n.rpcTimeout(c.ni.NodeID, true))
+		// The soft timeout only hands the slot to the next candidate; the
+		// RPC itself may still answer until the hard timeout.
+		c.soft = now.Add(min(q.n.rpcTimeout(c.ni.NodeID, true), querySoftTimeoutCap))
 		c.hard = now.Add(queryHardTimeout)
 		q.inflight++
 		q.outstanding++
