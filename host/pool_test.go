@@ -192,11 +192,38 @@ func TestPoolEvictionClosesAndNoLeak(t *testing.T) {
 func TestPoolDeadPeerDetected(t *testing.T) {
 	a, b := newTestPeer(t, 4), newTestPeer(t, 4)
 	connect(t, a, b)
-	// Kill b abruptly: its transport goes away with an explicit close on the conns.
+	// Graceful death: b closes its connections.
 	b.pool.Close()
-	waitFor(t, "a to remove dead peer", func() bool { return !a.pool.HasConn(b.id.NodeID) })
+	waitFor(t, "a to remove closed peer", func() bool { return !a.pool.HasConn(b.id.NodeID) })
 	if ok, _ := a.pool.SendTo(context.Background(), b.id.NodeID, []byte{0xa0}); ok {
 		t.Fatal("SendTo to dead peer reported ok")
+	}
+}
+
+func TestPoolKilledPeerDetected(t *testing.T) {
+	a, b := newTestPeer(t, 4), newTestPeer(t, 4)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	go func() {
+		if c, err := b.ln.Accept(ctx); err == nil {
+			b.pool.Add(a.id.Address, c, a.id.NodeID, nil)
+		}
+	}()
+	// A short idle timeout on the dialer (the effective value is the minimum
+	// of both sides) so the silent death is noticed quickly.
+	cfg := quicConfig(0)
+	cfg.MaxIdleTimeout, cfg.KeepAlivePeriod = 1500*time.Millisecond, 300*time.Millisecond
+	c, err := a.tr.Dial(ctx, b.udp.LocalAddr(), a.id.ClientTLS(b.id.Address, ALPNModeB), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.pool.Add(b.id.Address, c, a.id.NodeID, nil)
+	waitFor(t, "b pooled", func() bool { return b.pool.HasConn(a.id.NodeID) })
+	// Kill b without any goodbye: its socket just disappears.
+	b.udp.Close()
+	waitFor(t, "a to detect the silent death", func() bool { return !a.pool.HasConn(b.id.NodeID) })
+	if a.pool.Stats().Dead.Load() != 1 {
+		t.Fatalf("dead counter %d", a.pool.Stats().Dead.Load())
 	}
 }
 

@@ -37,7 +37,10 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
 	defer cancel()
 	start := time.Now()
+	var outMu sync.Mutex
 	say := func(format string, a ...any) {
+		outMu.Lock()
+		defer outMu.Unlock()
 		fmt.Fprintf(stdout, "[%5.1fs] %s\n", time.Since(start).Seconds(), fmt.Sprintf(format, a...))
 	}
 
@@ -70,7 +73,7 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		}
 		_, key, _ := ed25519.GenerateKey(rand.Reader)
 		cfg := host.Config{Key: key, PacketConn: pc, Net: nh.Net, STUNServers: w.STUNServers(), Logger: log,
-			ICE: host.ICETimers{Connect: 6 * time.Second, Failed: 5 * time.Second, Check: 100 * time.Millisecond},
+			ICE:          host.ICETimers{Connect: 6 * time.Second, Failed: 5 * time.Second, Check: 100 * time.Millisecond},
 			PunchTimeout: 20 * time.Second, NATTimeout: time.Second, HandshakeLimit: 5 * time.Second,
 			DisableMaintenance: true}
 		if withHub {
@@ -234,4 +237,3 @@ func demoPunchable(a, b natprobe.NATType) bool {
 }
 
 func short(a [21]byte) string { return host.AddressText(a)[:10] + "…" }
-

@@ -1,0 +1,122 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"io"
+	"os"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestMain(m *testing.M) {
+	os.Setenv("QUIC_GO_DISABLE_RECEIVE_BUFFER_WARNING", "true")
+	os.Exit(m.Run())
+}
+
+// TestRunResolveConnect: a first node with no bootstrap, a second joining it,
+// then resolve/ping/connect against the first through the second.
+func TestRunResolveConnect(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	runNode := func(dir, listen string, extra ...string) (string, chan error) {
+		pr, pw := io.Pipe()
+		done := make(chan error, 1)
+		args := append([]string{"--data-dir", dir, "--listen", listen, "--status-interval", "1h"}, extra...)
+		go func() { done <- cmdRun(ctx, args, pw, io.Discard); pw.Close() }()
+		line, err := bufio.NewReader(pr).ReadString('\n')
+		if err != nil {
+			t.Fatalf("no address line: %v", err)
+		}
+		go io.Copy(io.Discard, pr)
+		f := strings.Fields(line)
+		if len(f) != 3 || f[0] != "a2al" {
+			t.Fatalf("unexpected first line %q", line)
+		}
+		return f[2], done
+	}
+	addr1, done1 := runNode(t.TempDir(), "127.0.0.1:4191")
+	_, done2 := runNode(t.TempDir(), "127.0.0.1:4192", "--bootstrap", "127.0.0.1:4191")
+
+	var out bytes.Buffer
+	var err error
+	for i := 0; i < 20; i++ { // the first node publishes right after start; retry briefly
+		out.Reset()
+		if err = cmdResolve(ctx, []string{addr1, "--bootstrap", "127.0.0.1:4192", "--timeout", "5s"}, &out, io.Discard); err == nil {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatalf("resolve: %v", err)
+	}
+	if !strings.Contains(out.String(), addr1) || !strings.Contains(out.String(), "quic://127.0.0.1:4191") {
+		t.Fatalf("resolve output:\n%s", out.String())
+	}
+	out.Reset()
+	if err := cmdPing(ctx, []string{addr1, "--bootstrap", "127.0.0.1:4192"}, &out, io.Discard); err != nil {
+		t.Fatalf("ping: %v\n%s", err, out.String())
+	}
+	out.Reset()
+	if err := cmdConnect(ctx, []string{addr1, "--bootstrap", "127.0.0.1:4192"}, strings.NewReader("hello a2al\n"), &out, io.Discard); err != nil {
+		t.Fatalf("connect: %v", err)
+	}
+	if out.String() != "hello a2al\n" {
+		t.Fatalf("echo returned %q", out.String())
+	}
+	cancel()
+	for _, d := range []chan error{done1, done2} {
+		select {
+		case err := <-d:
+			if err != nil {
+				t.Fatalf("run returned %v", err)
+			}
+		case <-time.After(15 * time.Second):
+			t.Fatal("run did not shut down")
+		}
+	}
+}
+
+func TestIDCreatesKey(t *testing.T) {
+	dir := t.TempDir()
+	var out1, out2 bytes.Buffer
+	if err := cmdID([]string{"--data-dir", dir}, &out1, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmdID([]string{"--data-dir", dir}, &out2, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	if out1.String() != out2.String() || !strings.HasPrefix(out1.String(), "address  A") && !strings.HasPrefix(out1.String(), "address  a") {
+		t.Fatalf("id not stable:\n%s\n%s", out1.String(), out2.String())
+	}
+	st, err := os.Stat(dir + "/node.key")
+	if err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("key file mode %v err %v", st.Mode(), err)
+	}
+}
+
+func TestDemo(t *testing.T) {
+	if testing.Short() {
+		t.Skip("demo takes ~10 s")
+	}
+	var out bytes.Buffer
+	if err := cmdDemo(context.Background(), []string{"--latency", "0"}, &out, io.Discard); err != nil {
+		t.Fatalf("demo: %v\n%s", err, out.String())
+	}
+	if !strings.Contains(out.String(), "punched") || !strings.Contains(out.String(), "done:") {
+		t.Fatalf("demo output:\n%s", out.String())
+	}
+	t.Log("\n" + out.String())
+}
+
+func TestUsage(t *testing.T) {
+	var out, errb bytes.Buffer
+	if code := realMain(nil, nil, &out, &errb); code != 2 {
+		t.Fatalf("no args: exit %d", code)
+	}
+	if code := realMain([]string{"bogus"}, nil, &out, &errb); code != 2 {
+		t.Fatalf("unknown command: exit %d", code)
+	}
+}
