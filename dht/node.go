@@ -1,7 +1,3 @@
-// Package dht is the A2AL Kademlia node: routing table, signed UDP RPCs,
-// iterative lookups, the local record store, replication of published
-// records, peer health, NAT-punch integration and a read-only debug API
-// (spec dht.md, DESIGN D1/D2/D6/D10).
 package dht
 
 import (

@@ -1,0 +1,34 @@
+// Package dht is the A2AL Kademlia node: routing table, signed UDP RPCs,
+// iterative lookups, the local record store, replication of published
+// records, peer health, NAT-punch integration and a read-only debug API
+// (spec dht.md, DESIGN D1/D2/D6/D10). The wire behaviour is that of the
+// reference v0.1.8; internally the node fixes the defects listed in dht.md
+// §18:
+//
+//   - Contacts enter the routing table only when NodeID == SHA-256(Address)
+//     and the IP is usable; at most 2 contacts of one IPv4 /24 (IPv6 /64) per
+//     bucket and 10 per table. Loopback simulations give every node its own
+//     127.N.M.0/24. In-memory transports are keyed per endpoint name.
+//   - Dial addresses carry a rank (hearsay < punch < verified < pinned):
+//     hearsay never redirects a known peer, a punch never overrides a
+//     verified address, and datagrams from a punched channel never rebind.
+//   - Responses are accepted only from the peer asked (its NodeID when
+//     known, else the address we sent to) and only for a live tx_id.
+//   - Eviction pings for full buckets run on a bounded worker queue, never on
+//     the receive path; hearsay never evicts or reorders entries.
+//   - Every datagram passes a per-source token bucket before signature
+//     verification; STOREs and FIND answers (larger than their requests)
+//     have their own, tighter buckets. Unknown message types are counted.
+//   - Record TTLs above 24 h are refused as a policy decision (Store,
+//     MaxRecordTTL); per-key caps, a key limit and per-address quotas bound
+//     store flooding.
+//   - Lookups keep a few RPCs in flight and launch the next the moment an
+//     answer arrives; per-RPC timeouts follow the measured RTT, and a slow
+//     peer is handed off (slot freed, RPC kept) instead of stalling the
+//     lookup, which ends when the K closest live candidates have answered.
+//   - Local outages (no success for 45 s with several peers failing, or four
+//     peers failing within 15 s) are not charged to peers; a peer that sent
+//     us anything in the last 5 minutes is never reported Bad.
+//   - Every goroutine is owned by the node and stopped by Close; every map
+//     and queue is bounded. Timers use Config.Clock (DESIGN D10).
+package dht
