@@ -72,13 +72,13 @@ BIN="$ROOT/integration/compose/bin"
 mkdir -p "$BIN"
 log "building static binaries"
 CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o "$BIN/" \
-  ./cmd/a2al-node ./cmd/signal-hub ./integration/compose/cmd/natrouter
+  ./integration/natlab/internal/labnode ./cmd/signal-hub ./integration/compose/cmd/natrouter
 log "building image $IMAGE (FROM scratch)"
-docker build -q -t "$IMAGE" "$ROOT/integration/compose" >/dev/null
+docker build -q -t "$IMAGE" "$ROOT/integration/compose" >/dev/null 2>&1 || die "docker build failed"
 
 # --- up ------------------------------------------------------------------------
 log "up: node_a behind $NAT_A, node_b behind $NAT_B"
-"${DC[@]}" up -d >/dev/null
+"${DC[@]}" up -d >/dev/null 2>&1 || die "compose up failed"
 
 # dexec SERVICE CMD... runs a command in a service container.
 dexec() { local s=$1; shift; "${DC[@]}" exec -T "$s" "$@"; }
@@ -106,8 +106,8 @@ wait_for() { # wait_for DESCRIPTION COMMAND...
 # shellcheck source=integration/compose/node-api.sh
 . "$ROOT/integration/compose/node-api.sh"
 
-wait_for "node_a debug endpoint" debug node_a /debug/identity
-wait_for "node_b debug endpoint" debug node_b /debug/identity
+wait_for "node_a control endpoint" debug node_a /lab/status
+wait_for "node_b control endpoint" debug node_b /lab/status
 ADDR_B=$(node_address node_b)
 [ -n "$ADDR_B" ] || die "cannot read node_b's address"
 log "node_b address: $ADDR_B"
