@@ -407,11 +407,12 @@ func (n *Node) dropRepSet(s *repSet) {
 	s.mu.Unlock()
 }
 
-// replTick probes due replica members and restarts gap filling for short
-// sets; expired sets are dropped (W-19).
+// replTick probes due replica members (one PING per peer per tick even
+// when it holds replicas of several records) and restarts gap filling for
+// short sets; expired sets are dropped (W-19).
 func (n *Node) replTick() {
 	now := n.now()
-	probes := 0
+	due := map[a2al.NodeID][]*repSet{}
 	for _, s := range n.allRepSets() {
 		s.mu.Lock()
 		if recordExpired(s.rec, now) {
@@ -419,32 +420,36 @@ func (n *Node) replTick() {
 			n.dropRepSet(s)
 			continue
 		}
-		var due []a2al.NodeID
 		active := 0
 		for id, m := range s.members {
 			if m.badSince.IsZero() {
 				active++
 			}
-			if !m.probing && !now.Before(m.nextProbeAt) && probes < maxProbesPerTick {
-				m.probing = true
-				due = append(due, id)
-				probes++
+			if m.probing || now.Before(m.nextProbeAt) {
+				continue
 			}
+			if _, ok := due[id]; !ok && len(due) >= maxProbesPerTick {
+				continue
+			}
+			m.probing = true
+			due[id] = append(due[id], s)
 		}
 		short := active < nRep && !s.renewing
 		s.mu.Unlock()
-		for _, id := range due {
-			id := id
-			if !n.submit(func() { n.probeMember(s, id) }) {
+		if short {
+			n.submit(func() { n.refill(s) })
+		}
+	}
+	for id, sets := range due {
+		id, sets := id, sets
+		if !n.submit(func() { n.probeMember(id, sets) }) {
+			for _, s := range sets {
 				s.mu.Lock()
 				if m := s.members[id]; m != nil {
 					m.probing = false
 				}
 				s.mu.Unlock()
 			}
-		}
-		if short {
-			n.submit(func() { n.refill(s) })
 		}
 	}
 }
@@ -470,11 +475,11 @@ func (n *Node) refillShortSets() {
 	}
 }
 
-// probeMember PINGs one replica and runs the member state machine:
-// healthy -fail-> suspect (retry 30 s) -fail-> bad (30 min grace, refill,
-// Low punch) -fail after grace-> evicted. Failures during a local outage
-// change nothing.
-func (n *Node) probeMember(s *repSet, id a2al.NodeID) {
+// probeMember PINGs one replica holder and runs the member state machine
+// in every set it belongs to: healthy -fail-> suspect (retry 30 s) -fail->
+// bad (30 min grace, refill, Low punch) -fail after grace-> evicted.
+// Failures during a local outage change nothing.
+func (n *Node) probeMember(id a2al.NodeID, sets []*repSet) {
 	addr, _ := n.book.get(id)
 	ok := false
 	if addr != nil {
@@ -488,19 +493,33 @@ func (n *Node) probeMember(s *repSet, id a2al.NodeID) {
 			return
 		}
 	}
-	now := n.now()
 	outage := n.inOutage()
 	if !ok && addr != nil && !outage {
 		n.recordProbeFailure(id)
 	}
+	punch := false
+	for _, s := range sets {
+		evict, newlyBad := n.applyProbe(s, id, ok, addr != nil, outage)
+		punch = punch || newlyBad
+		if evict || newlyBad {
+			s := s
+			n.submit(func() { n.refill(s) })
+		}
+	}
+	if punch {
+		n.triggerPunch(id, PunchPriorityLow)
+	}
+}
+
+func (n *Node) applyProbe(s *repSet, id a2al.NodeID, ok, hasAddr, outage bool) (evict, newlyBad bool) {
+	now := n.now()
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	m := s.members[id]
 	if m == nil {
-		s.mu.Unlock()
-		return
+		return false, false
 	}
 	m.probing = false
-	evict, newlyBad := false, false
 	switch {
 	case ok:
 		m.failCount = 0
@@ -513,7 +532,7 @@ func (n *Node) probeMember(s *repSet, id a2al.NodeID) {
 		m.nextProbeAt = now.Add(m.nextProbeDelay)
 	case outage:
 		m.nextProbeAt = now.Add(probeInitDelay)
-	case addr == nil:
+	case !hasAddr:
 		m.failCount++
 		m.nextProbeAt = now.Add(probeInitDelay)
 		evict = m.failCount >= noAddrEvictFails
@@ -527,6 +546,8 @@ func (n *Node) probeMember(s *repSet, id a2al.NodeID) {
 				m.nextProbeAt = m.badSince.Add(probeBadDelay)
 			}
 		case m.failCount >= 2 && !(m.confirmedAt.After(s.epoch) && m.failCount == 2):
+			// (A member confirmed in the current cycle gets one more retry:
+			// a false "bad" right after sleep/wake is common.)
 			m.badSince = now
 			m.nextProbeAt = now.Add(probeBadDelay)
 			newlyBad = true
@@ -537,13 +558,7 @@ func (n *Node) probeMember(s *repSet, id a2al.NodeID) {
 	if evict {
 		delete(s.members, id)
 	}
-	s.mu.Unlock()
-	if newlyBad {
-		n.triggerPunch(id, PunchPriorityLow)
-	}
-	if evict || newlyBad {
-		n.submit(func() { n.refill(s) })
-	}
+	return evict, newlyBad
 }
 
 // RepSetSize returns the number of replicas tracked for (storeKey,
