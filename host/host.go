@@ -175,6 +175,8 @@ func New(cfg Config) (*Host, error) {
 	seen := ""
 	if cfg.DataDir != "" {
 		if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+			h.sched.Close()
+			h.pool.Close()
 			h.closeParts()
 			return nil, fmt.Errorf("host: data dir: %w", err)
 		}
@@ -189,10 +191,13 @@ func New(cfg Config) (*Host, error) {
 		PunchTransport: (*punchTransport)(h),
 	})
 	if err != nil {
+		h.sched.Close()
+		h.pool.Close()
 		h.closeParts()
 		return nil, fmt.Errorf("host: dht node: %w", err)
 	}
 	h.pool.SetInjector(h.node)
+	h.registerNodeMetrics()
 	h.node.Start()
 
 	for _, u := range cfg.HubURLs {

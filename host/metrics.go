@@ -21,12 +21,13 @@ func newHostMetrics() *hostMetrics {
 	m := &hostMetrics{
 		reg: prometheus.NewRegistry(),
 		punches: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "a2al_punch_total",
-			Help: "Punch attempts by role, priority and outcome (ok or failure reason)."}, []string{"role", "priority", "outcome"}),
+			Help: "Punch attempts by role, priority, NAT pair (ours->peer's published) and outcome (ok or failure reason)."},
+			[]string{"role", "priority", "nat_pair", "outcome"}),
 		punchDur: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "a2al_punch_duration_seconds",
 			Help: "Duration of successful punches.", Buckets: prometheus.ExponentialBuckets(0.05, 2, 10)}),
 		poolSize: prometheus.NewGauge(prometheus.GaugeOpts{Name: "a2al_pool_connections", Help: "Mode B pooled connections."}),
-		rpcs: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "a2al_dht_messages_sent_total",
-			Help: "DHT messages sent by transport."}, []string{"transport"}),
+		rpcs: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "a2al_dht_modeb_messages_sent_total",
+			Help: "DHT messages handed to the Mode B pool (the rest of a2al_dht_packets_sent_total went over UDP)."}, []string{"transport"}),
 		natType: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "a2al_nat_type",
 			Help: "1 for the current NAT classification."}, []string{"type"}),
 		glare:       prometheus.NewCounter(prometheus.CounterOpts{Name: "a2al_punch_glare_total", Help: "Simultaneous punches resolved by role."}),
@@ -37,6 +38,27 @@ func newHostMetrics() *hostMetrics {
 	}
 	m.reg.MustRegister(m.punches, m.punchDur, m.poolSize, m.rpcs, m.natType, m.glare, m.unexpectedB, m.publishes, m.dialsA)
 	return m
+}
+
+// registerNodeMetrics adds DHT counters read from the node at scrape time.
+func (h *Host) registerNodeMetrics() {
+	stat := func() (s struct{ rx, tx, ok uint64 }) {
+		d := h.node.DebugStatsData()
+		s.rx, s.tx, s.ok = d.RxPackets, d.TxPackets, d.RPCOK
+		return s
+	}
+	h.m.reg.MustRegister(
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "a2al_dht_packets_sent_total", Help: "DHT messages sent (UDP and Mode B)."},
+			func() float64 { return float64(stat().tx) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "a2al_dht_packets_received_total", Help: "Verified DHT messages received."},
+			func() float64 { return float64(stat().rx) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "a2al_dht_rpcs_completed_total", Help: "DHT RPCs completed."},
+			func() float64 { return float64(stat().ok) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "a2al_pool_size", Help: "Mode B pooled connections (live)."},
+			func() float64 { return float64(h.pool.Len()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "a2al_hubs_registered", Help: "Signaling hubs with a live registration."},
+			func() float64 { return float64(h.HubsRegistered()) }),
+	)
 }
 
 // Registry exposes the host's metrics (mount with promhttp.HandlerFor).

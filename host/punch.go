@@ -48,7 +48,44 @@ type PunchRecord struct {
 	Path     string        `json:"path,omitempty"` // local->remote candidate types
 	Remote   string        `json:"remote,omitempty"`
 	Direct   bool          `json:"direct"`
+	NATPair  string        `json:"nat_pair"` // our NAT type -> peer's published NAT type
 	At       time.Time     `json:"at"`
+}
+
+// natPair labels an attempt with our classified NAT type and the peer's
+// published one, for the per-pair punch metrics.
+func (h *Host) natPair(peer a2al.NodeID, er *protocol.EndpointRecord) string {
+	local := "unknown"
+	if nr, ok := h.NATResult(); ok {
+		local = string(nr.Type)
+	}
+	if er == nil {
+		for _, sr := range h.node.LocalStoreGet(peer, protocol.RecTypeEndpoint) {
+			if r, err := protocol.ParseEndpointRecord(sr); err == nil {
+				er = r
+				break
+			}
+		}
+	}
+	remote := "unknown"
+	if er != nil {
+		remote = wireNATName(er.NatType)
+	}
+	return local + "->" + remote
+}
+
+func wireNATName(t uint8) string {
+	switch t {
+	case protocol.NATFullCone:
+		return "full-cone"
+	case protocol.NATRestricted:
+		return "address-restricted"
+	case protocol.NATPortRestricted:
+		return "port-restricted"
+	case protocol.NATSymmetric:
+		return "symmetric"
+	}
+	return "unknown"
 }
 
 const maxPunchLog = 128
@@ -64,7 +101,7 @@ func (h *Host) logPunch(r PunchRecord) {
 	if !r.OK {
 		res = r.Reason
 	}
-	h.m.punches.WithLabelValues(r.Role, prioName(r.Priority), res).Inc()
+	h.m.punches.WithLabelValues(r.Role, prioName(r.Priority), r.NATPair, res).Inc()
 	if r.OK {
 		h.m.punchDur.Observe(r.Duration.Seconds())
 	}
@@ -113,9 +150,9 @@ func (h *Host) rejectPunch(job PunchJob, why RejectReason) {
 	name := "rejected-" + strings.ReplaceAll(string(why), " ", "-")
 	if job.Record != nil {
 		h.logPunch(PunchRecord{Peer: AddressText(job.Record.Address), Role: "caller", Priority: job.Priority,
-			Reason: name, At: h.cfg.Now()})
+			Reason: name, NATPair: h.natPair(job.ID, job.Record), At: h.cfg.Now()})
 	} else {
-		h.m.punches.WithLabelValues("caller", prioName(job.Priority), name).Inc()
+		h.m.punches.WithLabelValues("caller", prioName(job.Priority), h.natPair(job.ID, nil), name).Inc()
 	}
 	h.node.OnPunchComplete(job.ID, a2al.Address{}, nil, false, false, dht.PunchFailOther)
 }
@@ -130,6 +167,7 @@ func (h *Host) runPunch(ctx context.Context, job PunchJob) Outcome {
 	defer cancel()
 	peer, remote, path, direct, err := h.punchOut(ctx, job)
 	rec.Peer, rec.Duration, rec.Path, rec.Direct = AddressText(peer), time.Since(start), path, direct
+	rec.NATPair = h.natPair(job.ID, job.Record)
 	if err == nil {
 		rec.OK, rec.Remote = true, remote.String()
 		h.logPunch(rec)
@@ -376,6 +414,7 @@ func (h *Host) handleCall(peer a2al.Address, s signaler) {
 			break
 		}
 	}
+	rec.NATPair = h.natPair(pid, er)
 	direct := h.directEvidence(ctx, er)
 	qc, path, err := h.punchIn(ctx, s, ch)
 	rec.Duration, rec.Path = time.Since(start), path

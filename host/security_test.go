@@ -156,3 +156,18 @@ func TestHostGoroutinesReturnToBaseline(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// TestPunchNoAgent: the record names a hub the peer is no longer registered
+// at; the hub says so and the punch fails with the no-agent reason.
+func TestPunchNoAgent(t *testing.T) {
+	s := newSim(t, 0)
+	a, _ := s.addNode(natprobe.TypePortRestricted)
+	b, erB := s.addNode(natprobe.TypePortRestricted)
+	b.Close()
+	waitFor(t, "hub to forget b", func() bool { return s.hub.Stats().Registered == 1 })
+	a.sched.Enqueue(b.NodeID(), erB, PrioHigh)
+	waitFor(t, "punch outcome", func() bool { return len(a.Punches()) > 0 })
+	if p := a.Punches()[0]; p.OK || p.Reason != "no-agent" {
+		t.Fatalf("punch %+v, want failure with no-agent", p)
+	}
+}
