@@ -38,7 +38,10 @@ func (c *Conn) Close() error { return c.qc.CloseWithError(0, "closed") }
 // ErrNoRoute means neither a direct dial nor a punch reached the peer.
 var ErrNoRoute = errors.New("host: peer unreachable")
 
-const directDialTimeout = 4 * time.Second
+const (
+	directDialTimeout    = 4 * time.Second
+	happyEyeballsStagger = 250 * time.Millisecond
+)
 
 // Dial resolves addr's endpoint record, tries its published endpoints directly,
 // and if that fails and the record names a hub, punches (over the Mode B
@@ -83,26 +86,61 @@ func (h *Host) dialDirect(ctx context.Context, er *protocol.EndpointRecord) (*Co
 	if restricted && len(hubsOf(er)) > 0 {
 		return nil, errors.New("skipped: peer is behind a filtering NAT")
 	}
-	var lastErr error = errors.New("no endpoints")
-	for i, ep := range er.Endpoints {
-		if i >= 4 {
+	var addrs []net.Addr
+	for _, ep := range er.Endpoints {
+		if len(addrs) == 4 {
 			break
 		}
-		a, err := parseEndpoint(h.cfg.Net, ep)
-		if err != nil {
-			lastErr = err
-			continue
-		}
-		qc, err := h.dialA(ctx, a, er.Address, directDialTimeout)
-		if err == nil {
-			return &Conn{qc: qc, Peer: er.Address, Path: "direct"}, nil
-		}
-		lastErr = err
-		if ctx.Err() != nil {
-			break
+		if a, err := parseEndpoint(h.cfg.Net, ep); err == nil {
+			addrs = append(addrs, a)
 		}
 	}
-	return nil, lastErr
+	if len(addrs) == 0 {
+		return nil, errors.New("record has no usable endpoints")
+	}
+	// Happy Eyeballs: start endpoint i after i*250 ms; the first handshake
+	// wins and the others are cancelled (or closed if they also finished).
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	type result struct {
+		qc  *quic.Conn
+		err error
+	}
+	results := make(chan result, len(addrs))
+	for i, a := range addrs {
+		go func() {
+			t := time.NewTimer(time.Duration(i) * happyEyeballsStagger)
+			defer t.Stop()
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				results <- result{err: ctx.Err()}
+				return
+			}
+			qc, err := h.dialA(ctx, a, er.Address, directDialTimeout)
+			results <- result{qc, err}
+		}()
+	}
+	var win *quic.Conn
+	var lastErr error
+	for range addrs {
+		r := <-results
+		switch {
+		case r.err != nil:
+			if lastErr == nil || !errors.Is(r.err, context.Canceled) {
+				lastErr = r.err
+			}
+		case win == nil:
+			win = r.qc
+			cancel()
+		default:
+			_ = r.qc.CloseWithError(0, "superseded")
+		}
+	}
+	if win == nil {
+		return nil, lastErr
+	}
+	return &Conn{qc: win, Peer: er.Address, Path: "direct"}, nil
 }
 
 func (h *Host) dialPunched(ctx context.Context, er *protocol.EndpointRecord) (*Conn, error) {

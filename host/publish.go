@@ -243,10 +243,20 @@ func (h *Host) maintain() {
 	defer pubT.Stop()
 	bootT := time.NewTicker(5 * time.Minute)
 	defer bootT.Stop()
+	netT := time.NewTicker(10 * time.Second)
+	defer netT.Stop()
+	fp := h.netFingerprint()
 	for {
 		select {
 		case <-h.ctx.Done():
 			return
+		case <-netT.C:
+			if now := h.netFingerprint(); now != fp {
+				fp = now
+				h.log.Info("network change detected: evicting punched paths, re-checking NAT, republishing")
+				h.pool.EvictAll("network change")
+				step(h.ctx, true)
+			}
 		case <-natT.C:
 			step(h.ctx, true)
 		case <-pubT.C:

@@ -74,6 +74,10 @@ func newSim(t testing.TB, latency time.Duration) *sim {
 }
 
 func (s *sim) startHost(nh *natsim.Host, withHub bool) *Host {
+	return s.startHostCfg(nh, withHub, func(*Config) {})
+}
+
+func (s *sim) startHostCfg(nh *natsim.Host, withHub bool, mod func(*Config)) *Host {
 	s.t.Helper()
 	pc, err := nh.Net.ListenPacket("udp4", nh.Bind(4121))
 	if err != nil {
@@ -88,6 +92,7 @@ func (s *sim) startHost(nh *natsim.Host, withHub bool) *Host {
 	if withHub {
 		cfg.HubURLs = []string{s.hubURL}
 	}
+	mod(&cfg)
 	h, err := New(cfg)
 	if err != nil {
 		s.t.Fatal(err)
