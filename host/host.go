@@ -405,7 +405,6 @@ func (h *Host) janitor() {
 			return
 		case <-t.C:
 			h.pool.ExpireIdle()
-			h.m.poolSize.Set(float64(h.pool.Len()))
 		}
 	}
 }

@@ -135,8 +135,17 @@ func runICE(ctx context.Context, env *iceEnv, sig signaler, controlling bool) (*
 
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	// Candidate callbacks may still fire after we return (the agent lives on
+	// until the caller closes it); sendsDone stops them from racing sendWG.Wait.
 	var sendWG sync.WaitGroup
-	defer sendWG.Wait()
+	var sendMu sync.Mutex
+	sendsDone := false
+	defer func() {
+		sendMu.Lock()
+		sendsDone = true
+		sendMu.Unlock()
+		sendWG.Wait()
+	}()
 	sendErr := make(chan error, 1)
 	send := func(m signal.Signal) {
 		sctx, c := context.WithTimeout(runCtx, 5*time.Second)
@@ -149,15 +158,18 @@ func runICE(ctx context.Context, env *iceEnv, sig signaler, controlling bool) (*
 		}
 	}
 	if err := agent.OnCandidate(func(c ice.Candidate) {
-		if runCtx.Err() != nil {
+		sendMu.Lock()
+		if sendsDone || runCtx.Err() != nil {
+			sendMu.Unlock()
 			return
 		}
+		sendWG.Add(1)
+		sendMu.Unlock()
+		defer sendWG.Done()
 		m := signal.Signal{Kind: signal.KindDone}
 		if c != nil {
 			m = signal.Signal{Kind: signal.KindCand, Candidate: c.Marshal()}
 		}
-		sendWG.Add(1)
-		defer sendWG.Done()
 		send(m)
 	}); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrICEFailed, err)

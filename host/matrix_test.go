@@ -48,7 +48,9 @@ func TestVNetNATMatrix(t *testing.T) {
 	if testing.Short() {
 		t.Skip("matrix skipped in -short")
 	}
-	s := newSim(t, 0)
+	// A2AL_MATRIX_LATENCY (e.g. 20ms) adds per-router delay to the WAN and NATs.
+	lat, _ := time.ParseDuration(os.Getenv("A2AL_MATRIX_LATENCY"))
+	s := newSim(t, lat)
 	var mu sync.Mutex
 	var rows []matrixRow
 	t.Cleanup(func() {

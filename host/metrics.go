@@ -8,7 +8,6 @@ type hostMetrics struct {
 	reg         *prometheus.Registry
 	punches     *prometheus.CounterVec
 	punchDur    prometheus.Histogram
-	poolSize    prometheus.Gauge
 	rpcs        *prometheus.CounterVec
 	natType     *prometheus.GaugeVec
 	glare       prometheus.Counter
@@ -25,7 +24,6 @@ func newHostMetrics() *hostMetrics {
 			[]string{"role", "priority", "nat_pair", "outcome"}),
 		punchDur: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "a2al_punch_duration_seconds",
 			Help: "Duration of successful punches.", Buckets: prometheus.ExponentialBuckets(0.05, 2, 10)}),
-		poolSize: prometheus.NewGauge(prometheus.GaugeOpts{Name: "a2al_pool_connections", Help: "Mode B pooled connections."}),
 		rpcs: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "a2al_dht_modeb_messages_sent_total",
 			Help: "DHT messages handed to the Mode B pool (the rest of a2al_dht_packets_sent_total went over UDP)."}, []string{"transport"}),
 		natType: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "a2al_nat_type",
@@ -36,7 +34,7 @@ func newHostMetrics() *hostMetrics {
 		dialsA: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "a2al_modea_dial_total",
 			Help: "Mode A dials by path and outcome."}, []string{"path", "outcome"}),
 	}
-	m.reg.MustRegister(m.punches, m.punchDur, m.poolSize, m.rpcs, m.natType, m.glare, m.unexpectedB, m.publishes, m.dialsA)
+	m.reg.MustRegister(m.punches, m.punchDur, m.rpcs, m.natType, m.glare, m.unexpectedB, m.publishes, m.dialsA)
 	return m
 }
 

@@ -323,6 +323,17 @@ func (p *Pool) Snapshot() []PoolEntryInfo {
 	return out
 }
 
+// Lookup returns the identity and network address of the pooled peer id.
+func (p *Pool) Lookup(id a2al.NodeID) (a2al.Address, net.Addr, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	e, ok := p.entries[id]
+	if !ok || e.conn.Context().Err() != nil {
+		return a2al.Address{}, nil, false
+	}
+	return e.peer, e.remote, true
+}
+
 // RemoteAddr returns the network address of the pooled connection to id.
 func (p *Pool) RemoteAddr(id a2al.NodeID) (net.Addr, bool) {
 	p.mu.Lock()

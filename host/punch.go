@@ -257,11 +257,8 @@ func (h *Host) punchOut(ctx context.Context, job PunchJob) (peer a2al.Address, r
 	if job.Record != nil {
 		peer = job.Record.Address
 	}
-	if h.pool.HasConn(job.ID) {
-		ra, _ := h.pool.RemoteAddr(job.ID)
-		if job.Record != nil {
-			return peer, ra, "pooled", false, nil
-		}
+	if pa, ra, ok := h.pool.Lookup(job.ID); ok {
+		return pa, ra, "pooled", false, nil
 	}
 	er, err := h.endpointRecord(ctx, job.ID, job.Record)
 	if err != nil {
