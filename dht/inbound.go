@@ -219,6 +219,9 @@ func (n *Node) remember(msg *protocol.Message, from net.Addr, injected bool) a2a
 	return id
 }
 
+// handleRequest answers a verified request. The answer goes out first; the
+// bookkeeping for the sender (address book, routing table, seen-peers) runs
+// after the reply is sent, so it never adds to the requester's latency.
 func (n *Node) handleRequest(msg *protocol.Message, from net.Addr, injected bool) {
 	id := a2al.NodeIDFromAddress(msg.SenderAddr)
 	if id == n.id {
@@ -229,14 +232,12 @@ func (n *Node) handleRequest(msg *protocol.Message, from net.Addr, injected bool
 	now := n.now()
 	switch b := msg.Body.(type) {
 	case protocol.BodyPing:
-		n.remember(msg, from, injected)
 		n.reply(from, injected, id, msg.Header.TxID, protocol.BodyPong{Address: n.addr, ObservedAddr: ObservedAddr(from)})
 	case protocol.BodyFindNode:
 		if !n.limiter.allow(src, classAmplify, now) {
 			n.cnt.dropRate.Add(1)
 			return
 		}
-		n.remember(msg, from, injected)
 		resp := protocol.BodyFindNodeResp{Nodes: n.answerContacts(b.Target, id), ObservedAddr: ObservedAddr(from)}
 		resp.Nodes = preTrim(resp.Nodes, 5+len(resp.ObservedAddr))
 		if err := protocol.TrimFindNodeResp(&resp); err != nil {
@@ -249,7 +250,6 @@ func (n *Node) handleRequest(msg *protocol.Message, from net.Addr, injected bool
 			n.cnt.dropRate.Add(1)
 			return
 		}
-		n.remember(msg, from, injected)
 		resp := protocol.BodyFindValueResp{
 			Nodes:        n.answerContacts(b.Target, id),
 			Records:      n.store.GetAll(b.Target, b.RecType, now),
@@ -265,7 +265,6 @@ func (n *Node) handleRequest(msg *protocol.Message, from net.Addr, injected bool
 			n.cnt.dropRate.Add(1)
 			return
 		}
-		n.remember(msg, from, injected)
 		var key a2al.NodeID
 		if b.Key != nil {
 			key = *b.Key
@@ -274,12 +273,16 @@ func (n *Node) handleRequest(msg *protocol.Message, from net.Addr, injected bool
 	case protocol.BodyNATProbeReq:
 		n.remember(msg, from, injected)
 		n.handleNATProbeReq(b, from)
+		return
 	case protocol.BodyNATProbeEcho:
 		n.remember(msg, from, injected)
 		n.nat.wake(b.Token)
+		return
 	default:
 		n.cnt.dropUnknown.Add(1)
+		return
 	}
+	n.remember(msg, from, injected)
 }
 
 // storeResponse applies a STORE and maps the outcome to STORE_RESP:
