@@ -45,15 +45,13 @@ func (n *Node) BootstrapAddrs(ctx context.Context, addrs []net.Addr) error {
 	go func() { wg.Wait(); close(allDone) }()
 	select {
 	case <-first:
-		if _, err := NewQuery(n).FindNode(ctx, n.id); err != nil {
-			n.log.Debug("dht: bootstrap self-lookup", "err", err)
-		}
+		n.selfLookup(ctx)
 		<-allDone
 		return nil
 	case <-allDone:
 		select {
 		case <-first:
-			_, _ = NewQuery(n).FindNode(ctx, n.id)
+			n.selfLookup(ctx)
 			return nil
 		default:
 		}
@@ -82,8 +80,18 @@ func (n *Node) Bootstrap(ctx context.Context, seeds []BootstrapSeed) error {
 	if added == 0 {
 		return nil
 	}
-	_, err := NewQuery(n).FindNode(ctx, n.id)
-	return err
+	n.selfLookup(ctx)
+	return nil
+}
+
+// selfLookup announces us to our neighbourhood: unlike FindNode it waits
+// until all K closest live nodes answered, so each of them has seen a
+// request from us and knows us first-hand (this keeps the nearest-K region
+// of every table complete, which routing precision and the size estimate
+// rely on).
+func (n *Node) selfLookup(ctx context.Context) {
+	r := n.newQueryRun(n.id, false, 0, 0)
+	r.run(ctx)
 }
 
 // StartWithBootstrap starts the node and bootstraps from raw addresses.

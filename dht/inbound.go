@@ -81,7 +81,7 @@ func (n *Node) handlePacket(data []byte, from net.Addr, injected bool) {
 	n.cnt.rx.Add(1)
 	switch msg.Header.MsgType {
 	case protocol.MsgPong, protocol.MsgFindNodeResp, protocol.MsgFindValueResp, protocol.MsgStoreResp:
-		n.deliver(msg, from, injected)
+		n.deliver(msg, from, injected, len(data))
 		return
 	}
 	n.handleRequest(msg, from, injected)

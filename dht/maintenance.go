@@ -124,6 +124,7 @@ func (n *Node) refillBucket(bi int) {
 	n.tabMu.RUnlock()
 	ctx, cancel := context.WithTimeout(n.ctx, refillLookupTimeout)
 	r := n.newQueryRun(target, false, 0, 0)
+	r.beta = queryBeta
 	r.run(ctx)
 	cancel()
 	n.tabMu.Lock()

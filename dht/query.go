@@ -24,6 +24,13 @@ const (
 	queryMaxCands       = 256
 	queryBadSlots       = 1 // peers with health Bad never hold more than this
 	queryMaxRPCs        = 128
+	// queryBeta: a node lookup (FindNode, bootstrap, bucket refill) ends
+	// once this many of the closest candidates have answered; the rest of
+	// the K it returns come from those answers (contacts the responders
+	// verified themselves). Replica selection and value lookups without a
+	// hit keep the strict rule (all K closest answered), which also proves
+	// each returned contact alive.
+	queryBeta = 3
 )
 
 // Query runs iterative FIND_NODE / FIND_VALUE lookups.
@@ -75,11 +82,23 @@ type queryRun struct {
 	ch          chan rpcResult
 	records     map[string]protocol.SignedRecord
 	rpcs        int
+	beta        int // 0: strict termination (K closest answered)
+	answered    int
+	txBytes     int
+	rxBytes     int
 }
 
-// lookupStats is exposed to tests and the simulator.
-type lookupStats struct {
-	RPCs int
+// LookupStats is the lookup's own traffic, excluding everything else the
+// node sends or answers meanwhile; the simulator and benchmarks report it.
+type LookupStats struct {
+	RPCs          int // requests sent (each counts once; the engine never retries within a lookup)
+	Answered      int // verified answers used
+	BytesSent     int // datagram bytes of the requests
+	BytesReceived int // datagram bytes of the answers used
+}
+
+func (q *queryRun) stats() LookupStats {
+	return LookupStats{RPCs: q.rpcs, Answered: q.answered, BytesSent: q.txBytes, BytesReceived: q.rxBytes}
 }
 
 func (n *Node) newQueryRun(target a2al.NodeID, value bool, recType uint8, hit int) *queryRun {
@@ -156,13 +175,14 @@ func (q *queryRun) launch(ctx context.Context) {
 		if q.value {
 			body = protocol.BodyFindValue{Target: q.target, RecType: q.recType}
 		}
-		call, err := q.n.startCall(ctx, c.addr, c.ni.NodeID, true, body, q.ch, c)
+		call, size, err := q.n.startCall(ctx, c.addr, c.ni.NodeID, true, body, q.ch, c)
 		if err != nil {
 			c.st = qFailed
 			q.n.recordFailure(c.ni.NodeID)
 			return true
 		}
 		q.rpcs++
+		q.txBytes += size
 		now := time.Now()
 		c.c = call
 		c.st = qInflight
@@ -183,19 +203,27 @@ func (q *queryRun) finished() bool {
 	if q.value && q.hit > 0 && len(q.records) >= q.hit {
 		return true
 	}
+	if q.closestAnswered() {
+		return true
+	}
+	// Nothing launchable and nothing outstanding: exhausted.
+	return q.outstanding == 0
+}
+
+// closestAnswered reports whether the closest candidates that decide the
+// lookup (all K, or beta of them) have answered.
+func (q *queryRun) closestAnswered() bool {
 	all := true
+	seen := 0
 	q.window(func(c *qcand) bool {
 		if c.st != qDone {
 			all = false
 			return false
 		}
-		return true
+		seen++
+		return q.beta == 0 || seen < q.beta
 	})
-	if all {
-		return true
-	}
-	// Nothing launchable and nothing outstanding: exhausted.
-	return q.outstanding == 0
+	return all && seen > 0
 }
 
 func (q *queryRun) nextDeadline() time.Time {
@@ -255,6 +283,8 @@ func (q *queryRun) onResult(r rpcResult) {
 	}
 	q.release(c)
 	c.st = qDone
+	q.answered++
+	q.rxBytes += r.size
 	n := q.n
 	n.cnt.rpcOK.Add(1)
 	id := n.onRPCSuccess(r)
@@ -361,6 +391,10 @@ func (q *queryRun) run(ctx context.Context) {
 		}
 	}()
 	for {
+		// A beta lookup can be complete before launching anything more.
+		if q.beta > 0 && q.closestAnswered() {
+			return
+		}
 		q.launch(ctx)
 		if q.finished() {
 			return
@@ -395,9 +429,18 @@ func (q *queryRun) run(ctx context.Context) {
 }
 
 // closest returns the answered candidates by distance, padded with
-// not-yet-failed ones, at most K.
+// not-yet-failed ones, at most K. After a beta-terminated lookup it is the K
+// closest candidates that did not fail (the closest of them answered).
 func (q *queryRun) closest() []protocol.NodeInfo {
 	out := make([]protocol.NodeInfo, 0, routing.K)
+	if q.beta > 0 {
+		for _, c := range q.cands {
+			if c.st != qFailed && len(out) < routing.K {
+				out = append(out, c.ni)
+			}
+		}
+		return out
+	}
 	for _, c := range q.cands {
 		if c.st == qDone && len(out) < routing.K {
 			out = append(out, c.ni)
@@ -429,15 +472,26 @@ func (q *Query) FindNode(ctx context.Context, target a2al.NodeID) ([]protocol.No
 		return nil, errNilNode
 	}
 	r := q.n.newQueryRun(target, false, 0, 0)
+	r.beta = queryBeta
 	r.run(ctx)
 	return r.closest(), nil
 }
 
-// findNodeStats is FindNode that also reports the RPC count (tests, sim).
-func (q *Query) findNodeStats(ctx context.Context, target a2al.NodeID) ([]protocol.NodeInfo, lookupStats) {
+// FindNodeWithStats is FindNode that also reports the lookup's own RPCs
+// and bytes (simulator, benchmarks).
+func (q *Query) FindNodeWithStats(ctx context.Context, target a2al.NodeID) ([]protocol.NodeInfo, LookupStats, error) {
+	if q == nil || q.n == nil {
+		return nil, LookupStats{}, errNilNode
+	}
 	r := q.n.newQueryRun(target, false, 0, 0)
+	r.beta = queryBeta
 	r.run(ctx)
-	return r.closest(), lookupStats{RPCs: r.rpcs}
+	return r.closest(), r.stats(), nil
+}
+
+func (q *Query) findNodeStats(ctx context.Context, target a2al.NodeID) ([]protocol.NodeInfo, LookupStats) {
+	got, st, _ := q.FindNodeWithStats(ctx, target)
+	return got, st
 }
 
 // localValid returns local records at target that verify and pass the
@@ -456,26 +510,33 @@ func (n *Node) localValid(target a2al.NodeID, recType uint8) []protocol.SignedRe
 // iterative FIND_VALUE that stops at the first valid record. Records found
 // on the network are cached locally.
 func (q *Query) FindRecords(ctx context.Context, target a2al.NodeID, recType uint8) ([]protocol.SignedRecord, error) {
+	recs, _, err := q.FindRecordsWithStats(ctx, target, recType)
+	return recs, err
+}
+
+// FindRecordsWithStats is FindRecords that also reports the lookup's own
+// traffic (zero when the local store answered).
+func (q *Query) FindRecordsWithStats(ctx context.Context, target a2al.NodeID, recType uint8) ([]protocol.SignedRecord, LookupStats, error) {
 	if q == nil || q.n == nil {
-		return nil, errNilNode
+		return nil, LookupStats{}, errNilNode
 	}
 	if local := q.n.localValid(target, recType); len(local) > 0 {
-		return local, nil
+		return local, LookupStats{}, nil
 	}
 	r := q.n.newQueryRun(target, true, recType, 1)
 	r.run(ctx)
 	recs := r.recordList()
 	if len(recs) == 0 {
 		if err := ctx.Err(); err != nil {
-			return nil, err
+			return nil, r.stats(), err
 		}
-		return nil, ErrNoMatchingRecords
+		return nil, r.stats(), ErrNoMatchingRecords
 	}
 	now := q.n.now()
 	for _, rec := range recs {
 		_ = q.n.store.Put(target, rec, now)
 	}
-	return recs, nil
+	return recs, r.stats(), nil
 }
 
 // AggregateRecords queries the network (no local fast path) until the K

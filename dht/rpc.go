@@ -29,6 +29,7 @@ type rpcResult struct {
 	from     net.Addr
 	injected bool
 	rtt      time.Duration
+	size     int // datagram bytes
 }
 
 // call is one outstanding request attempt. A response is accepted only if
@@ -72,7 +73,7 @@ func (e *rpcEngine) unregister(c *call) {
 
 // deliver hands a verified response to its waiter. It returns false when no
 // waiter matches (late, unsolicited or from the wrong peer).
-func (n *Node) deliver(msg *protocol.Message, from net.Addr, injected bool) bool {
+func (n *Node) deliver(msg *protocol.Message, from net.Addr, injected bool, size int) bool {
 	e := &n.rpc
 	e.mu.Lock()
 	c := e.pending[msg.Header.TxID]
@@ -89,7 +90,7 @@ func (n *Node) deliver(msg *protocol.Message, from net.Addr, injected bool) bool
 	delete(e.pending, c.tx)
 	e.mu.Unlock()
 	select {
-	case c.ch <- rpcResult{c: c, msg: msg, from: from, injected: injected, rtt: time.Since(c.sent)}:
+	case c.ch <- rpcResult{c: c, msg: msg, from: from, injected: injected, rtt: time.Since(c.sent), size: size}:
 	default: // channel sized for every outstanding call; never blocks
 	}
 	return true
@@ -167,24 +168,24 @@ func (n *Node) sendOut(ctx context.Context, to net.Addr, id a2al.NodeID, hasID b
 	return nil
 }
 
-// startCall sends one request attempt and registers its waiter on ch.
-// ch must have room for every call registered on it.
-func (n *Node) startCall(ctx context.Context, to net.Addr, id a2al.NodeID, hasID bool, body any, ch chan rpcResult, tag any) (*call, error) {
+// startCall sends one request attempt and registers its waiter on ch; it
+// returns the datagram size. ch must have room for every call registered on it.
+func (n *Node) startCall(ctx context.Context, to net.Addr, id a2al.NodeID, hasID bool, body any, ch chan rpcResult, tag any) (*call, int, error) {
 	typ := msgTypeOf(body)
 	c := &call{tx: newTxID(), want: wantFor(typ), peerID: id, hasID: hasID, addr: to.String(), ch: ch, tag: tag}
 	raw, err := n.encode(c.tx, body)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	if err := n.rpc.register(c); err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	c.sent = time.Now()
 	if err := n.sendOut(ctx, to, id, hasID, raw); err != nil {
 		n.rpc.unregister(c)
-		return nil, err
+		return nil, 0, err
 	}
-	return c, nil
+	return c, len(raw), nil
 }
 
 // rpcTimeout adapts the per-attempt timeout to the measured RTT:
@@ -234,7 +235,7 @@ func (n *Node) roundTripTo(ctx context.Context, to net.Addr, id a2al.NodeID, has
 			lastErr = err
 			break
 		}
-		c, err := n.startCall(ctx, to, id, expectID, body, ch, nil)
+		c, _, err := n.startCall(ctx, to, id, expectID, body, ch, nil)
 		if err != nil {
 			if hasID {
 				n.recordFailure(id)

@@ -374,11 +374,28 @@ func (w *world) publishAll(res *result) {
 		}
 	}
 	res.Published = len(w.recs)
-	res.ResolvableFraction = frac(len(ds), len(w.recs))
 	res.PublishResolveP50Ms = percentile(ds, 50)
 	res.PublishResolveP90Ms = percentile(ds, 90)
 	progress("publish→resolvable: %d/%d within 30 s", len(ds), len(w.recs))
+	// Every record must then resolve from each of several random
+	// non-publisher nodes that hold no copy.
+	ok := 0
+	for _, r := range w.recs {
+		all := r.resolved >= 0
+		for j := 0; j < resolveCheckers && all; j++ {
+			all, _ = w.resolveOnce(r, 5*time.Second)
+		}
+		if all {
+			ok++
+		}
+	}
+	res.ResolvableFraction = frac(ok, len(w.recs))
+	progress("resolvable from %d random non-publishers each: %d/%d", resolveCheckers, ok, len(w.recs))
 }
+
+// resolveCheckers is the number of random non-publisher nodes that must
+// each resolve a record for it to count as resolvable.
+const resolveCheckers = 3
 
 func (w *world) publish(sn *simNode, seq uint64) error {
 	p := protocol.EndpointPayload{Endpoints: []string{"quic://" + sn.addr.String()}, NatType: protocol.NATFullCone}
@@ -395,7 +412,7 @@ func (w *world) publish(sn *simNode, seq uint64) error {
 // so the answer comes from the network. ok reports a matching record.
 func (w *world) resolveOnce(r *record, timeout time.Duration) (bool, time.Duration) {
 	var q *simNode
-	for try := 0; try < 8; try++ {
+	for try := 0; try < 64; try++ {
 		q = w.randomLive(r.owner)
 		if len(q.node.LocalStoreGet(r.key, protocol.RecTypeEndpoint)) == 0 {
 			break
@@ -410,25 +427,67 @@ func (w *world) resolveOnce(r *record, timeout time.Duration) (bool, time.Durati
 }
 
 // measureLookups runs FIND_NODE lookups for random targets from random nodes
-// and compares the result with the true K closest live nodes.
+// and compares the result with the true K closest live nodes. Latency is
+// measured twice: one lookup at a time (the latency of a lookup on an
+// otherwise idle network) and with -concurrency lookups in parallel (the
+// machine's cores shared by all of them). RPCs and bytes are the lookup's
+// own (dht.LookupStats), not the node's background traffic.
 func (w *world) measureLookups(res *result) {
 	if w.o.lookups == 0 {
 		return
 	}
-	progress("running %d lookups", w.o.lookups)
-	type one struct {
-		ok        bool
-		precision float64
-		lat       time.Duration
-		pkts      uint64
-		bytes     uint64
+	progress("running %d lookups one at a time", w.o.lookups)
+	idle := w.lookupBatch(w.o.lookups, 1)
+	var lats, prec, rpcs, bytes []float64
+	okN := 0
+	for _, r := range idle {
+		if r.ok {
+			okN++
+		}
+		lats = append(lats, ms(r.lat))
+		prec = append(prec, r.precision)
+		rpcs = append(rpcs, float64(r.st.RPCs))
+		bytes = append(bytes, float64(r.st.BytesSent+r.st.BytesReceived))
 	}
-	out := make([]one, w.o.lookups)
+	if w.o.concurrency > 1 {
+		progress("running %d lookups, %d in parallel", w.o.lookups, w.o.concurrency)
+		var llats []float64
+		for _, r := range w.lookupBatch(w.o.lookups, w.o.concurrency) {
+			if r.ok {
+				okN++
+			}
+			llats = append(llats, ms(r.lat))
+			prec = append(prec, r.precision)
+			rpcs = append(rpcs, float64(r.st.RPCs))
+		}
+		res.LoadedConcurrency = w.o.concurrency
+		res.LoadedP50Ms, res.LoadedP99Ms = percentile(llats, 50), percentile(llats, 99)
+	}
+	res.LookupSuccess = frac(okN, len(prec))
+	res.KClosestPrecision = mean(prec)
+	res.KClosestExact = frac(countIf(prec, func(p float64) bool { return p == 1 }), len(prec))
+	res.LookupP50Ms, res.LookupP90Ms, res.LookupP99Ms = percentile(lats, 50), percentile(lats, 90), percentile(lats, 99)
+	res.RPCsPerLookup = mean(rpcs)
+	res.RPCsPerLookupMax = maxF(rpcs)
+	res.BytesPerLookup = mean(bytes)
+}
+
+type lookupOutcome struct {
+	ok        bool
+	precision float64
+	lat       time.Duration
+	st        dht.LookupStats
+}
+
+// lookupBatch runs count lookups, at most par at a time and never two from
+// the same node at once.
+func (w *world) lookupBatch(count, par int) []lookupOutcome {
+	out := make([]lookupOutcome, count)
 	busy := make(map[int]bool)
 	var busyMu sync.Mutex
-	sem := make(chan struct{}, w.o.concurrency)
+	sem := make(chan struct{}, par)
 	var wg sync.WaitGroup
-	for i := 0; i < w.o.lookups; i++ {
+	for i := 0; i < count; i++ {
 		sem <- struct{}{}
 		var q *simNode
 		busyMu.Lock()
@@ -445,10 +504,9 @@ func (w *world) measureLookups(res *result) {
 		go func(i int, q *simNode) {
 			defer wg.Done()
 			defer func() { <-sem; busyMu.Lock(); delete(busy, q.idx); busyMu.Unlock() }()
-			sp, sb, rb := q.ctr.SentPackets.Load(), q.ctr.SentBytes.Load(), q.ctr.RecvBytes.Load()
 			ctx, cancel := context.WithTimeout(context.Background(), w.o.lookupTimout)
 			t := time.Now()
-			found, err := dht.NewQuery(q.node).FindNode(ctx, target)
+			found, st, err := dht.NewQuery(q.node).FindNodeWithStats(ctx, target)
 			lat := time.Since(t)
 			cancel()
 			truth := w.trueClosest(target, q.idx, 16)
@@ -458,37 +516,14 @@ func (w *world) measureLookups(res *result) {
 					hit++
 				}
 			}
-			out[i] = one{
-				ok:        err == nil && len(found) > 0,
-				precision: float64(hit) / float64(len(truth)),
-				lat:       lat,
-				pkts:      q.ctr.SentPackets.Load() - sp,
-				bytes:     q.ctr.SentBytes.Load() - sb + q.ctr.RecvBytes.Load() - rb,
-			}
+			out[i] = lookupOutcome{ok: err == nil && len(found) > 0, precision: float64(hit) / float64(len(truth)), lat: lat, st: st}
 		}(i, q)
-		if (i+1)%max(1, w.o.lookups/5) == 0 {
-			progress("lookups %d/%d", i+1, w.o.lookups)
+		if (i+1)%max(1, count/5) == 0 {
+			progress("lookups %d/%d", i+1, count)
 		}
 	}
 	wg.Wait()
-	var lats, prec []float64
-	var pk, by uint64
-	okN := 0
-	for _, r := range out {
-		if r.ok {
-			okN++
-		}
-		lats = append(lats, ms(r.lat))
-		prec = append(prec, r.precision)
-		pk += r.pkts
-		by += r.bytes
-	}
-	res.LookupSuccess = frac(okN, len(out))
-	res.KClosestPrecision = mean(prec)
-	res.KClosestExact = frac(countIf(prec, func(p float64) bool { return p == 1 }), len(prec))
-	res.LookupP50Ms, res.LookupP90Ms, res.LookupP99Ms = percentile(lats, 50), percentile(lats, 90), percentile(lats, 99)
-	res.RPCsPerLookup = float64(pk) / float64(len(out))
-	res.BytesPerLookup = float64(by) / float64(len(out))
+	return out
 }
 
 // trueClosest returns the k live nodes closest to target, excluding exclude.
@@ -570,6 +605,7 @@ func (w *world) measureSize(res *result) {
 	}
 	res.SizeEstimateMedian = percentile(ests, 50)
 	res.SizeEstimateError = mean(errs)
+	res.SizeWithin30 = frac(countIf(errs, func(e float64) bool { return e <= 0.3 }), len(errs))
 }
 
 func (w *world) totals(res *result) {

@@ -27,6 +27,10 @@ type result struct {
 	BootstrapSeconds    float64      `json:"bootstrap_seconds"`
 	KClosestExact       float64      `json:"k_closest_exact_fraction"`
 	LookupP90Ms         float64      `json:"lookup_p90_ms"`
+	LoadedConcurrency   int          `json:"lookup_loaded_concurrency,omitempty"`
+	LoadedP50Ms         float64      `json:"lookup_loaded_p50_ms,omitempty"`
+	LoadedP99Ms         float64      `json:"lookup_loaded_p99_ms,omitempty"`
+	RPCsPerLookupMax    float64      `json:"rpcs_per_lookup_max"`
 	BytesPerLookup      float64      `json:"bytes_per_lookup"`
 	ResolveSuccess      float64      `json:"resolve_success"`
 	ResolveP50Ms        float64      `json:"resolve_p50_ms"`
@@ -38,6 +42,7 @@ type result struct {
 	ReplicasMin         float64      `json:"replicas_min"`
 	HoldersMean         float64      `json:"holders_mean"`
 	SizeEstimateMedian  float64      `json:"size_estimate_median"`
+	SizeWithin30        float64      `json:"size_estimate_within_30pct"`
 	RoutingPeersMean    float64      `json:"routing_peers_mean"`
 	TotalPacketsSent    uint64       `json:"total_packets_sent"`
 	TotalBytesSent      uint64       `json:"total_bytes_sent"`
@@ -60,14 +65,17 @@ func printTable(w io.Writer, o options, r *result) {
 	row("routing peers per node", "%.1f", r.RoutingPeersMean)
 	row("lookup success", "%.3f", r.LookupSuccess)
 	row("k-closest precision", "%.3f (exact %.3f)", r.KClosestPrecision, r.KClosestExact)
-	row("lookup latency p50/p90/p99", "%.1f / %.1f / %.1f ms", r.LookupP50Ms, r.LookupP90Ms, r.LookupP99Ms)
-	row("packets sent per lookup", "%.1f", r.RPCsPerLookup)
+	row("lookup latency p50/p90/p99", "%.1f / %.1f / %.1f ms (one lookup at a time)", r.LookupP50Ms, r.LookupP90Ms, r.LookupP99Ms)
+	if r.LoadedConcurrency > 0 {
+		row("lookup latency under load", "p50 %.1f ms, p99 %.1f ms (%d lookups in parallel)", r.LoadedP50Ms, r.LoadedP99Ms, r.LoadedConcurrency)
+	}
+	row("RPCs per lookup", "%.1f mean, %.0f max (the lookup's own requests)", r.RPCsPerLookup, r.RPCsPerLookupMax)
 	row("bytes per lookup (tx+rx)", "%.0f", r.BytesPerLookup)
 	row("resolve success", "%.3f (p50 %.1f ms, p99 %.1f ms)", r.ResolveSuccess, r.ResolveP50Ms, r.ResolveP99Ms)
 	row("published records", "%d", r.Published)
 	row("publish→resolvable", "%.3f within 30 s; p50 %.0f ms, p90 %.0f ms", r.ResolvableFraction, r.PublishResolveP50Ms, r.PublishResolveP90Ms)
 	row("replicas per record", "%.1f confirmed (min %.0f); %.1f nodes hold a copy", r.ReplicasMean, r.ReplicasMin, r.HoldersMean)
-	row("network size estimate", "median %.0f vs %d; mean abs error %.2f", r.SizeEstimateMedian, r.Nodes, r.SizeEstimateError)
+	row("network size estimate", "median %.0f vs %d; mean abs error %.2f; %.0f%% of nodes within ±30%%", r.SizeEstimateMedian, r.Nodes, r.SizeEstimateError, 100*r.SizeWithin30)
 	row("heap per node", "%.1f KiB", r.HeapPerNodeKiB)
 	row("goroutines per node", "%.1f", r.GoroutinesPerNode)
 	row("total sent", "%d packets, %d bytes (mem inbox-full drops %d)", r.TotalPacketsSent, r.TotalBytesSent, r.MemDroppedFull)
@@ -118,6 +126,14 @@ func minF(xs []float64) float64 {
 	m := xs[0]
 	for _, x := range xs[1:] {
 		m = min(m, x)
+	}
+	return m
+}
+
+func maxF(xs []float64) float64 {
+	m := 0.0
+	for _, x := range xs {
+		m = max(m, x)
 	}
 	return m
 }
