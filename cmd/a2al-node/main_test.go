@@ -120,3 +120,20 @@ func TestUsage(t *testing.T) {
 		t.Fatalf("unknown command: exit %d", code)
 	}
 }
+
+func TestDataDirLockRefusesSecondNode(t *testing.T) {
+	dir := t.TempDir()
+	unlock, err := lockDataDir(dir)
+	if err != nil {
+		t.Fatalf("first lock: %v", err)
+	}
+	if _, err := lockDataDir(dir); err == nil || !strings.Contains(err.Error(), "in use by another running a2al-node") {
+		t.Fatalf("second lock: got %v, want in-use error", err)
+	}
+	unlock()
+	unlock2, err := lockDataDir(dir)
+	if err != nil {
+		t.Fatalf("lock after unlock: %v", err)
+	}
+	unlock2()
+}

@@ -34,6 +34,11 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err := os.MkdirAll(c.dataDir, 0o700); err != nil {
 		return fmt.Errorf("data dir: %w", err)
 	}
+	unlock, err := lockDataDir(c.dataDir)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	key, created, err := crypto.LoadOrCreateKeyFile(c.key())
 	if err != nil {
 		return fmt.Errorf("key: %w", err)
