@@ -142,6 +142,7 @@ type Node struct {
 	seen    seenPeers
 	repl    replState
 	cnt     counters
+	size    sizeEstimator
 
 	evictQ chan *evictJob
 	taskQ  chan func()
@@ -370,11 +371,18 @@ func (n *Node) SetMaxStoreKeys(max int) {
 	n.store.SetMaxKeys(max)
 }
 
-// EstimatedNetworkSize is the bucket-density estimate over all verified
-// entries, falling back to the deepest non-empty bucket.
+// EstimatedNetworkSize estimates the network size from the density of the
+// verified entries nearest to us (routing.EstimateSizeNearest) averaged
+// with the densities seen by our recent lookups (netsize.go), falling back
+// to the bucket-density estimate of dht.md §15.1 (which has power-of-two
+// granularity and a bias from the deepest non-empty bucket) on a table too
+// small for either.
 func (n *Node) EstimatedNetworkSize() int {
 	n.tabMu.RLock()
 	defer n.tabMu.RUnlock()
+	if v := n.size.combine(n.tab.EstimateSizeNearest(), n.now()); v > 0 {
+		return v
+	}
 	if v, _ := n.tab.EstimateSize(time.Time{}); v > 0 {
 		return v
 	}

@@ -381,6 +381,7 @@ func (q *queryRun) run(ctx context.Context) {
 	}
 	var timer *time.Timer
 	defer func() {
+		q.noteLookupDensity()
 		if timer != nil {
 			timer.Stop()
 		}

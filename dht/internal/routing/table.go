@@ -642,3 +642,40 @@ func (t *Table) RandomIDInBucket(bi int, rnd []byte) a2al.NodeID {
 	}
 	return id
 }
+
+// SizeFromNearest estimates how many nodes share the ID space from ids, the
+// nodes nearest to some point in increasing distance order: with k of them,
+// the k-th lies at fraction d of the space and (k-1)/d is the unbiased
+// density estimate for uniformly random IDs (relative error about
+// 1/sqrt(k-2)). It returns 0 with fewer than 3 ids.
+func SizeFromNearest(point a2al.NodeID, ids []a2al.NodeID) float64 {
+	k := len(ids)
+	if k < 3 {
+		return 0
+	}
+	d := a2al.Distance(ids[k-1], point)
+	var top uint64
+	for i := 0; i < 8; i++ {
+		top = top<<8 | uint64(d[i])
+	}
+	frac := (float64(top) + 1) / (1 << 64) // never 0
+	return float64(k-1) / frac
+}
+
+// EstimateSizeNearest estimates the network size (including self) from the
+// K verified entries nearest to self. Those are the entries a self-lookup
+// and the newcomers' own lookups keep complete, so unlike the bucket-density
+// estimate it has no power-of-two granularity and no bias from the deepest
+// non-empty bucket. 0 with fewer than 3 verified entries.
+func (t *Table) EstimateSizeNearest() int {
+	cs := t.Nearest(t.self, K, func(c *Contact) bool { return c.Verified() })
+	ids := make([]a2al.NodeID, len(cs))
+	for i := range cs {
+		ids[i] = cs[i].Info.NodeID
+	}
+	v := SizeFromNearest(t.self, ids)
+	if v == 0 {
+		return 0
+	}
+	return int(min(v+1.5, 1<<31))
+}
