@@ -21,6 +21,7 @@ import (
 	"github.com/quic-go/quic-go"
 
 	"github.com/a2alnode/a2al"
+	"github.com/a2alnode/a2al/crypto"
 	"github.com/a2alnode/a2al/dht"
 	"github.com/a2alnode/a2al/natprobe"
 	"github.com/a2alnode/a2al/signal"
@@ -182,9 +183,16 @@ func New(cfg Config) (*Host, error) {
 		}
 		seen = filepath.Join(cfg.DataDir, "seen-peers")
 	}
+	ks, err := crypto.NewMemKeyStoreFromPrivateKey(cfg.Key)
+	if err != nil {
+		h.sched.Close()
+		h.pool.Close()
+		h.closeParts()
+		return nil, fmt.Errorf("host: key store: %w", err)
+	}
 	h.node, err = dht.NewNode(dht.Config{
 		Transport:      h.demux.DHT(),
-		Keystore:       newKeyStore(cfg.Key),
+		Keystore:       ks,
 		RecordAuth:     dht.SecureRecordAuth,
 		Logger:         cfg.Logger,
 		SeenPeersPath:  seen,
