@@ -16,9 +16,7 @@ import (
 // another node then resolves through the DHT.
 func TestMaintenanceAutoPublish(t *testing.T) {
 	s := newSim(t, 0)
-	s.topo.Lock()
 	nh, err := s.w.AddNAT(natprobe.TypePortRestricted)
-	s.topo.Unlock()
 	if err != nil {
 		t.Fatal(err)
 	}

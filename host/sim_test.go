@@ -8,7 +8,6 @@ import (
 	"net/http/httptest"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -28,9 +27,6 @@ type sim struct {
 	hubURL string
 	boot   *Host
 	bootAt string
-	// topo serialises topology changes: pion vnet's MAC address counter is a
-	// plain global, so creating Nets/Routers concurrently races.
-	topo sync.Mutex
 }
 
 func testLogger() *slog.Logger {
@@ -105,9 +101,7 @@ func (s *sim) startHostCfg(nh *natsim.Host, withHub bool, mod func(*Config)) *Ho
 // for its hub registration, classifies its NAT and publishes its record.
 func (s *sim) addNode(kind natprobe.NATType) (*Host, *protocol.EndpointRecord) {
 	s.t.Helper()
-	s.topo.Lock()
 	nh, err := s.w.AddNAT(kind)
-	s.topo.Unlock()
 	if err != nil {
 		s.t.Fatal(err)
 	}

@@ -72,6 +72,25 @@ type Options struct {
 	LoggerFactory logging.LoggerFactory
 }
 
+// vnetMu serialises vnet.NewNet and vnet.NewRouter: both draw a MAC address
+// from an unguarded package-level counter in pion's vnet, so creating Nets or
+// Routers from several goroutines at once is a data race. Every creation in
+// this package goes through newNet/newRouter, so callers may build worlds and
+// add hosts concurrently.
+var vnetMu sync.Mutex
+
+func newNet(cfg *vnet.NetConfig) (*vnet.Net, error) {
+	vnetMu.Lock()
+	defer vnetMu.Unlock()
+	return vnet.NewNet(cfg)
+}
+
+func newRouter(cfg *vnet.RouterConfig) (*vnet.Router, error) {
+	vnetMu.Lock()
+	defer vnetMu.Unlock()
+	return vnet.NewRouter(cfg)
+}
+
 // World is a simulated Internet. Close stops everything it started.
 type World struct {
 	WAN  *vnet.Router
@@ -98,7 +117,7 @@ func NewWorld(opts ...Options) (*World, error) {
 	if lf == nil {
 		lf = logging.NewDefaultLoggerFactory()
 	}
-	wan, err := vnet.NewRouter(&vnet.RouterConfig{Name: "wan", CIDR: WANCIDR, MinDelay: o.MinDelay, LoggerFactory: lf})
+	wan, err := newRouter(&vnet.RouterConfig{Name: "wan", CIDR: WANCIDR, MinDelay: o.MinDelay, LoggerFactory: lf})
 	if err != nil {
 		return nil, fmt.Errorf("natsim: WAN router: %w", err)
 	}
@@ -137,7 +156,7 @@ func NewWorld(opts ...Options) (*World, error) {
 
 // attach creates a Net with the given WAN IPs and adds it to the WAN.
 func (w *World) attach(ips ...string) (*vnet.Net, error) {
-	n, err := vnet.NewNet(&vnet.NetConfig{StaticIPs: ips})
+	n, err := newNet(&vnet.NetConfig{StaticIPs: ips})
 	if err != nil {
 		return nil, fmt.Errorf("natsim: new net %v: %w", ips, err)
 	}
@@ -272,7 +291,7 @@ func (w *World) NewCustomNAT(t vnet.NATType) (*NAT, error) {
 
 	pub := fmt.Sprintf("1.2.3.%d", 99+idx)
 	nt := t
-	r, err := vnet.NewRouter(&vnet.RouterConfig{
+	r, err := newRouter(&vnet.RouterConfig{
 		Name:          fmt.Sprintf("nat%d", idx),
 		CIDR:          fmt.Sprintf("192.168.%d.0/24", idx),
 		StaticIPs:     []string{pub},
@@ -318,7 +337,7 @@ func (n *NAT) AddHost() (*Host, error) {
 	n.hosts++
 	ip := fmt.Sprintf("192.168.%d.%d", n.lan, 1+n.hosts)
 	n.mu.Unlock()
-	v, err := vnet.NewNet(&vnet.NetConfig{StaticIPs: []string{ip}})
+	v, err := newNet(&vnet.NetConfig{StaticIPs: []string{ip}})
 	if err != nil {
 		return nil, fmt.Errorf("natsim: new LAN net: %w", err)
 	}

@@ -134,3 +134,46 @@ func TestICEGathersSrflx(t *testing.T) {
 		t.Fatalf("server stats %+v", st)
 	}
 }
+
+// Worlds, NATs and hosts may be created from many goroutines at once: the
+// package serialises pion vnet's racy MAC counter (run with -race).
+func TestConcurrentTopology(t *testing.T) {
+	w, err := natsim.NewWorld()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	const n = 8
+	errs := make(chan error, 2*n)
+	hosts := make(chan *natsim.Host, 2*n)
+	for i := 0; i < n; i++ {
+		go func() {
+			h, err := w.AddNAT(natprobe.TypePortRestricted)
+			errs <- err
+			hosts <- h
+		}()
+		go func() {
+			w2, err := natsim.NewWorld(natsim.Options{NoSTUN: true})
+			if err == nil {
+				err = w2.Close()
+			}
+			errs <- err
+			hosts <- nil
+		}()
+	}
+	seen := map[string]bool{}
+	for i := 0; i < 2*n; i++ {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+		if h := <-hosts; h != nil {
+			if seen[h.IP.String()] {
+				t.Fatalf("two hosts got %v", h.IP)
+			}
+			seen[h.IP.String()] = true
+		}
+	}
+	if len(seen) != n {
+		t.Fatalf("%d distinct hosts, want %d", len(seen), n)
+	}
+}
