@@ -24,9 +24,10 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fs.SetOutput(stderr)
 	var c common
 	c.register(fs, host.DefaultListenAddr)
-	debugAddr := fs.String("debug-addr", env("A2AL_DEBUG_ADDR", ""), "HTTP address for /debug/* and /metrics, e.g. 127.0.0.1:2634 (off if empty) [A2AL_DEBUG_ADDR]")
+	debugAddr := fs.String("debug-addr", env("A2AL_DEBUG_ADDR", ""), "HTTP address for the /api/* control API, /debug/* and /metrics, e.g. 127.0.0.1:2634 (off if empty; keep it on loopback) [A2AL_DEBUG_ADDR]")
 	statusEvery := fs.Duration("status-interval", envDuration("A2AL_STATUS_INTERVAL", 30*time.Second), "status line period [A2AL_STATUS_INTERVAL]")
 	echo := fs.Bool("echo", env("A2AL_ECHO", "true") == "true", "echo back data on incoming application streams (for connect) [A2AL_ECHO]")
+	fs.Usage = func() { fs.PrintDefaults(); fmt.Fprint(stderr, "\n"+apiUsage) }
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -67,15 +68,19 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		mux := http.NewServeMux()
 		mux.Handle("/debug/", h.DebugHandler())
 		mux.Handle("/metrics", promhttp.HandlerFor(h.Registry(), promhttp.HandlerOpts{}))
+		ctl := newAPI(h, log)
+		defer ctl.Close()
+		ctl.mount(mux)
 		ln, err := net.Listen("tcp", *debugAddr)
 		if err != nil {
 			return fmt.Errorf("debug listener: %w", err)
 		}
+		warnIfExposed(log, ln.Addr())
 		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 		wg.Add(1)
 		go func() { defer wg.Done(); _ = srv.Serve(ln) }()
 		defer srv.Close()
-		log.Info("debug HTTP", "addr", ln.Addr().String(), "paths", "/debug/host /debug/routing /debug/store /debug/stats /metrics")
+		log.Info("debug HTTP", "addr", ln.Addr().String(), "paths", "/api/status /api/dial /debug/host /debug/routing /debug/store /debug/stats /metrics")
 	}
 	if *echo {
 		wg.Add(1)
