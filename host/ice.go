@@ -43,7 +43,7 @@ type ICETimers struct {
 
 // DefaultICETimers suit the internet: generous connect budget, pion-like checks.
 func DefaultICETimers() ICETimers {
-	return ICETimers{CredWait: 15 * time.Second, Connect: 20 * time.Second, Check: 200 * time.Millisecond,
+	return ICETimers{CredWait: 15 * time.Second, Connect: 20 * time.Second, Check: 50 * time.Millisecond,
 		Disconnected: 5 * time.Second, Failed: 15 * time.Second, Keepalive: 2 * time.Second}
 }
 
@@ -82,24 +82,59 @@ type iceEnv struct {
 	logf     logging.LoggerFactory
 }
 
-// iceResult is a finished ICE run: the selected remote address (to which QUIC is
-// then dialed from the shared socket) and the agent, closed by the caller.
-type iceResult struct {
+// icePath is a working path found by ICE: the remote address QUIC is dialed
+// to (from the shared socket) and the candidate types, for logs.
+type icePath struct {
 	remote     *net.UDPAddr
 	localType  ice.CandidateType
 	remoteType ice.CandidateType
-	agent      *ice.Agent
 }
 
-// runICE performs one ICE negotiation over sig. controlling is the caller side.
-// The agent only does connectivity checks; no data flows through ice.Conn.
-func runICE(ctx context.Context, env *iceEnv, sig signaler, controlling bool) (*iceResult, error) {
+func (p *icePath) String() string {
+	if p == nil {
+		return ""
+	}
+	return p.localType.String() + "->" + p.remoteType.String()
+}
+
+// iceSession is one ICE negotiation in progress. The agent only does
+// connectivity checks; no data flows through ice.Conn.
+//
+// Latency (design decision): the first authenticated Binding request from the
+// peer already proves the path in both directions: it crossed the peer's NAT
+// and ours, and our success response goes back on the same 5-tuple, so the
+// peer's NAT lets our packets through. QUIC is dialed to that address at
+// once (first), without waiting for ICE nomination, and the agent is closed
+// when QUIC is up. Nomination (done) is only the fallback. Acceptance waits are
+// zero: QUIC needs a working pair, not the best one.
+type iceSession struct {
+	agent *ice.Agent
+	first chan struct{} // closed when the first peer check arrived (firstPath)
+	done  chan struct{} // closed when Dial/Accept returned
+	res   *icePath      // nominated pair, valid after done (nil on error)
+	err   error         // valid after done
+
+	mu        sync.Mutex
+	firstPath *icePath
+	sendsOff  bool
+	sendWG    sync.WaitGroup
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+	closed    sync.Once
+}
+
+// startICE begins an ICE negotiation over sig; controlling is the caller side.
+// own, if known, is our public mapping of the shared socket: it is sent as a
+// server-reflexive candidate together with the credentials, so the peer can
+// start checking before our STUN gathering finishes. The session runs until
+// Close, which the caller must call.
+func startICE(ctx context.Context, env *iceEnv, sig signaler, controlling bool, own *net.UDPAddr) (*iceSession, error) {
 	t := env.timers
-	maxReq := uint16(7)
-	// pion waits up to 0.5 s (srflx) / 1 s (prflx) for a better pair before
-	// nominating; for hole punching the first working pair is good enough,
-	// so only a short grace period is kept.
-	hostWait, srflxWait, prflxWait := time.Duration(0), 100*time.Millisecond, 200*time.Millisecond
+	zero := time.Duration(0)
+	// Keep each pair checked for about checkWindow, whatever the interval: a
+	// short interval must not make pairs fail before the peer starts checking.
+	maxReq := uint16(min(max(int(checkWindow/t.Check), 7), 1000))
+	s := &iceSession{first: make(chan struct{}), done: make(chan struct{})}
 	cfg := &ice.AgentConfig{
 		Urls:                   env.urls,
 		NetworkTypes:           []ice.NetworkType{ice.NetworkTypeUDP4},
@@ -113,11 +148,18 @@ func runICE(ctx context.Context, env *iceEnv, sig signaler, controlling bool) (*
 		FailedTimeout:          &t.Failed,
 		KeepaliveInterval:      &t.Keepalive,
 		MaxBindingRequests:     &maxReq,
-		HostAcceptanceMinWait:  &hostWait,
-		SrflxAcceptanceMinWait: &srflxWait,
-		PrflxAcceptanceMinWait: &prflxWait,
+		HostAcceptanceMinWait:  &zero,
+		SrflxAcceptanceMinWait: &zero,
+		PrflxAcceptanceMinWait: &zero,
+		RelayAcceptanceMinWait: &zero,
 		IncludeLoopback:        env.loopback,
 		LoggerFactory:          env.logf,
+		// Runs inside the agent's loop (after the request's integrity check):
+		// record the path, never call back into the agent.
+		BindingRequestHandler: func(_ *stun.Message, local, remote ice.Candidate, _ *ice.CandidatePair) bool {
+			s.found(local, remote)
+			return false
+		},
 	}
 	if len(env.urls) == 0 {
 		cfg.CandidateTypes = []ice.CandidateType{ice.CandidateTypeHost}
@@ -126,80 +168,62 @@ func runICE(ctx context.Context, env *iceEnv, sig signaler, controlling bool) (*
 	if err != nil {
 		return nil, fmt.Errorf("%w: new agent: %w", ErrICEFailed, err)
 	}
+	s.agent = agent
+	runCtx, cancel := context.WithCancel(ctx)
+	s.cancel = cancel
 	ok := false
 	defer func() {
 		if !ok {
-			_ = agent.Close()
+			s.Close()
 		}
 	}()
 
-	runCtx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	// Candidate callbacks may still fire after we return (the agent lives on
-	// until the caller closes it); sendsDone stops them from racing sendWG.Wait.
-	var sendWG sync.WaitGroup
-	var sendMu sync.Mutex
-	sendsDone := false
-	defer func() {
-		sendMu.Lock()
-		sendsDone = true
-		sendMu.Unlock()
-		sendWG.Wait()
-	}()
 	sendErr := make(chan error, 1)
-	send := func(m signal.Signal) {
-		sctx, c := context.WithTimeout(runCtx, 5*time.Second)
-		defer c()
-		if err := sig.Send(sctx, m); err != nil {
-			select {
-			case sendErr <- err:
-			default:
-			}
-		}
-	}
 	if err := agent.OnCandidate(func(c ice.Candidate) {
-		sendMu.Lock()
-		if sendsDone || runCtx.Err() != nil {
-			sendMu.Unlock()
-			return
-		}
-		sendWG.Add(1)
-		sendMu.Unlock()
-		defer sendWG.Done()
 		m := signal.Signal{Kind: signal.KindDone}
 		if c != nil {
 			m = signal.Signal{Kind: signal.KindCand, Candidate: c.Marshal()}
 		}
-		send(m)
+		s.send(runCtx, sig, m, sendErr)
 	}); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrICEFailed, err)
 	}
 	failed := make(chan struct{})
 	var failOnce sync.Once
-	if err := agent.OnConnectionStateChange(func(s ice.ConnectionState) {
-		if s == ice.ConnectionStateFailed {
+	if err := agent.OnConnectionStateChange(func(st ice.ConnectionState) {
+		if st == ice.ConnectionStateFailed {
 			failOnce.Do(func() { close(failed) })
 		}
 	}); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrICEFailed, err)
 	}
-
 	ufrag, pwd, err := agent.GetLocalUserCredentials()
 	if err != nil {
 		return nil, fmt.Errorf("%w: credentials: %w", ErrICEFailed, err)
 	}
-	send(signal.Signal{Kind: signal.KindCred, Ufrag: ufrag, Pwd: pwd})
+	// Credentials first, then our known mapping, then trickled candidates as
+	// pion finds them: nothing waits for the peer.
+	if err := s.sendNow(runCtx, sig, signal.Signal{Kind: signal.KindCred, Ufrag: ufrag, Pwd: pwd}); err != nil {
+		return nil, fmt.Errorf("%w: sending credentials: %w", ErrSignaling, err)
+	}
+	if own != nil && own.IP.To4() != nil && own.Port > 0 {
+		if c, err := ice.NewCandidateServerReflexive(&ice.CandidateServerReflexiveConfig{
+			Network: "udp", Address: own.IP.String(), Port: own.Port, Component: ice.ComponentRTP,
+		}); err == nil {
+			_ = s.sendNow(runCtx, sig, signal.Signal{Kind: signal.KindCand, Candidate: c.Marshal()})
+		}
+	}
+	if err := agent.GatherCandidates(); err != nil {
+		return nil, fmt.Errorf("%w: gather: %w", ErrICEFailed, err)
+	}
 
-	// Reader: remote credentials once, then trickled candidates.
-	type cred struct{ u, p string }
-	creds := make(chan cred, 1)
+	// Reader: remote credentials once, then trickled candidates (added before
+	// the checks start are paired and checked as soon as they do).
+	creds := make(chan iceCred, 1)
 	readErr := make(chan error, 1)
-	var readWG sync.WaitGroup
-	readWG.Add(1)
-	defer readWG.Wait()
-	defer cancel() // runs before readWG.Wait: stops the reader
+	s.wg.Add(2)
 	go func() {
-		defer readWG.Done()
+		defer s.wg.Done()
 		gotCred := false
 		for {
 			m, err := sig.Recv(runCtx)
@@ -211,7 +235,7 @@ func runICE(ctx context.Context, env *iceEnv, sig signaler, controlling bool) (*
 			case signal.KindCred:
 				if !gotCred {
 					gotCred = true
-					creds <- cred{m.Ufrag, m.Pwd}
+					creds <- iceCred{m.Ufrag, m.Pwd}
 				}
 			case signal.KindCand:
 				c, err := ice.UnmarshalCandidate(m.Candidate)
@@ -222,8 +246,26 @@ func runICE(ctx context.Context, env *iceEnv, sig signaler, controlling bool) (*
 			}
 		}
 	}()
+	go func() {
+		defer s.wg.Done()
+		defer close(s.done)
+		s.res, s.err = s.connect(runCtx, ctx, t, controlling, creds, readErr, sendErr, failed)
+	}()
+	ok = true
+	return s, nil
+}
 
-	var rc cred
+// checkWindow is how long each candidate pair keeps being checked.
+const checkWindow = 3 * time.Second
+
+// iceCred is the peer's ufrag and password.
+type iceCred struct{ u, p string }
+
+// connect waits for the peer's credentials and runs the checks until pion
+// selects a pair. runCtx ends with Close, ctx is the caller's.
+func (s *iceSession) connect(runCtx, ctx context.Context, t ICETimers, controlling bool, creds <-chan iceCred,
+	readErr, sendErr <-chan error, failed <-chan struct{}) (*icePath, error) {
+	var rc iceCred
 	credTimer := time.NewTimer(t.CredWait)
 	defer credTimer.Stop()
 	select {
@@ -234,26 +276,25 @@ func runICE(ctx context.Context, env *iceEnv, sig signaler, controlling bool) (*
 		return nil, fmt.Errorf("%w: sending: %w", ErrSignaling, err)
 	case <-credTimer.C:
 		return nil, fmt.Errorf("%w: no credentials from peer within %v", ErrICETimeout, t.CredWait)
-	case <-ctx.Done():
-		return nil, ctx.Err()
+	case <-runCtx.Done():
+		return nil, ctxErr(ctx, runCtx)
 	}
-	if err := agent.GatherCandidates(); err != nil {
-		return nil, fmt.Errorf("%w: gather: %w", ErrICEFailed, err)
-	}
-
 	connCtx, connCancel := context.WithTimeout(runCtx, t.Connect)
 	defer connCancel()
+	watchDone := make(chan struct{})
+	defer close(watchDone)
 	go func() {
 		select {
 		case <-failed:
 			connCancel()
-		case <-connCtx.Done():
+		case <-watchDone:
 		}
 	}()
+	var err error
 	if controlling {
-		_, err = agent.Dial(connCtx, rc.u, rc.p)
+		_, err = s.agent.Dial(connCtx, rc.u, rc.p)
 	} else {
-		_, err = agent.Accept(connCtx, rc.u, rc.p)
+		_, err = s.agent.Accept(connCtx, rc.u, rc.p)
 	}
 	if err != nil {
 		select {
@@ -261,12 +302,12 @@ func runICE(ctx context.Context, env *iceEnv, sig signaler, controlling bool) (*
 			return nil, fmt.Errorf("%w: connectivity checks failed: %w", ErrICETimeout, err)
 		default:
 		}
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
+		if runCtx.Err() != nil {
+			return nil, ctxErr(ctx, runCtx)
 		}
 		return nil, fmt.Errorf("%w: no pair within %v: %w", ErrICETimeout, t.Connect, err)
 	}
-	pair, err := agent.GetSelectedCandidatePair()
+	pair, err := s.agent.GetSelectedCandidatePair()
 	if err != nil || pair == nil {
 		return nil, fmt.Errorf("%w: no selected pair: %v", ErrICEFailed, err)
 	}
@@ -274,11 +315,112 @@ func runICE(ctx context.Context, env *iceEnv, sig signaler, controlling bool) (*
 	if ip == nil {
 		return nil, fmt.Errorf("%w: selected remote %q is not an IP", ErrICEFailed, pair.Remote.Address())
 	}
-	ok = true
-	return &iceResult{
-		remote:     &net.UDPAddr{IP: ip, Port: pair.Remote.Port()},
-		localType:  pair.Local.Type(),
-		remoteType: pair.Remote.Type(),
-		agent:      agent,
-	}, nil
+	return &icePath{remote: &net.UDPAddr{IP: ip, Port: pair.Remote.Port()}, localType: pair.Local.Type(),
+		remoteType: pair.Remote.Type()}, nil
+}
+
+// ctxErr is the caller's context error, or "session closed" when only the
+// session was closed.
+func ctxErr(ctx, runCtx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return fmt.Errorf("%w: session closed", ErrICEFailed)
+}
+
+// found records the first peer check (see iceSession).
+func (s *iceSession) found(local, remote ice.Candidate) {
+	ip := net.ParseIP(remote.Address())
+	if ip == nil {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.firstPath != nil {
+		return
+	}
+	s.firstPath = &icePath{remote: &net.UDPAddr{IP: ip, Port: remote.Port()}, localType: local.Type(), remoteType: remote.Type()}
+	close(s.first)
+}
+
+func (s *iceSession) firstFound() *icePath {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.firstPath
+}
+
+// send relays one signal from a pion callback, unless the session is closing.
+func (s *iceSession) send(ctx context.Context, sig signaler, m signal.Signal, errc chan<- error) {
+	s.mu.Lock()
+	if s.sendsOff || ctx.Err() != nil {
+		s.mu.Unlock()
+		return
+	}
+	s.sendWG.Add(1)
+	s.mu.Unlock()
+	defer s.sendWG.Done()
+	if err := s.sendNow(ctx, sig, m); err != nil {
+		select {
+		case errc <- err:
+		default:
+		}
+	}
+}
+
+func (s *iceSession) sendNow(ctx context.Context, sig signaler, m signal.Signal) error {
+	sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	return sig.Send(sctx, m)
+}
+
+// Path waits for a usable path: the first peer check, else the nominated pair.
+func (s *iceSession) Path(ctx context.Context) (*icePath, error) {
+	select {
+	case <-s.first:
+		return s.firstFound(), nil
+	case <-s.done:
+		if s.err != nil {
+			return nil, s.err
+		}
+		return s.res, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// Selected waits for pion's nominated pair (the fallback when the first path
+// did not carry QUIC).
+func (s *iceSession) Selected(ctx context.Context) (*icePath, error) {
+	select {
+	case <-s.done:
+		return s.res, s.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// Known is the best path known so far (for logs), nil if none.
+func (s *iceSession) Known() *icePath {
+	select {
+	case <-s.done:
+		if s.res != nil {
+			return s.res
+		}
+	default:
+	}
+	return s.firstFound()
+}
+
+// Close stops the checks, closes the agent and waits for every goroutine the
+// session started (pion's callbacks included).
+func (s *iceSession) Close() {
+	s.closed.Do(func() {
+		s.cancel()
+		s.mu.Lock()
+		s.sendsOff = true
+		s.mu.Unlock()
+		_ = s.agent.Close()
+		s.wg.Wait()
+		s.sendWG.Wait()
+	})
 }

@@ -49,10 +49,10 @@ func (h *Host) Payload() protocol.EndpointPayload {
 			eps = append(eps, s)
 		}
 	}
-	nat, known := h.NATResult()
-	if known && nat.MappedAddr != nil && nat.Type != natprobe.TypeSymmetric && nat.Type != natprobe.TypeUDPBlocked {
-		add(nat.MappedAddr.IP, nat.MappedAddr.Port)
+	if m := h.ownMapping(); m != nil {
+		add(m.IP, m.Port)
 	}
+	nat, known := h.NATResult()
 	if la, ok := h.demux.LocalAddr().(*net.UDPAddr); ok {
 		if !la.IP.IsUnspecified() {
 			add(la.IP, la.Port)

@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"net"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/a2alnode/a2al"
 	"github.com/a2alnode/a2al/dht"
+	"github.com/a2alnode/a2al/natprobe"
 	"github.com/a2alnode/a2al/protocol"
 	"github.com/a2alnode/a2al/signal"
 	"github.com/quic-go/quic-go"
@@ -165,13 +167,17 @@ func (h *Host) runPunch(ctx context.Context, job PunchJob) Outcome {
 	rec := PunchRecord{Role: "caller", Priority: job.Priority, At: h.cfg.Now()}
 	ctx, cancel := context.WithTimeout(ctx, h.cfg.PunchTimeout)
 	defer cancel()
-	peer, remote, path, direct, err := h.punchOut(ctx, job)
-	rec.Peer, rec.Duration, rec.Path, rec.Direct = AddressText(peer), time.Since(start), path, direct
+	r, err := h.punchOut(ctx, job, start)
+	peer := r.peer
+	rec.Peer, rec.Duration, rec.Path, rec.Direct = AddressText(peer), r.took, r.path, r.direct
+	if rec.Duration == 0 {
+		rec.Duration = time.Since(start)
+	}
 	rec.NATPair = h.natPair(job.ID, job.Record)
 	if err == nil {
-		rec.OK, rec.Remote = true, remote.String()
+		rec.OK, rec.Remote = true, r.remote.String()
 		h.logPunch(rec)
-		h.node.OnPunchComplete(job.ID, peer, remote, true, direct, dht.PunchFailNone)
+		h.node.OnPunchComplete(job.ID, peer, r.remote, true, r.direct, dht.PunchFailNone)
 		return OutcomeSuccess
 	}
 	h.mu.Lock()
@@ -248,73 +254,174 @@ func (h *Host) clientFor(ctx context.Context, urls []string) (*signal.Client, fu
 	return nil, nil, fmt.Errorf("%w: %w", ErrSignaling, lastErr)
 }
 
+// punchResult is what a caller-side attempt produced. took is the time
+// until the connection was pooled (the evidence PING may finish later).
+type punchResult struct {
+	peer   a2al.Address
+	remote net.Addr
+	path   string
+	direct bool
+	took   time.Duration
+}
+
 // punchOut calls the peer through its hub, runs ICE as the controlling side
-// and dials QUIC from the shared socket to the selected remote address.
-func (h *Host) punchOut(ctx context.Context, job PunchJob) (peer a2al.Address, remote net.Addr, path string, direct bool, err error) {
+// and dials QUIC from the shared socket to the first path ICE proves.
+func (h *Host) punchOut(ctx context.Context, job PunchJob, start time.Time) (r punchResult, err error) {
 	if job.ID == h.id.NodeID {
-		return peer, nil, "", false, errors.New("refusing to punch ourselves")
+		return r, errors.New("refusing to punch ourselves")
 	}
 	if job.Record != nil {
-		peer = job.Record.Address
+		r.peer = job.Record.Address
 	}
 	if pa, ra, ok := h.pool.Lookup(job.ID); ok {
-		return pa, ra, "pooled", false, nil
+		return punchResult{peer: pa, remote: ra, path: "pooled"}, nil
 	}
 	er, err := h.endpointRecord(ctx, job.ID, job.Record)
 	if err != nil {
-		return peer, nil, "", false, err
+		return r, err
 	}
-	peer = er.Address
+	r.peer = er.Address
 	urls := hubsOf(er)
 	if len(urls) == 0 {
-		return peer, nil, "", false, errors.New("endpoint record names no hub")
+		return r, errors.New("endpoint record names no hub")
 	}
 	client, release, err := h.clientFor(ctx, urls)
 	if err != nil {
-		return peer, nil, "", false, err
+		return r, err
 	}
 	defer release()
 	h.mu.Lock()
 	_, incoming := h.calls[job.ID]
 	h.mu.Unlock()
 	if incoming {
-		return peer, nil, "", false, errSuperseded
+		return r, errSuperseded
 	}
-	// Evidence for "direct" must be gathered before ICE opens our NAT towards
-	// the peer on this very socket, or the PING would prove nothing.
-	direct = h.directEvidence(ctx, er)
+	ev := h.startDirectEvidence(ctx, er)
+	defer ev.stop()
 	sess, err := client.Call(ctx, job.ID)
 	if err != nil {
-		return peer, nil, "", false, fmt.Errorf("call via hub: %w", err)
+		return r, fmt.Errorf("call via hub: %w", err)
 	}
 	defer sess.Close()
-	if sess.Peer() != peer {
-		return peer, nil, "", false, fmt.Errorf("%w: hub connected us to %s", ErrIdentity, AddressText(sess.Peer()))
+	if sess.Peer() != r.peer {
+		return r, fmt.Errorf("%w: hub connected us to %s", ErrIdentity, AddressText(sess.Peer()))
 	}
-	res, err := runICE(ctx, h.env, sess, true)
+	is, err := startICE(ctx, h.env, sess, true, h.iceHint())
 	if err != nil {
-		return peer, nil, "", false, err
+		return r, err
 	}
-	defer res.agent.Close() // ICE only punched the hole; QUIC owns the path now
-	path = res.localType.String() + "->" + res.remoteType.String()
-	qc, err := h.qtr.Dial(ctx, res.remote, h.id.ClientTLS(peer, ALPNModeB), quicConfig(h.cfg.HandshakeLimit))
+	defer is.Close() // ICE only punched the hole; QUIC owns the path now
+	qc, p, err := h.dialICE(ctx, is, r.peer, ALPNModeB)
+	r.path = p.String()
 	if err != nil {
-		return peer, nil, path, false, fmt.Errorf("quic dial %v: %w", res.remote, err)
+		return r, err
 	}
-	if !h.pool.Add(peer, qc, h.id.NodeID, nil) && !h.pool.HasConn(job.ID) {
-		return peer, nil, path, false, errors.New("pool refused connection")
+	if !h.pool.Add(r.peer, qc, h.id.NodeID, nil) && !h.pool.HasConn(job.ID) {
+		return r, errors.New("pool refused connection")
 	}
-	return peer, res.remote, path, direct, nil
+	r.took = time.Since(start)
+	r.remote, r.direct = p.remote, ev.wait()
+	return r, nil
 }
 
-// directEvidence PINGs the peer's published endpoints from the main socket over
-// plain UDP, before any punching and before the peer is pooled (so neither an
-// ICE-opened hole nor the QUIC path can answer for it). Only an answer counts
-// as "direct" (D6, L12). Peers that publish a filtering NAT are not tried.
-func (h *Host) directEvidence(ctx context.Context, er *protocol.EndpointRecord) bool {
-	if er == nil || (er.NatType != protocol.NATUnknown && er.NatType != protocol.NATFullCone) {
-		return false
+// dialICE dials QUIC from the shared socket to the first path ICE proved; if
+// that fails, to the pair ICE nominates, when it is a different one.
+func (h *Host) dialICE(ctx context.Context, is *iceSession, peer a2al.Address, alpn string) (*quic.Conn, *icePath, error) {
+	p, err := is.Path(ctx)
+	if err != nil {
+		return nil, nil, err
 	}
+	qc, err := h.qtr.Dial(ctx, p.remote, h.id.ClientTLS(peer, alpn), quicConfig(h.cfg.HandshakeLimit))
+	if err == nil {
+		return qc, p, nil
+	}
+	err = fmt.Errorf("quic dial %v: %w", p.remote, err)
+	sel, serr := is.Selected(ctx)
+	if serr != nil || sel == nil || sel.remote.String() == p.remote.String() {
+		return nil, p, err
+	}
+	qc, err2 := h.qtr.Dial(ctx, sel.remote, h.id.ClientTLS(peer, alpn), quicConfig(h.cfg.HandshakeLimit))
+	if err2 != nil {
+		return nil, sel, fmt.Errorf("%w; nominated pair %v: %w", err, sel.remote, err2)
+	}
+	return qc, sel, nil
+}
+
+// ownMapping is our public mapping of the shared socket, when it is the same
+// towards every peer (not behind a symmetric NAT): what we publish.
+func (h *Host) ownMapping() *net.UDPAddr {
+	nr, ok := h.NATResult()
+	if !ok || nr.Type == natprobe.TypeSymmetric {
+		return nil
+	}
+	return h.iceHint()
+}
+
+// iceHint is the mapping STUN last reported for the shared socket, sent as a
+// server-reflexive candidate before gathering finishes. Behind a symmetric NAT
+// its port is wrong towards the peer, but its IP is right, and a packet to our
+// IP is what opens an address-restricted peer's NAT for us.
+func (h *Host) iceHint() *net.UDPAddr {
+	nr, ok := h.NATResult()
+	if !ok || nr.MappedAddr == nil || nr.Type == natprobe.TypeUDPBlocked {
+		return nil
+	}
+	return nr.MappedAddr
+}
+
+// directProbe is an evidence PING in flight (see startDirectEvidence).
+type directProbe struct {
+	ch     chan bool
+	cancel context.CancelFunc
+	once   sync.Once
+	val    bool
+}
+
+// wait returns the verdict (waiting for the PING, at most its own timeout).
+func (d *directProbe) wait() bool {
+	d.once.Do(func() {
+		if d.ch != nil {
+			d.val = <-d.ch
+		}
+	})
+	return d.val
+}
+
+// stop abandons the PING and waits for its goroutine.
+func (d *directProbe) stop() {
+	if d.cancel != nil {
+		d.cancel()
+	}
+	d.wait()
+}
+
+// startDirectEvidence gathers the evidence for isDirect (D6, L12): a DHT PING
+// from the main socket to the peer's published endpoint over plain UDP.
+//
+// It must not be answered through a hole the punch opened. For a peer whose
+// record says "unknown" the PING therefore runs to completion before the call
+// is placed (or answered). A peer that publishes full cone accepts unsolicited
+// packets anyway, so holes cannot change the answer and the PING runs
+// alongside the punch, off its critical path; peers behind filtering NATs are
+// never direct and are not tried.
+func (h *Host) startDirectEvidence(ctx context.Context, er *protocol.EndpointRecord) *directProbe {
+	if er == nil {
+		return &directProbe{}
+	}
+	switch er.NatType {
+	case protocol.NATUnknown:
+		return &directProbe{val: h.directEvidence(ctx, er)}
+	case protocol.NATFullCone:
+		pctx, cancel := context.WithCancel(ctx)
+		d := &directProbe{ch: make(chan bool, 1), cancel: cancel}
+		go func() { d.ch <- h.directEvidence(pctx, er) }()
+		return d
+	}
+	return &directProbe{}
+}
+
+// directEvidence PINGs up to two published endpoints; only an answer counts.
+func (h *Host) directEvidence(ctx context.Context, er *protocol.EndpointRecord) bool {
 	for i, ep := range er.Endpoints {
 		if i >= 2 {
 			break
@@ -412,7 +519,8 @@ func (h *Host) handleCall(peer a2al.Address, s signaler) {
 		}
 	}
 	rec.NATPair = h.natPair(pid, er)
-	direct := h.directEvidence(ctx, er)
+	ev := h.startDirectEvidence(ctx, er)
+	defer ev.stop()
 	qc, path, err := h.punchIn(ctx, s, ch)
 	rec.Duration, rec.Path = time.Since(start), path
 	if err != nil {
@@ -430,32 +538,49 @@ func (h *Host) handleCall(peer a2al.Address, s signaler) {
 		h.logPunch(rec)
 		return
 	}
+	direct := ev.wait()
 	rec.OK, rec.Remote, rec.Direct = true, remote.String(), direct
 	h.logPunch(rec)
 	h.node.OnPunchComplete(pid, peer, remote, true, direct, dht.PunchFailNone)
 }
 
 // punchIn runs controlled ICE and waits for the caller's QUIC connection,
-// whose TLS identity the accept loop has already matched to the expected peer.
+// whose TLS identity the accept loop has already matched to the expected
+// peer. The caller dials as soon as one of our checks reaches it, usually
+// before ICE nominates anything, so the connection is awaited alongside ICE.
 func (h *Host) punchIn(ctx context.Context, s signaler, ch chan *quic.Conn) (*quic.Conn, string, error) {
-	res, err := runICE(ctx, h.env, s, false)
+	is, err := startICE(ctx, h.env, s, false, h.iceHint())
 	if err != nil {
 		return nil, "", err
 	}
-	defer res.agent.Close()
-	path := res.localType.String() + "->" + res.remoteType.String()
+	defer is.Close()
 	wait := h.cfg.HandshakeLimit
 	if wait <= 0 {
 		wait = quicHandshakeTimeout
 	}
-	t := time.NewTimer(wait + 2*time.Second)
-	defer t.Stop()
-	select {
-	case qc := <-ch:
-		return qc, path, nil
-	case <-t.C:
-		return nil, path, fmt.Errorf("%w: caller's QUIC connection with the expected identity did not arrive", ErrIdentity)
-	case <-ctx.Done():
-		return nil, path, ctx.Err()
+	done := is.done
+	var late <-chan time.Time
+	for {
+		select {
+		case qc := <-ch:
+			return qc, is.Known().String(), nil
+		case <-done:
+			select {
+			case qc := <-ch:
+				return qc, is.Known().String(), nil
+			default:
+			}
+			if is.err != nil {
+				return nil, is.Known().String(), is.err
+			}
+			done = nil
+			t := time.NewTimer(wait + 2*time.Second)
+			defer t.Stop()
+			late = t.C
+		case <-late:
+			return nil, is.Known().String(), fmt.Errorf("%w: caller's QUIC connection with the expected identity did not arrive", ErrIdentity)
+		case <-ctx.Done():
+			return nil, is.Known().String(), ctx.Err()
+		}
 	}
 }

@@ -54,12 +54,12 @@ func TestLyingHubCannotPoolImpersonator(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	res, err := runICE(ctx, m.env, sigM, true)
+	is, err := startICE(ctx, m.env, sigM, true, m.iceHint())
 	if err != nil {
 		t.Fatalf("attacker ICE: %v", err)
 	}
-	defer res.agent.Close()
-	qc, err := m.qtr.Dial(ctx, res.remote, m.id.ClientTLS(b.Address(), ALPNModeB), quicConfig(0))
+	defer is.Close()
+	qc, _, err := m.dialICE(ctx, is, b.Address(), ALPNModeB)
 	if err == nil {
 		// The handshake may complete before B's accept loop refuses it.
 		select {

@@ -37,7 +37,7 @@ func testLogger() *slog.Logger {
 }
 
 func vnetICETimers() ICETimers {
-	return ICETimers{CredWait: 5 * time.Second, Connect: 6 * time.Second, Check: 100 * time.Millisecond,
+	return ICETimers{CredWait: 5 * time.Second, Connect: 6 * time.Second, Check: 50 * time.Millisecond,
 		Disconnected: 2 * time.Second, Failed: 5 * time.Second, Keepalive: time.Second}
 }
 

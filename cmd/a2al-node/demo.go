@@ -73,7 +73,7 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		}
 		_, key, _ := ed25519.GenerateKey(rand.Reader)
 		cfg := host.Config{Key: key, PacketConn: pc, Net: nh.Net, STUNServers: w.STUNServers(), Logger: log,
-			ICE:          host.ICETimers{Connect: 6 * time.Second, Failed: 5 * time.Second, Check: 100 * time.Millisecond},
+			ICE:          host.ICETimers{Connect: 6 * time.Second, Failed: 5 * time.Second},
 			PunchTimeout: 20 * time.Second, NATTimeout: time.Second, HandshakeLimit: 5 * time.Second,
 			DisableMaintenance: true}
 		if withHub {
