@@ -35,6 +35,13 @@
 // conntrack timer) keep the mapping alive, and a closed agent holds no
 // goroutines or timers.
 //
+// Signaling: a punch uses our own connection to one of the peer's hubs when we
+// have one (a connected one first), else a temporary client. If our hubs are
+// down the attempt fails at once with ErrNoHub, naming the hub and its last
+// connection error, without charging the peer any back-off; the signal client
+// reconnects with back-off capped at 10 s, and the next punch succeeds as soon
+// as it is registered again.
+//
 // # Identity (D4)
 //
 // Every QUIC connection is TLS 1.3 with mutual authentication. Each side

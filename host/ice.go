@@ -21,6 +21,8 @@ var (
 	ErrICETimeout = errors.New("host: ICE connectivity checks timed out")
 	ErrICEFailed  = errors.New("host: ICE failed")
 	ErrSignaling  = errors.New("host: signaling failed")
+	// ErrNoHub: none of the peer's hubs that we could use is connected.
+	ErrNoHub = fmt.Errorf("%w: no signaling hub connected", ErrSignaling)
 )
 
 // signaler is the part of *signal.Session an ICE run needs (an interface so the

@@ -139,6 +139,8 @@ func failReason(err error) (dht.PunchFailReason, string) {
 		return dht.PunchFailICETimeout, "ice-timeout"
 	case errors.Is(err, ErrIdentity):
 		return dht.PunchFailOther, "tls-identity"
+	case errors.Is(err, ErrNoHub):
+		return dht.PunchFailOther, "no-hub"
 	case errors.Is(err, ErrSignaling):
 		return dht.PunchFailOther, "signaling"
 	case errors.Is(err, context.DeadlineExceeded):
@@ -193,6 +195,9 @@ func (h *Host) runPunch(ctx context.Context, job PunchJob) Outcome {
 	h.logPunch(rec)
 	h.log.Debug("punch failed", "peer", rec.Peer, "err", err)
 	h.node.OnPunchComplete(job.ID, peer, nil, false, false, reason)
+	if errors.Is(err, ErrNoHub) {
+		return OutcomeUnavailable
+	}
 	return OutcomeFailure
 }
 
@@ -228,19 +233,36 @@ func hubsOf(er *protocol.EndpointRecord) []string {
 	return nil
 }
 
-// clientFor returns a registered client for one of urls: ours if we are
-// registered there, else a temporary one (closed by release).
+// Waiting for a hub connection before a call: none for our own clients (they
+// are connected or reconnecting with back-off, and a punch must not sit out
+// the whole punch deadline on a dead hub), a short while for a temporary
+// client to a hub we do not use ourselves.
+const tempHubWait = 5 * time.Second
+
+// clientFor returns a connected client for one of urls: ours (a connected one
+// first), else a temporary one (closed by release). With no hub connected it
+// fails at once with ErrNoHub and the hub's last connection error.
 func (h *Host) clientFor(ctx context.Context, urls []string) (*signal.Client, func(), error) {
+	var down *signal.Client
 	for _, u := range urls {
-		cu, err := signal.CanonicalURL(u)
+		// Records carry hub base URLs; a client's URL is its signaling URL.
+		cu, err := signal.SignalURL(u)
 		if err != nil {
 			continue
 		}
 		for _, c := range h.hubs {
-			if mine, err := signal.CanonicalURL(c.URL()); err == nil && mine == cu {
-				return c, func() {}, nil
+			if c.URL() == cu {
+				if c.Registered() {
+					return c, func() {}, nil
+				}
+				if down == nil {
+					down = c
+				}
 			}
 		}
+	}
+	if down != nil {
+		return nil, nil, noHub(down)
 	}
 	var lastErr error = errors.New("record names no usable hub")
 	for _, u := range urls {
@@ -249,9 +271,43 @@ func (h *Host) clientFor(ctx context.Context, urls []string) (*signal.Client, fu
 			lastErr = err
 			continue
 		}
+		if err := waitHub(ctx, c, tempHubWait); err != nil {
+			_ = c.Close()
+			lastErr = err
+			continue
+		}
 		return c, func() { _ = c.Close() }, nil
 	}
+	if errors.Is(lastErr, ErrNoHub) {
+		return nil, nil, lastErr
+	}
 	return nil, nil, fmt.Errorf("%w: %w", ErrSignaling, lastErr)
+}
+
+func noHub(c *signal.Client) error {
+	why := "not connected yet"
+	if err := c.LastError(); err != nil {
+		why = err.Error()
+	}
+	return fmt.Errorf("%w (%s: %s)", ErrNoHub, c.URL(), why)
+}
+
+// waitHub waits up to d for c to connect.
+func waitHub(ctx context.Context, c *signal.Client, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for !c.Registered() {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w: %w", noHub(c), ctx.Err())
+		case <-t.C:
+			return noHub(c)
+		case <-tick.C:
+		}
+	}
+	return nil
 }
 
 // punchResult is what a caller-side attempt produced. took is the time

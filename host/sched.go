@@ -65,11 +65,14 @@ type PunchJob struct {
 type Outcome int
 
 // Outcomes: Success resets back-off; Failure grows it; Superseded (glare: the
-// other side's attempt took over) leaves it alone.
+// other side's attempt took over) and Unavailable (a local cause such as no
+// signaling hub, not the peer's fault) leave it alone, so the next request
+// runs as soon as the cause is gone.
 const (
 	OutcomeSuccess Outcome = iota
 	OutcomeFailure
 	OutcomeSuperseded
+	OutcomeUnavailable
 )
 
 // RejectReason says why a request was not queued.

@@ -5,9 +5,10 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"log/slog"
-	"net/http/httptest"
+	"net"
+	"net/http"
 	"os"
-	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -22,8 +23,10 @@ import (
 type sim struct {
 	t      testing.TB
 	w      *natsim.World
+	hubMu  sync.Mutex
 	hub    *signal.Hub
-	srv    *httptest.Server
+	srv    *http.Server
+	hubAt  string // loopback host:port, kept across restarts
 	hubURL string
 	boot   *Host
 	bootAt string
@@ -47,17 +50,11 @@ func newSim(t testing.TB, latency time.Duration) *sim {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := signal.DefaultHubConfig()
-	cfg.Logger = testLogger()
-	hub, err := signal.NewHub(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(hub.Handler())
-	s := &sim{t: t, w: w, hub: hub, srv: srv, hubURL: "ws://" + strings.TrimPrefix(srv.URL, "http://")}
+	s := &sim{t: t, w: w, hubAt: "127.0.0.1:0"}
+	s.startHub()
+	s.hubURL = "ws://" + s.hubAt
 	t.Cleanup(func() {
-		srv.Close()
-		hub.Close()
+		s.stopHub()
 		w.Close()
 	})
 	bh, err := w.AddOpenHost()
@@ -67,6 +64,40 @@ func newSim(t testing.TB, latency time.Duration) *sim {
 	s.boot = s.startHost(bh, false)
 	s.bootAt = bh.Bind(4121)
 	return s
+}
+
+// startHub runs a fresh hub on s.hubAt (the same port after a stop).
+func (s *sim) startHub() {
+	s.t.Helper()
+	s.hubMu.Lock()
+	defer s.hubMu.Unlock()
+	cfg := signal.DefaultHubConfig()
+	cfg.Logger = testLogger()
+	hub, err := signal.NewHub(cfg)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", s.hubAt)
+	if err != nil {
+		hub.Close()
+		s.t.Fatal(err)
+	}
+	s.hubAt = ln.Addr().String()
+	s.hub, s.srv = hub, &http.Server{Handler: hub.Handler(), ReadHeaderTimeout: 5 * time.Second}
+	go s.srv.Serve(ln)
+}
+
+// stopHub takes the hub down: every node connection is dropped and nothing
+// listens on its port until startHub.
+func (s *sim) stopHub() {
+	s.hubMu.Lock()
+	defer s.hubMu.Unlock()
+	if s.srv == nil {
+		return
+	}
+	_ = s.srv.Close()
+	_ = s.hub.Close()
+	s.srv, s.hub = nil, nil
 }
 
 func (s *sim) startHost(nh *natsim.Host, withHub bool) *Host {

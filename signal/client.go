@@ -29,7 +29,7 @@ type ClientConfig struct {
 	DialTimeout    time.Duration                                                     // dial + authentication (default 10 s)
 	WriteTimeout   time.Duration                                                     // per frame (default 10 s)
 	BackoffMin     time.Duration                                                     // first reconnect delay (default 500 ms)
-	BackoffMax     time.Duration                                                     // cap (default 30 s)
+	BackoffMax     time.Duration                                                     // cap (default 10 s: a hub that returns is used again quickly)
 	Jitter         func() float64                                                    // [0,1) source for back-off jitter (default math/rand/v2)
 	OnState        func(registered bool)                                             // called from the client's goroutine on every change
 	MaxSessions    int                                                               // concurrent sessions and pending calls (default 64)
@@ -55,6 +55,7 @@ type Client struct {
 	dialing *websocket.Conn // connection being authenticated, closed by Close
 	upCh    chan struct{}   // closed when cur becomes non-nil
 	nextCID uint64
+	lastErr error // why the last connection attempt or connection failed
 }
 
 // clientConn is one authenticated WebSocket. The client's run goroutine is
@@ -89,7 +90,7 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	def(&cfg.DialTimeout, 10*time.Second)
 	def(&cfg.WriteTimeout, 10*time.Second)
 	def(&cfg.BackoffMin, 500*time.Millisecond)
-	def(&cfg.BackoffMax, 30*time.Second)
+	def(&cfg.BackoffMax, 10*time.Second)
 	if cfg.BackoffMax < cfg.BackoffMin {
 		cfg.BackoffMax = cfg.BackoffMin
 	}
@@ -124,6 +125,18 @@ func (c *Client) Registered() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.cur != nil
+}
+
+// LastError says why the client is not connected: the last dial or
+// authentication error, or why the last connection ended. It is nil while
+// connected and before the first attempt finished.
+func (c *Client) LastError() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.cur != nil {
+		return nil
+	}
+	return c.lastErr
 }
 
 // Close stops reconnecting, ends every session and waits for the client's
@@ -175,6 +188,11 @@ func (c *Client) run() {
 		}
 		if c.ctx.Err() != nil {
 			return
+		}
+		if err != nil {
+			c.mu.Lock()
+			c.lastErr = err
+			c.mu.Unlock()
 		}
 		d := Backoff(attempt, c.cfg.BackoffMin, c.cfg.BackoffMax, c.cfg.Jitter())
 		attempt++
@@ -314,6 +332,7 @@ func (c *Client) setDown(cc *clientConn, err error) {
 	cc.ws.Close()
 	c.mu.Lock()
 	c.cur = nil
+	c.lastErr = err
 	c.upCh = make(chan struct{})
 	reason := "disconnected"
 	if c.ctx.Err() != nil {

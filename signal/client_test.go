@@ -316,6 +316,11 @@ func TestCallWaitsForConnection(t *testing.T) {
 	if _, err := c.Call(ctx, newIdent(t).id); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("want deadline exceeded, got %v", err)
 	}
+	// The reason is available to callers that want to fail fast.
+	waitFor(t, "last dial error", func() bool { return c.LastError() != nil })
+	if c.Registered() {
+		t.Fatal("registered without a hub")
+	}
 }
 
 func TestBackoff(t *testing.T) {
