@@ -37,17 +37,27 @@ func (n NetNS) HTTPClient(timeout time.Duration) *http.Client {
 
 // Get fetches url from inside the namespace (bounded by timeout and 8 MiB).
 func (n NetNS) Get(url string, timeout time.Duration) ([]byte, error) {
-	resp, err := n.HTTPClient(timeout).Get(url)
+	return n.Request(http.MethodGet, url, timeout)
+}
+
+// Request sends a body-less request from inside the namespace; a non-2xx
+// answer is an error that still returns the body.
+func (n NetNS) Request(method, url string, timeout time.Duration) ([]byte, error) {
+	req, err := http.NewRequest(method, url, nil)
 	if err != nil {
-		return nil, fmt.Errorf("natlab: GET %s from %s: %w", url, n.Name, err)
+		return nil, fmt.Errorf("natlab: %s %s: %w", method, url, err)
+	}
+	resp, err := n.HTTPClient(timeout).Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("natlab: %s %s from %s: %w", method, url, n.Name, err)
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 8<<20))
 	if err != nil {
-		return nil, fmt.Errorf("natlab: GET %s: read body: %w", url, err)
+		return nil, fmt.Errorf("natlab: %s %s: read body: %w", method, url, err)
 	}
 	if resp.StatusCode/100 != 2 {
-		return body, fmt.Errorf("natlab: GET %s: HTTP %s: %s", url, resp.Status, strings.TrimSpace(string(body)))
+		return body, fmt.Errorf("natlab: %s %s: HTTP %s: %s", method, url, resp.Status, strings.TrimSpace(string(body)))
 	}
 	return body, nil
 }

@@ -48,8 +48,12 @@ type pairResult struct {
 	a, b       NATType
 	natA, natB string
 	want, ok   bool
-	took       time.Duration
-	path, why  string
+	took       time.Duration // punch time (dial time for direct connections)
+	path       string        // direct | punched
+	cands      string        // ICE candidate types local->remote of the punch
+	modeB      string        // FIND_NODE a->b after the connection: transport, or "-"
+	reason     string // the dial's failure code
+	why        string
 	retries    int // resolution retries before the dial
 }
 
@@ -69,21 +73,29 @@ func (r pairResult) row() string {
 	if len(why) > 70 {
 		why = why[:70] + "..."
 	}
-	return fmt.Sprintf("%-38s %-8s %-5s %9s  %-14s %-39s %s", fmt.Sprintf("%s x %s", r.a, r.b), exp, res,
-		r.took.Round(time.Millisecond), r.path, r.natA+" / "+r.natB, why)
+	path := r.path
+	if path == "" {
+		path = "-"
+	}
+	if r.cands != "" {
+		path += " " + r.cands
+	}
+	return fmt.Sprintf("%-38s %-8s %-5s %9s  %-22s %-6s %-39s %s", fmt.Sprintf("%s x %s", r.a, r.b), exp, res,
+		r.took.Round(time.Millisecond), path, r.modeB, r.natA+" / "+r.natB, why)
 }
 
-const tableHeader = "pair                                   expect   got        time  path           classified                              failure"
+const tableHeader = "pair                                   expect   got   punch/dial  path (candidates)      dht    classified                              failure"
 
-// dialPair makes a dial b and fills a result row from the dial outcome and
-// a's punch log.
+// dialPair makes a dial b through a's control API and fills a result row
+// from the dial outcome and the punch it ran. After a punched connection it
+// also sends one FIND_NODE a->b, which must travel over the Mode B pool.
 func dialPair(t *testing.T, a, b *Node, ta, tb NATType) pairResult {
-	r := pairResult{a: ta, b: tb, want: punchable(ta, tb)}
+	r := pairResult{a: ta, b: tb, want: punchable(ta, tb), modeB: "-"}
 	if st, err := a.Status(); err == nil {
-		r.natA = st.NAT
+		r.natA = st.NAT.Type
 	}
 	if st, err := b.Status(); err == nil {
-		r.natB = st.NAT
+		r.natB = st.NAT.Type
 	}
 	// A lookup can miss a freshly published record in a NAT-heavy network
 	// (the holders may themselves need a punch); retry resolution failures
@@ -92,7 +104,7 @@ func dialPair(t *testing.T, a, b *Node, ta, tb NATType) pairResult {
 	var err error
 	for tries, until := 0, time.Now().Add(30*time.Second); ; tries++ {
 		res, err = a.Dial(b.Address, 40*time.Second)
-		if err != nil || res.OK || !strings.Contains(res.Error, "no endpoint record") || time.Now().After(until) {
+		if err != nil || res.OK || res.Reason != "no-endpoint-record" || !r.want || time.Now().After(until) {
 			r.retries = tries
 			break
 		}
@@ -102,22 +114,31 @@ func dialPair(t *testing.T, a, b *Node, ta, tb NATType) pairResult {
 		r.why = err.Error()
 		return r
 	}
-	r.ok, r.why = res.OK, res.Error
+	r.ok, r.path = res.OK, res.Path
 	r.took = time.Duration(res.TookMS) * time.Millisecond
-	if ps, err := a.Punches(); err == nil {
-		for _, p := range ps {
-			if strings.EqualFold(p.Peer, b.Address) {
-				r.path = p.Path
-				if p.OK {
-					r.took = p.Duration
-				} else if r.why == "" || !r.ok {
-					r.why = "punch: " + p.Reason + "; " + r.why
-				}
-			}
+	if res.Punch != nil {
+		r.cands = res.Punch.Candidates
+		if res.Punch.OK {
+			r.took = time.Duration(res.Punch.TookMS) * time.Millisecond
 		}
 	}
-	if r.ok && r.path == "" {
-		r.path = "direct"
+	if !res.OK {
+		r.reason = res.Reason
+		r.why = res.Reason + ": " + res.Error
+		return r
+	}
+	if res.Path == "punched" {
+		fn, err := a.FindNode(b.Address)
+		switch {
+		case err != nil:
+			r.modeB = "err"
+			r.why = "find_node: " + err.Error()
+		case !fn.OK:
+			r.modeB = fn.Transport + "!"
+			r.why = "find_node: " + fn.Error
+		default:
+			r.modeB = fn.Transport
+		}
 	}
 	return r
 }
@@ -167,7 +188,7 @@ func TestPunchMatrix(t *testing.T) {
 			defer wg.Done()
 			if _, err := n.WaitReady(90 * time.Second); err != nil {
 				st, _ := n.Status()
-				if st.NAT == string(UDPBlocked) {
+				if st.NAT.Type == string(UDPBlocked) {
 					return // cannot publish over UDP: expected
 				}
 				errs <- err
@@ -184,8 +205,8 @@ func TestPunchMatrix(t *testing.T) {
 	}
 	// Classification of every node, from its own view.
 	for typ, n := range callers {
-		if st, err := n.Status(); err == nil && st.NAT != typ.ClassifiesAs() {
-			t.Errorf("node behind %s classified itself as %q, want %q", typ, st.NAT, typ.ClassifiesAs())
+		if st, err := n.Status(); err == nil && st.NAT.Type != typ.ClassifiesAs() {
+			t.Errorf("node behind %s classified itself as %q, want %q", typ, st.NAT.Type, typ.ClassifiesAs())
 		}
 	}
 
@@ -212,6 +233,12 @@ func TestPunchMatrix(t *testing.T) {
 			t.Errorf("%s x %s: connected (%s) although no relay-free path should exist", r.a, r.b, r.path)
 		case !r.want && r.why == "":
 			t.Errorf("%s x %s: failed without a reason", r.a, r.b)
+		case !r.ok && r.a == UDPBlocked && r.reason != "udp-blocked":
+			t.Errorf("%s x %s: failure reason %q, want udp-blocked (%s)", r.a, r.b, r.reason, r.why)
+		case !r.ok && r.a != UDPBlocked && r.reason != "punch-failed":
+			t.Errorf("%s x %s: failure reason %q, want punch-failed (%s)", r.a, r.b, r.reason, r.why)
+		case r.ok && r.path == "punched" && r.modeB != "modeB":
+			t.Errorf("%s x %s: after the punch a FIND_NODE went over %q, want the Mode B connection (%s)", r.a, r.b, r.modeB, r.why)
 		}
 	}
 	sort.Strings(rows)

@@ -82,7 +82,10 @@ func TestScenarios(t *testing.T) {
 	if err != nil || !r.OK {
 		t.Fatalf("hold a->b: %v %s", err, r.Error)
 	}
-	rows = append(rows, row("punch a->b", true, time.Duration(r.TookMS)*time.Millisecond, r.Remote))
+	rows = append(rows, row("punch a->b", true, time.Duration(r.TookMS)*time.Millisecond, r.Path+" "+r.Remote))
+
+	// After the punch, DHT RPCs between the pair go over the Mode B pool.
+	rows = append(rows, checkModeB(t, a, b), checkModeB(t, b, a))
 
 	// Recovery: flush both routers' conntrack mid-session.
 	for _, n := range []*Node{a, b} {
@@ -102,13 +105,18 @@ func TestScenarios(t *testing.T) {
 	}
 	held, _ := a.HeldConn(b.Address)
 	rows = append(rows, row("reconnect after ct flush", d.OK, time.Since(start),
-		fmt.Sprintf("held conn survived=%v; %s", held.Alive, d.Error)))
+		fmt.Sprintf("path %s, new punch %v, held conn survived=%v; %s", d.Path, d.Punch != nil, held.Alive, d.Error)))
 	if !d.OK {
 		t.Errorf("a could not reach b again after the conntrack flush: %v %s", err, d.Error)
 	}
 
-	// Restart: same key and data dir; b must come back under its address.
+	// Restart: same key and data dir; b must come back under its address,
+	// re-publish and be resolvable with the new record.
 	oldAddr := b.Address
+	before, err := b.Status()
+	if err != nil {
+		t.Fatal(err)
+	}
 	b.Stop()
 	if err := b.Start(); err != nil {
 		t.Fatal(err)
@@ -120,15 +128,35 @@ func TestScenarios(t *testing.T) {
 		t.Fatal(err)
 	}
 	start = time.Now()
-	deadline = time.Now().Add(90 * time.Second)
-	for {
-		d, err = a.Dial(b.Address, 40*time.Second)
-		if err == nil && d.OK || time.Now().After(deadline) {
+	var rec Record
+	for until := time.Now().Add(60 * time.Second); ; {
+		rec, err = w.boot.Resolve(b.Address)
+		if err == nil && rec.OK && rec.Seq > before.Published.Seq || time.Now().After(until) {
 			break
 		}
 		time.Sleep(time.Second)
 	}
-	rows = append(rows, row("dial after b restart", d.OK, time.Since(start), d.Error))
+	rows = append(rows, row("resolve b after restart", rec.OK && rec.Seq > before.Published.Seq, time.Since(start),
+		fmt.Sprintf("seq %d -> %d %v %s", before.Published.Seq, rec.Seq, rec.Endpoints, rec.Error)))
+	if !rec.OK || rec.Seq <= before.Published.Seq {
+		t.Errorf("restarted node's new record not resolvable: %v %+v (old seq %d)", err, rec, before.Published.Seq)
+	}
+	start = time.Now()
+	deadline = time.Now().Add(90 * time.Second)
+	var firstErr string
+	tries := 0
+	for {
+		tries++
+		d, err = a.Dial(b.Address, 40*time.Second)
+		if err == nil && d.OK || time.Now().After(deadline) {
+			break
+		}
+		if firstErr == "" {
+			firstErr = fmt.Sprintf("%v %s: %s", err, d.Reason, d.Error)
+		}
+		time.Sleep(time.Second)
+	}
+	rows = append(rows, row("dial after b restart", d.OK, time.Since(start), fmt.Sprintf("%d dials, path %s; first failure: %s", tries, d.Path, firstErr)))
 	if !d.OK {
 		t.Errorf("restarted node not reachable: %v %s", err, d.Error)
 	}
@@ -140,10 +168,10 @@ func TestScenarios(t *testing.T) {
 		t.Fatal(err)
 	}
 	w.hub.Stop()
-	d, err = a.Dial(c.Address, 40*time.Second)
-	rows = append(rows, row("dial new peer, hub down (must fail)", !d.OK, time.Duration(d.TookMS)*time.Millisecond, d.Error))
-	if err != nil || d.OK || d.Error == "" {
-		t.Errorf("with the hub down a punch to a port-restricted peer must fail with a reason; got ok=%v err=%v reason=%q", d.OK, err, d.Error)
+	d, err = a.Dial(c.Address, 15*time.Second)
+	rows = append(rows, row("dial new peer, hub down (must fail)", !d.OK, time.Duration(d.TookMS)*time.Millisecond, d.Reason+": "+d.Error))
+	if err != nil || d.OK || d.Reason != "no-hub" || d.Error == "" {
+		t.Errorf("with the hub down a punch to a port-restricted peer must fail with reason no-hub and a message; got ok=%v err=%v reason=%q %q", d.OK, err, d.Reason, d.Error)
 	}
 	// ... and succeeds once the hub is back and both re-registered.
 	if err := w.hub.Start(); err != nil {
@@ -245,4 +273,48 @@ func TestPunchLatency(t *testing.T) {
 	wg.Wait()
 	sort.Strings(rows)
 	t.Logf("punch time (%d samples per row):\n%-38s %6s %10s %10s %10s  %s\n%s", samples, "pair", "rtt", "median", "min", "max", "paths", strings.Join(rows, "\n"))
+}
+
+// checkModeB sends FIND_NODE RPCs from a to b and checks from both nodes'
+// Mode B pool counters that the requests and their answers travelled over
+// the punched connection, not plain UDP.
+func checkModeB(t *testing.T, a, b *Node) string {
+	t.Helper()
+	const n = 10
+	start := time.Now()
+	var sa0, sb0 NodeStatus
+	for until := time.Now().Add(10 * time.Second); ; {
+		var err1, err2 error
+		sa0, err1 = a.Status()
+		sb0, err2 = b.Status()
+		if err1 == nil && err2 == nil && sa0.Pooled(b.Address) && sb0.Pooled(a.Address) || time.Now().After(until) {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if !sa0.Pooled(b.Address) || !sb0.Pooled(a.Address) {
+		t.Errorf("after the punch %s and %s do not pool each other (Mode B): %+v / %+v", a.Host.Name, b.Host.Name, sa0.Pool.Peers, sb0.Pool.Peers)
+	}
+	for i := 0; i < n; i++ {
+		fn, err := a.FindNode(b.Address)
+		if err != nil || !fn.OK || fn.Transport != "modeB" {
+			t.Errorf("FIND_NODE %s->%s #%d: %v %+v, want ok over modeB", a.Host.Name, b.Host.Name, i, err, fn)
+			break
+		}
+	}
+	sa1, err1 := a.Status()
+	sb1, err2 := b.Status()
+	if err1 != nil || err2 != nil {
+		t.Fatal(err1, err2)
+	}
+	d := func(x, y uint64) uint64 { return y - x }
+	detail := fmt.Sprintf("%s sent %d recv %d / %s recv %d sent %d over Mode B",
+		a.Host.Name, d(sa0.ModeBSent(), sa1.ModeBSent()), d(sa0.ModeBRecv(), sa1.ModeBRecv()),
+		b.Host.Name, d(sb0.ModeBRecv(), sb1.ModeBRecv()), d(sb0.ModeBSent(), sb1.ModeBSent()))
+	ok := d(sa0.ModeBSent(), sa1.ModeBSent()) >= n && d(sb0.ModeBRecv(), sb1.ModeBRecv()) >= n &&
+		d(sb0.ModeBSent(), sb1.ModeBSent()) >= n && d(sa0.ModeBRecv(), sa1.ModeBRecv()) >= n
+	if !ok {
+		t.Errorf("%d FIND_NODE %s->%s: Mode B counters did not move as expected: %s", n, a.Host.Name, b.Host.Name, detail)
+	}
+	return row(fmt.Sprintf("%d FIND_NODE %s->%s", n, a.Host.Name, b.Host.Name), ok, time.Since(start), detail)
 }
