@@ -70,7 +70,14 @@
 // The pool is bounded (LRU), expires idle entries, and eviction really closes
 // the QUIC connection. A connection that dies (peer gone, path broken, idle
 // timeout) is removed as soon as its context ends, so HasConn is exact and the
-// DHT can fall back and punch again. Punches go through a Scheduler: priority
+// DHT can fall back and punch again. Dead paths are found two ways: QUIC
+// keepalives every 10 s with a 30 s idle timeout cover idle connections, and a
+// silence check covers the case that matters to the DHT, RPCs over a path
+// that died: everything we send makes the peer's QUIC ACK within about one
+// RTT, so if no packet at all arrives within 5 s of a send, the entry is
+// closed and removed (PoolStats.Silent) and the DHT's next RPC goes over UDP
+// or triggers a new punch. No DHT-level timeout guessing is needed, and a
+// peer that simply does not answer a DHT request still ACKs it. Punches go through a Scheduler: priority
 // High > Low > Lowest, a global concurrency cap, at most one speculative
 // (Lowest) attempt, per-peer de-duplication and exponential back-off. Glare
 // (both sides punching at once) is settled by NodeID: the smaller NodeID keeps

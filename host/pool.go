@@ -28,6 +28,7 @@ const (
 	defaultSendQueueLen = 64
 	defaultPoolSize     = 64
 	defaultPoolIdle     = 5 * time.Minute
+	defaultSilence      = 5 * time.Second
 )
 
 // Pool errors.
@@ -48,8 +49,11 @@ type PoolConfig struct {
 	MaxSize      int         // entries; LRU beyond this (default 64)
 	IdleTimeout  time.Duration
 	SendQueueLen int
-	Logger       *slog.Logger
-	Now          func() time.Time
+	// SilenceTimeout: a connection that receives no packet at all (not even
+	// a QUIC ACK) within this long after we sent on it is dead (default 5 s).
+	SilenceTimeout time.Duration
+	Logger         *slog.Logger
+	Now            func() time.Time
 	// OnRemove is called (outside the pool lock) when an entry leaves the pool.
 	OnRemove func(id a2al.NodeID, reason string)
 }
@@ -75,6 +79,8 @@ type injectorBox struct{ Injector }
 type PoolStats struct {
 	SentDatagrams, SentStreams, RecvDatagrams, RecvStreams atomic.Uint64
 	QueueDrops, SendErrors, Added, Evicted, Dead, Replaced atomic.Uint64
+	// Silent counts the Dead entries found by the silence check (a subset).
+	Silent atomic.Uint64
 }
 
 type poolEntry struct {
@@ -102,6 +108,9 @@ func NewPool(cfg PoolConfig) *Pool {
 	}
 	if cfg.SendQueueLen <= 0 {
 		cfg.SendQueueLen = defaultSendQueueLen
+	}
+	if cfg.SilenceTimeout <= 0 {
+		cfg.SilenceTimeout = defaultSilence
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -368,13 +377,30 @@ func (p *Pool) deliver(e *poolEntry, data []byte) {
 	}
 }
 
+// sendLoop drains the entry's queue and runs the silence check: every packet
+// we send (a DATAGRAM or STREAM frame) makes the peer's QUIC send an ACK
+// within about one RTT, so when nothing at all has been received
+// SilenceTimeout after a send, the path is dead. That notices a peer that
+// vanished while the DHT keeps sending to it in seconds, instead of after the
+// 30 s QUIC idle timeout; a connection nobody sends on is left to the idle
+// timeout and the keepalives.
 func (p *Pool) sendLoop(ctx context.Context, e *poolEntry) {
 	defer p.wg.Done()
+	silence := time.NewTimer(time.Hour)
+	silence.Stop()
+	defer silence.Stop()
+	armed := false
+	var rxMark uint64
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case msg := <-e.sendq:
+			if !armed {
+				rxMark = e.conn.ConnectionStats().PacketsReceived
+				silence.Reset(p.cfg.SilenceTimeout)
+				armed = true
+			}
 			if err := p.sendOne(e, msg); err != nil {
 				p.stats.SendErrors.Add(1)
 				if e.conn.Context().Err() != nil {
@@ -382,6 +408,15 @@ func (p *Pool) sendLoop(ctx context.Context, e *poolEntry) {
 					return
 				}
 				p.cfg.Logger.Debug("mode B send failed", "peer", AddressText(e.peer), "err", err)
+			}
+		case <-silence.C:
+			armed = false
+			if e.conn.ConnectionStats().PacketsReceived == rxMark {
+				p.stats.Silent.Add(1)
+				p.cfg.Logger.Debug("mode B connection silent, closing", "peer", AddressText(e.peer),
+					"after", p.cfg.SilenceTimeout)
+				p.dead(e, "silent")
+				return
 			}
 		}
 	}
@@ -418,7 +453,7 @@ func (p *Pool) datagramLoop(ctx context.Context, e *poolEntry) {
 			if ctx.Err() != nil && e.conn.Context().Err() == nil {
 				return // entry closed locally
 			}
-			p.dead(e)
+			p.dead(e, "connection lost")
 			return
 		}
 		p.stats.RecvDatagrams.Add(1)
@@ -434,7 +469,7 @@ func (p *Pool) streamLoop(ctx context.Context, e *poolEntry) {
 			if ctx.Err() != nil && e.conn.Context().Err() == nil {
 				return
 			}
-			p.dead(e)
+			p.dead(e, "connection lost")
 			return
 		}
 		_ = s.SetReadDeadline(time.Now().Add(streamReadTimeout))
@@ -449,8 +484,9 @@ func (p *Pool) streamLoop(ctx context.Context, e *poolEntry) {
 }
 
 // dead handles a connection that ended underneath us (peer gone, idle timeout,
-// path broken): the entry is removed so the DHT falls back to UDP and may punch again.
-func (p *Pool) dead(e *poolEntry) {
+// path broken, silence): the entry is removed so the DHT falls back to UDP and
+// may punch again.
+func (p *Pool) dead(e *poolEntry, reason string) {
 	p.mu.Lock()
 	_, cur := p.entries[e.id]
 	cur = cur && p.entries[e.id] == e
@@ -459,5 +495,5 @@ func (p *Pool) dead(e *poolEntry) {
 	if cur {
 		p.stats.Dead.Add(1)
 	}
-	p.closeEntry(e, "connection lost")
+	p.closeEntry(e, reason)
 }

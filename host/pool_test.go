@@ -222,8 +222,51 @@ func TestPoolKilledPeerDetected(t *testing.T) {
 	// Kill b without any goodbye: its socket just disappears.
 	b.udp.Close()
 	waitFor(t, "a to detect the silent death", func() bool { return !a.pool.HasConn(b.id.NodeID) })
-	if a.pool.Stats().Dead.Load() != 1 {
-		t.Fatalf("dead counter %d", a.pool.Stats().Dead.Load())
+	// HasConn turns false with the connection's context, a moment before the
+	// read loops remove the entry and count it.
+	waitFor(t, "dead counter", func() bool { return a.pool.Stats().Dead.Load() == 1 })
+}
+
+// silentPair pools a connection whose idle timeout (30 s) is far beyond the
+// test, with a short silence timeout on a's side.
+func silentPair(t *testing.T) (a, b *testPeer) {
+	t.Helper()
+	a, b = newTestPeer(t, 4), newTestPeer(t, 4)
+	a.pool.Close()
+	a.pool = NewPool(PoolConfig{Self: a.id.NodeID, MaxSize: 4, SilenceTimeout: 300 * time.Millisecond})
+	a.pool.SetInjector(a.rec)
+	t.Cleanup(func() { a.pool.Close() })
+	connect(t, a, b)
+	return a, b
+}
+
+// A peer that vanishes while the DHT keeps sending to it is noticed by the
+// silence check (no ACK for what we sent), long before the QUIC idle timeout.
+func TestPoolSilentPeerDetected(t *testing.T) {
+	a, b := silentPair(t)
+	b.udp.Close() // gone without a word
+	waitFor(t, "silence detection", func() bool {
+		_, _ = a.pool.SendTo(context.Background(), b.id.NodeID, []byte{0xa0})
+		return !a.pool.HasConn(b.id.NodeID) && a.pool.Stats().Silent.Load() == 1
+	})
+	if got := a.pool.Stats().Dead.Load(); got != 1 {
+		t.Fatalf("dead counter %d", got)
+	}
+}
+
+// A live peer ACKs what we send, so steady sending over several silence
+// periods keeps the connection.
+func TestPoolLivePeerNotSilent(t *testing.T) {
+	a, b := silentPair(t)
+	deadline := time.Now().Add(5 * 300 * time.Millisecond)
+	for time.Now().Before(deadline) {
+		if ok, err := a.pool.SendTo(context.Background(), b.id.NodeID, []byte{0xa0}); !ok {
+			t.Fatalf("send failed: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if !a.pool.HasConn(b.id.NodeID) || a.pool.Stats().Silent.Load() != 0 {
+		t.Fatalf("live connection dropped as silent (silent=%d)", a.pool.Stats().Silent.Load())
 	}
 }
 
