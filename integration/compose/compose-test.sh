@@ -3,8 +3,10 @@
 #
 # Builds our static binaries and the FROM-scratch image, brings up
 # docker-compose.yml (hub + bootstrap on a WAN, two nodes behind NAT routers
-# of types NAT_A / NAT_B), waits until node_a has punched to node_b, prints
-# the outcome and always tears everything down. Exit status: 0 on success.
+# of types NAT_A / NAT_B) running the real `a2al-node run`, waits until
+# node_a has connected to node_b (punching if needed), checks that a DHT
+# FIND_NODE between them then rides the punched Mode B connection, prints the
+# outcome and always tears everything down. Exit status: 0 on success.
 #
 # Env: NAT_A, NAT_B (router types, default port-restricted), TIMEOUT (s, 180),
 #      KEEP=1 (leave the topology up for poking), COMPOSE (override the
@@ -29,7 +31,8 @@ if ! docker info >/dev/null 2>&1; then
   command -v dockerd >/dev/null || die "no running docker daemon and no dockerd to start"
   [ "$(id -u)" = 0 ] || die "no running docker daemon; start one or run as root"
   log "starting dockerd (vfs storage)"
-  dockerd --storage-driver=vfs >"${TMPDIR:-/tmp}/compose-test-dockerd.log" 2>&1 &
+  # --bridge=none: the lab only uses its own compose networks, so no docker0
+  dockerd --storage-driver=vfs --bridge=none >"${TMPDIR:-/tmp}/compose-test-dockerd.log" 2>&1 &
   STARTED_DOCKERD=$!
   for _ in $(seq 1 60); do docker info >/dev/null 2>&1 && break; sleep 1; done
   docker info >/dev/null 2>&1 || die "dockerd did not come up; see ${TMPDIR:-/tmp}/compose-test-dockerd.log"
@@ -72,7 +75,7 @@ BIN="$ROOT/integration/compose/bin"
 mkdir -p "$BIN"
 log "building static binaries"
 CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o "$BIN/" \
-  ./integration/natlab/internal/labnode ./cmd/signal-hub ./integration/compose/cmd/natrouter
+  ./cmd/a2al-node ./cmd/signal-hub ./integration/compose/cmd/natrouter
 log "building image $IMAGE (FROM scratch)"
 docker build -q -t "$IMAGE" "$ROOT/integration/compose" >/dev/null 2>&1 || die "docker build failed"
 
@@ -82,7 +85,8 @@ log "up: node_a behind $NAT_A, node_b behind $NAT_B"
 
 # dexec SERVICE CMD... runs a command in a service container.
 dexec() { local s=$1; shift; "${DC[@]}" exec -T "$s" "$@"; }
-# debug SERVICE PATH fetches a node's debug endpoint from inside its container.
+# debug SERVICE PATH fetches a node's control/debug endpoint from inside its
+# container (the API listens on the container's loopback only).
 debug() { dexec "$1" natrouter get --timeout 3s "http://127.0.0.1:8080$2"; }
 
 # Fail fast when a container died (e.g. a router that could not program nftables).
@@ -106,8 +110,8 @@ wait_for() { # wait_for DESCRIPTION COMMAND...
 # shellcheck source=integration/compose/node-api.sh
 . "$ROOT/integration/compose/node-api.sh"
 
-wait_for "node_a control endpoint" debug node_a /lab/status
-wait_for "node_b control endpoint" debug node_b /lab/status
+wait_for "node_a control endpoint" debug node_a /api/status
+wait_for "node_b control endpoint" debug node_b /api/status
 ADDR_B=$(node_address node_b)
 [ -n "$ADDR_B" ] || die "cannot read node_b's address"
 log "node_b address: $ADDR_B"
@@ -123,6 +127,10 @@ until OUT=$(punch node_a "$ADDR_B" 2>&1); do
   [ $SECONDS -lt $deadline ] || die "punch never succeeded; last output: $OUT"
   sleep 3
 done
-printf '\n%-10s %-20s %-20s %s\n' pair "NAT a" "NAT b" result
-printf '%-10s %-20s %-20s %s\n' "a->b" "$(node_nat node_a)" "$(node_nat node_b)" "$OUT"
+DHT=$(dht_transport node_a "$ADDR_B")
+printf '\n%-10s %-20s %-20s %-50s %s\n' pair "NAT a" "NAT b" "result (punch time, remote, path, candidates)" "FIND_NODE a->b"
+printf '%-10s %-20s %-20s %-50s %s\n' "a->b" "$(node_nat node_a)" "$(node_nat node_b)" "$OUT" "$DHT"
+case "$OUT" in
+  *" punched "*) [ "$DHT" = modeB ] || die "after the punch, FIND_NODE a->b went over '$DHT', want the Mode B connection" ;;
+esac
 log "PASS"

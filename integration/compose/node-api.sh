@@ -1,29 +1,43 @@
-# node-api.sh — how compose-test.sh talks to a node (sourced). These use the
-# labnode control API; adapt here when the nodes run a2al-node instead.
-# Requires debug()/dexec() from compose-test.sh.
+# node-api.sh — how compose-test.sh talks to an `a2al-node run` through its
+# local control API (sourced). Requires debug()/dexec() from compose-test.sh.
 
-node_address()   { debug "$1" /lab/status | field address; }
-node_nat()       { dexec "$1" natrouter get --field nat "http://127.0.0.1:8080/lab/status"; }
-node_nat_known() { [ "$(dexec "$1" natrouter get --field nat_known http://127.0.0.1:8080/lab/status)" = true ]; }
+api()            { dexec "$1" natrouter get --timeout "${3:-5s}" "${@:4}" "http://127.0.0.1:8080$2"; }
+node_address()   { api "$1" /api/status 5s --field address; }
+node_nat()       { api "$1" /api/status 5s --field nat.type; }
+node_nat_known() { [ "$(api "$1" /api/status 5s --field nat.known)" = true ]; }
 node_published() {
   dexec "$1" natrouter get http://127.0.0.1:8080/metrics | grep -Eq '^a2al_endpoint_publish_total [1-9]'
 }
-# punch SERVICE ADDRESS: dial (resolve, direct, then punch via the hub);
-# prints "ok <ms>ms <remote> <path>" and succeeds only when connected.
+# punch SERVICE ADDRESS: Mode A dial (resolve, direct, then punch via the
+# hub); prints "ok <ms>ms <remote> <path> <candidates>" and succeeds only
+# when connected, else prints "<reason>: <error>".
 punch() {
-  local body ok
-  body=$(dexec "$1" natrouter get --timeout 60s "http://127.0.0.1:8080/lab/dial?addr=$2&timeout=45s") || return 1
-  ok=$(printf '%s' "$body" | field ok)
-  if [ "$ok" != true ]; then
-    printf '%s\n' "$(printf '%s' "$body" | field error)"
+  local body
+  body=$(api "$1" "/api/dial?addr=$2&timeout=45s" 60s --method POST) || return 1
+  if [ "$(printf '%s' "$body" | field ok)" != true ]; then
+    printf '%s: %s\n' "$(printf '%s' "$body" | field reason)" "$(printf '%s' "$body" | field error)"
     return 1
   fi
-  local path
-  path=$(dexec "$1" natrouter get --field -1.path "http://127.0.0.1:8080/lab/punches" 2>/dev/null || echo direct)
-  printf 'ok %sms %s %s\n' "$(printf '%s' "$body" | field took_ms)" "$(printf '%s' "$body" | field remote)" "$path"
+  local took cands
+  # the punch's own time when the dial punched, else the dial's
+  took=$(printf '%s' "$body" | field punch.took_ms)
+  [ -n "$took" ] || took=$(printf '%s' "$body" | field took_ms)
+  cands=$(printf '%s' "$body" | field punch.candidates)
+  printf 'ok %sms %s %s %s\n' "$took" "$(printf '%s' "$body" | field remote)" \
+    "$(printf '%s' "$body" | field path)" "${cands:--}"
 }
-# field NAME: extract a top-level JSON field from stdin (no jq in the images
-# or necessarily on the host; the body is single-line JSON from Go).
-field() {
-  sed -n "s/.*\"$1\":\(\"[^\"]*\"\|[^,}]*\).*/\1/p" | head -n1 | tr -d '"'
+# dht_transport SERVICE ADDRESS: one FIND_NODE to ADDR; prints modeB or udp
+# (or "error: ...").
+dht_transport() {
+  local body
+  body=$(api "$1" "/api/findnode?addr=$2" 20s --method POST) || { echo "error: request failed"; return 0; }
+  if [ "$(printf '%s' "$body" | field ok)" = true ]; then
+    printf '%s\n' "$(printf '%s' "$body" | field transport)"
+  else
+    printf 'error: %s\n' "$(printf '%s' "$body" | field error)"
+  fi
 }
+# field PATH: print one field of the JSON document on stdin (dot path, e.g.
+# punch.took_ms), or nothing if absent; uses the natrouter binary built on the
+# host ($BIN), since neither the images nor necessarily the host have jq.
+field() { "$BIN/natrouter" field "$1" 2>/dev/null || true; }

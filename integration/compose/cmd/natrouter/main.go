@@ -4,8 +4,10 @@
 //	    programs a NAT router (nftables via netlink) and waits for SIGTERM;
 //	natrouter exec --via 10.1.0.254 [--add-addr 203.0.113.3/24] -- prog args...
 //	    points the default route at a router, adds addresses, then execs prog;
-//	natrouter get [--timeout 5s] URL
+//	natrouter get [--timeout 5s] [--method POST] [--field a.b] URL
 //	    prints an HTTP body (the images have no curl), non-zero on failure;
+//	natrouter field PATH < body.json
+//	    prints one field of a JSON document (dot path, as get --field);
 //	natrouter whoami [--listen :8080]
 //	    answers HTTP requests with the caller's address as seen here (used to
 //	    check that a LAN container reaches the WAN through its NAT).
@@ -45,6 +47,8 @@ func main() {
 		err = runExec(os.Args[2:])
 	case "get":
 		err = runGet(os.Args[2:])
+	case "field":
+		err = runField(os.Args[2:])
 	case "whoami":
 		err = runWhoami(os.Args[2:])
 	default:
@@ -57,7 +61,7 @@ func main() {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: natrouter router|exec|get ... (see package doc)")
+	fmt.Fprintln(os.Stderr, "usage: natrouter router|exec|get|field|whoami ... (see package doc)")
 	os.Exit(2)
 }
 
@@ -153,13 +157,17 @@ func runGet(args []string) error {
 	fs := flag.NewFlagSet("get", flag.ExitOnError)
 	timeout := fs.Duration("timeout", 5*time.Second, "request deadline")
 	field := fs.String("field", "", "print only this field of a JSON body (dot path, e.g. nat.type or punches.0.ok)")
+	method := fs.String("method", http.MethodGet, "HTTP method (GET or POST; no body is sent)")
 	_ = fs.Parse(args)
+	if *method != http.MethodGet && *method != http.MethodPost {
+		return fmt.Errorf("method %q: want GET or POST", *method)
+	}
 	if fs.NArg() != 1 {
 		return errors.New("want exactly one URL")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fs.Arg(0), nil)
+	req, err := http.NewRequestWithContext(ctx, *method, fs.Arg(0), nil)
 	if err != nil {
 		return err
 	}
@@ -173,13 +181,31 @@ func runGet(args []string) error {
 		return err
 	}
 	if resp.StatusCode/100 != 2 {
-		return fmt.Errorf("%s: HTTP %s", fs.Arg(0), resp.Status)
+		return fmt.Errorf("%s: HTTP %s: %s", fs.Arg(0), resp.Status, strings.TrimSpace(string(body)))
 	}
 	if *field == "" {
 		_, err = os.Stdout.Write(body)
 		return err
 	}
 	v, err := jsonField(body, *field)
+	if err != nil {
+		return err
+	}
+	fmt.Println(v)
+	return nil
+}
+
+// runField prints one field of the JSON document on stdin (scripts on the
+// host have no jq either).
+func runField(args []string) error {
+	if len(args) != 1 {
+		return errors.New("want exactly one dot path")
+	}
+	body, err := io.ReadAll(io.LimitReader(os.Stdin, 8<<20))
+	if err != nil {
+		return err
+	}
+	v, err := jsonField(body, args[0])
 	if err != nil {
 		return err
 	}
