@@ -173,22 +173,22 @@ func New(cfg Config) (*Host, error) {
 	h.pool = NewPool(PoolConfig{Self: id.NodeID, MaxSize: cfg.PoolSize, IdleTimeout: cfg.PoolIdle,
 		Logger: cfg.Logger, Now: cfg.Now})
 	h.sched = NewScheduler(cfg.Sched, h.runPunch, h.rejectPunch)
+	abort := func(what string, err error) (*Host, error) {
+		h.sched.Close()
+		h.pool.Close()
+		h.closeParts()
+		return nil, fmt.Errorf("host: %s: %w", what, err)
+	}
 	seen := ""
 	if cfg.DataDir != "" {
 		if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-			h.sched.Close()
-			h.pool.Close()
-			h.closeParts()
-			return nil, fmt.Errorf("host: data dir: %w", err)
+			return abort("data dir", err)
 		}
 		seen = filepath.Join(cfg.DataDir, "seen-peers")
 	}
 	ks, err := crypto.NewMemKeyStoreFromPrivateKey(cfg.Key)
 	if err != nil {
-		h.sched.Close()
-		h.pool.Close()
-		h.closeParts()
-		return nil, fmt.Errorf("host: key store: %w", err)
+		return abort("key store", err)
 	}
 	h.node, err = dht.NewNode(dht.Config{
 		Transport:      h.demux.DHT(),
@@ -199,10 +199,7 @@ func New(cfg Config) (*Host, error) {
 		PunchTransport: (*punchTransport)(h),
 	})
 	if err != nil {
-		h.sched.Close()
-		h.pool.Close()
-		h.closeParts()
-		return nil, fmt.Errorf("host: dht node: %w", err)
+		return abort("dht node", err)
 	}
 	h.pool.SetInjector(h.node)
 	h.registerNodeMetrics()

@@ -51,23 +51,13 @@ func DefaultICETimers() ICETimers {
 
 func (t ICETimers) withDefaults() ICETimers {
 	d := DefaultICETimers()
-	if t.CredWait <= 0 {
-		t.CredWait = d.CredWait
-	}
-	if t.Connect <= 0 {
-		t.Connect = d.Connect
-	}
-	if t.Check <= 0 {
-		t.Check = d.Check
-	}
-	if t.Disconnected <= 0 {
-		t.Disconnected = d.Disconnected
-	}
-	if t.Failed <= 0 {
-		t.Failed = d.Failed
-	}
-	if t.Keepalive <= 0 {
-		t.Keepalive = d.Keepalive
+	for _, f := range []struct{ v, def *time.Duration }{
+		{&t.CredWait, &d.CredWait}, {&t.Connect, &d.Connect}, {&t.Check, &d.Check},
+		{&t.Disconnected, &d.Disconnected}, {&t.Failed, &d.Failed}, {&t.Keepalive, &d.Keepalive},
+	} {
+		if *f.v <= 0 {
+			*f.v = *f.def
+		}
 	}
 	return t
 }

@@ -450,10 +450,7 @@ func (p *Pool) datagramLoop(ctx context.Context, e *poolEntry) {
 	for {
 		data, err := e.conn.ReceiveDatagram(ctx)
 		if err != nil {
-			if ctx.Err() != nil && e.conn.Context().Err() == nil {
-				return // entry closed locally
-			}
-			p.dead(e, "connection lost")
+			p.loopEnded(ctx, e)
 			return
 		}
 		p.stats.RecvDatagrams.Add(1)
@@ -466,10 +463,7 @@ func (p *Pool) streamLoop(ctx context.Context, e *poolEntry) {
 	for {
 		s, err := e.conn.AcceptUniStream(ctx)
 		if err != nil {
-			if ctx.Err() != nil && e.conn.Context().Err() == nil {
-				return
-			}
-			p.dead(e, "connection lost")
+			p.loopEnded(ctx, e)
 			return
 		}
 		_ = s.SetReadDeadline(time.Now().Add(streamReadTimeout))
@@ -481,6 +475,15 @@ func (p *Pool) streamLoop(ctx context.Context, e *poolEntry) {
 		p.stats.RecvStreams.Add(1)
 		p.deliver(e, data)
 	}
+}
+
+// loopEnded is called when a receive loop stops: nothing to do if the entry
+// was closed locally, else the connection died underneath us.
+func (p *Pool) loopEnded(ctx context.Context, e *poolEntry) {
+	if ctx.Err() != nil && e.conn.Context().Err() == nil {
+		return
+	}
+	p.dead(e, "connection lost")
 }
 
 // dead handles a connection that ended underneath us (peer gone, idle timeout,

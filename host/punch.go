@@ -71,23 +71,22 @@ func (h *Host) natPair(peer a2al.NodeID, er *protocol.EndpointRecord) string {
 	}
 	remote := "unknown"
 	if er != nil {
-		remote = wireNATName(er.NatType)
+		remote = WireNATName(er.NatType)
 	}
 	return local + "->" + remote
 }
 
-func wireNATName(t uint8) string {
-	switch t {
-	case protocol.NATFullCone:
-		return "full-cone"
-	case protocol.NATRestricted:
-		return "address-restricted"
-	case protocol.NATPortRestricted:
-		return "port-restricted"
-	case protocol.NATSymmetric:
-		return "symmetric"
+// WireNATName names an endpoint record's NAT type ("port-restricted", ...,
+// "unknown"); natprobe's classification-to-wire mapping is the one source, and
+// open hosts publish as full cone.
+func WireNATName(t uint8) string {
+	for _, k := range []natprobe.NATType{natprobe.TypeFullCone, natprobe.TypeAddressRestricted,
+		natprobe.TypePortRestricted, natprobe.TypeSymmetric} {
+		if k.WireNATType() == t {
+			return string(k)
+		}
 	}
-	return "unknown"
+	return string(natprobe.TypeUnknown)
 }
 
 const maxPunchLog = 128

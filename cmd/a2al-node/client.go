@@ -117,17 +117,10 @@ func printRecord(w io.Writer, er *protocol.EndpointRecord) {
 }
 
 func natName(t uint8) string {
-	switch t {
-	case protocol.NATFullCone:
-		return "full-cone/open"
-	case protocol.NATRestricted:
-		return "address-restricted"
-	case protocol.NATPortRestricted:
-		return "port-restricted"
-	case protocol.NATSymmetric:
-		return "symmetric"
+	if t == protocol.NATFullCone {
+		return host.WireNATName(t) + "/open"
 	}
-	return "unknown"
+	return host.WireNATName(t)
 }
 
 func cmdResolve(ctx context.Context, args []string, stdout, stderr io.Writer) error {

@@ -232,24 +232,32 @@ func (w *World) AddNAT(kind natprobe.NATType) (*Host, error) {
 
 // AddOpenHost adds a host with a public IP directly on the WAN.
 func (w *World) AddOpenHost() (*Host, error) {
-	w.mu.Lock()
-	if w.closed {
-		w.mu.Unlock()
-		return nil, errors.New("natsim: world closed")
+	idx, err := w.reserve(&w.open, maxOpenHosts, "open hosts")
+	if err != nil {
+		return nil, err
 	}
-	if w.open >= maxOpenHosts {
-		w.mu.Unlock()
-		return nil, errors.New("natsim: too many open hosts")
-	}
-	w.open++
-	ip := fmt.Sprintf("1.2.3.%d", 199+w.open)
-	w.mu.Unlock()
+	ip := fmt.Sprintf("1.2.3.%d", 199+idx)
 	n, err := w.attach(ip)
 	if err != nil {
 		return nil, err
 	}
 	pub := net.ParseIP(ip).To4()
 	return &Host{Net: n, IP: pub, PublicIP: pub, Kind: natprobe.TypeOpen}, nil
+}
+
+// reserve takes the next 1-based index from counter (nats or open), which
+// numbers the addresses, unless the world is closed or limit is reached.
+func (w *World) reserve(counter *int, limit int, what string) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.closed {
+		return 0, errors.New("natsim: world closed")
+	}
+	if *counter >= limit {
+		return 0, fmt.Errorf("natsim: too many %s (limit %d)", what, limit)
+	}
+	*counter++
+	return *counter, nil
 }
 
 // NewNAT adds an empty LAN behind a NAT of the given kind; add hosts with
@@ -276,18 +284,10 @@ func (w *World) NewNAT(kind natprobe.NATType) (*NAT, error) {
 
 // NewCustomNAT adds an empty LAN behind a NAT with an arbitrary vnet behaviour.
 func (w *World) NewCustomNAT(t vnet.NATType) (*NAT, error) {
-	w.mu.Lock()
-	if w.closed {
-		w.mu.Unlock()
-		return nil, errors.New("natsim: world closed")
+	idx, err := w.reserve(&w.nats, maxNATs, "NATs")
+	if err != nil {
+		return nil, err
 	}
-	if w.nats >= maxNATs {
-		w.mu.Unlock()
-		return nil, errors.New("natsim: too many NATs")
-	}
-	w.nats++
-	idx := w.nats
-	w.mu.Unlock()
 
 	pub := fmt.Sprintf("1.2.3.%d", 99+idx)
 	nt := t
