@@ -143,8 +143,16 @@ func TestHostGoroutinesReturnToBaseline(t *testing.T) {
 		s := newSim(t, 0)
 		a, _ := s.addNode(natprobe.TypePortRestricted)
 		b, erB := s.addNode(natprobe.TypeFullCone)
+		// An unpunchable pair too, so a failed ICE session is cleaned up as well.
+		c, _ := s.addNode(natprobe.TypeSymmetric)
+		d, erD := s.addNode(natprobe.TypePortRestricted)
 		a.sched.Enqueue(b.NodeID(), erB, PrioHigh)
+		c.sched.Enqueue(d.NodeID(), erD, PrioHigh)
 		waitFor(t, "pooled", func() bool { return b.pool.HasConn(a.NodeID()) && a.pool.HasConn(b.NodeID()) })
+		waitFor(t, "failed punch", func() bool { return len(c.Punches()) > 0 })
+		if p := c.Punches()[0]; p.OK {
+			t.Fatal("symmetric -> port-restricted punched")
+		}
 	})
 	deadline := time.Now().Add(20 * time.Second)
 	for runtime.NumGoroutine() > base+3 {
