@@ -138,7 +138,11 @@ func TestServerLoopback(t *testing.T) {
 			}
 		})
 	}
-	st := srv.Stats()
+	// The server counts a response after the send returns, which can be after
+	// the client already read it: wait (bounded) for the counters to settle.
+	st := waitStats(t, srv, func(st natprobe.ServerStats) bool {
+		return st.Requests == 4 && st.Responses == 4 && st.ChangeRequests == 3
+	})
 	if st.Requests != 4 || st.Responses != 4 || st.ChangeRequests != 3 {
 		t.Fatalf("stats %+v", st)
 	}
@@ -188,8 +192,8 @@ func TestServerHardening(t *testing.T) {
 	if err := stun.Fingerprint.Check(m); err != nil {
 		t.Fatalf("reply fingerprint: %v", err)
 	}
-	st := srv.Stats()
 	want := natprobe.ServerStats{Requests: 3, Responses: 1, Malformed: 4, Ignored: 2, DroppedAmplify: 1, ChangeRequests: 1, ChangeUnsupported: 1}
+	st := waitStats(t, srv, func(st natprobe.ServerStats) bool { return st == want })
 	if st != want {
 		t.Fatalf("stats %+v, want %+v", st, want)
 	}
@@ -358,5 +362,19 @@ func TestClassifyResolver(t *testing.T) {
 	}
 	if _, err := natprobe.Classify(ctx, natprobe.ClassifyConfig{Conn: c, Servers: []string{"missing.test:1"}, Resolver: fakeResolver{}}); err == nil {
 		t.Fatal("unresolvable server accepted")
+	}
+}
+
+// waitStats polls the server's counters until cond holds or 2 s pass and
+// returns the last snapshot (the caller asserts on it).
+func waitStats(t *testing.T, srv *natprobe.Server, cond func(natprobe.ServerStats) bool) natprobe.ServerStats {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		st := srv.Stats()
+		if cond(st) || time.Now().After(deadline) {
+			return st
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }
