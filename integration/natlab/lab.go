@@ -386,6 +386,20 @@ func (r *Router) FlushConntrack() error {
 	return nil
 }
 
+// BlockUDP drops forwarded UDP to and from ip in the router (a path outage
+// towards one peer) until the returned undo is called.
+func (r *Router) BlockUDP(ip net.IP) (undo func() error, err error) {
+	rules := fmt.Sprintf("table ip natlab_block {\n chain outage {\n  type filter hook forward priority -10; policy accept;\n"+
+		"  ip saddr %s meta l4proto udp drop\n  ip daddr %s meta l4proto udp drop\n }\n}\n", ip, ip)
+	if _, err := r.NS.RunStdin(rules, "nft", "-f", "-"); err != nil {
+		return nil, fmt.Errorf("natlab: block udp %s in %s: %w", ip, r.NS.Name, err)
+	}
+	return func() error {
+		_, err := r.NS.Run("nft", "delete", "table", "ip", "natlab_block")
+		return err
+	}, nil
+}
+
 // Conntrack lists the router's UDP conntrack entries (for logs).
 func (r *Router) Conntrack() string {
 	out, _ := r.NS.Run("conntrack", "-L", "-p", "udp")

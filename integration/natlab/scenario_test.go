@@ -110,6 +110,53 @@ func TestScenarios(t *testing.T) {
 		t.Errorf("a could not reach b again after the conntrack flush: %v %s", err, d.Error)
 	}
 
+	// Path outage: drop UDP between the routers until the punched
+	// connections time out, then restore the path and flush conntrack: the
+	// next dial must punch again.
+	undo, err := b.Host.Router.BlockUDP(a.Host.PublicIP())
+	if err != nil {
+		t.Fatal(err)
+	}
+	start = time.Now()
+	var st NodeStatus
+	for until := time.Now().Add(60 * time.Second); ; {
+		st, err = a.Status()
+		held, _ = a.HeldConn(b.Address)
+		if err == nil && !st.Pooled(b.Address) && !held.Alive || time.Now().After(until) {
+			break
+		}
+		time.Sleep(time.Second)
+	}
+	gone := time.Since(start)
+	if err := undo(); err != nil {
+		t.Fatal(err)
+	}
+	rows = append(rows, row("path outage: pooled conn dropped", !st.Pooled(b.Address) && !held.Alive, gone, "held conn: "+held.Error))
+	if st.Pooled(b.Address) {
+		t.Errorf("a still pools b %v after the path was cut", gone)
+	}
+	for _, n := range []*Node{a, b} {
+		if err := n.Host.Router.FlushConntrack(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	start = time.Now()
+	tries, repunched := 0, false
+	for deadline := time.Now().Add(90 * time.Second); ; {
+		tries++
+		d, err = a.Dial(b.Address, 40*time.Second)
+		repunched = repunched || d.Punch != nil && d.Punch.OK
+		if err == nil && d.OK || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(time.Second)
+	}
+	rows = append(rows, row("re-punch after outage + ct flush", d.OK && d.Path == "punched", time.Since(start),
+		fmt.Sprintf("%d dials, path %s, new punch %v; %s %s", tries, d.Path, repunched, d.Reason, d.Error)))
+	if !d.OK || d.Path != "punched" {
+		t.Errorf("no punched connection after the outage: %v %+v", err, d)
+	}
+
 	// Restart: same key and data dir; b must come back under its address,
 	// re-publish and be resolvable with the new record.
 	oldAddr := b.Address
@@ -144,7 +191,7 @@ func TestScenarios(t *testing.T) {
 	start = time.Now()
 	deadline = time.Now().Add(90 * time.Second)
 	var firstErr string
-	tries := 0
+	tries = 0
 	for {
 		tries++
 		d, err = a.Dial(b.Address, 40*time.Second)
