@@ -141,7 +141,7 @@ func TestScenarios(t *testing.T) {
 		}
 	}
 	start = time.Now()
-	tries, repunched := 0, false
+	tries, repunched, firstFail := 0, false, ""
 	for deadline := time.Now().Add(90 * time.Second); ; {
 		tries++
 		d, err = a.Dial(b.Address, 40*time.Second)
@@ -149,10 +149,13 @@ func TestScenarios(t *testing.T) {
 		if err == nil && d.OK || time.Now().After(deadline) {
 			break
 		}
+		if firstFail == "" {
+			firstFail = fmt.Sprintf("%v %s: %s", err, d.Reason, d.Error)
+		}
 		time.Sleep(time.Second)
 	}
 	rows = append(rows, row("re-punch after outage + ct flush", d.OK && d.Path == "punched", time.Since(start),
-		fmt.Sprintf("%d dials, path %s, new punch %v; %s %s", tries, d.Path, repunched, d.Reason, d.Error)))
+		fmt.Sprintf("%d dials, path %s, new punch %v; first failure: %s", tries, d.Path, repunched, firstFail)))
 	if !d.OK || d.Path != "punched" {
 		t.Errorf("no punched connection after the outage: %v %+v", err, d)
 	}
