@@ -52,7 +52,7 @@ type pairResult struct {
 	path       string        // direct | punched
 	cands      string        // ICE candidate types local->remote of the punch
 	modeB      string        // FIND_NODE a->b after the connection: transport, or "-"
-	reason     string // the dial's failure code
+	reason     string        // the dial's failure code
 	why        string
 	retries    int // resolution retries before the dial
 }
