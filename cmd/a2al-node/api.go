@@ -28,6 +28,7 @@ import (
 	"github.com/a2alnode/a2al"
 	"github.com/a2alnode/a2al/dht"
 	"github.com/a2alnode/a2al/host"
+	"github.com/a2alnode/a2al/natprobe"
 	"github.com/a2alnode/a2al/protocol"
 	"github.com/a2alnode/a2al/signal"
 )
@@ -65,11 +66,12 @@ type api struct {
 	log   *slog.Logger
 	start time.Time
 	sem   chan struct{}
-	busy  sync.WaitGroup // running limited handlers
 
-	mu     sync.Mutex
-	kept   map[a2al.Address]*keptConn
-	closed bool
+	mu       sync.Mutex
+	kept     map[a2al.Address]*keptConn
+	closed   bool
+	inflight int           // running dial/punch/findnode/resolve handlers
+	drained  chan struct{} // closed when inflight drops to 0 after Close
 }
 
 type keptConn struct {
@@ -100,17 +102,24 @@ func (a *api) mount(mux *http.ServeMux) {
 // Close waits (bounded) for running dial/punch/findnode requests, whose
 // contexts end when the HTTP server closes, then closes kept connections.
 func (a *api) Close() {
-	done := make(chan struct{})
-	go func() { a.busy.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(15 * time.Second):
-		a.log.Warn("control API: requests still running at shutdown")
+	a.mu.Lock()
+	a.closed = true
+	var drained chan struct{}
+	if a.inflight > 0 {
+		a.drained = make(chan struct{})
+		drained = a.drained
+	}
+	a.mu.Unlock()
+	if drained != nil {
+		select {
+		case <-drained:
+		case <-time.After(15 * time.Second):
+			a.log.Warn("control API: requests still running at shutdown")
+		}
 	}
 	a.mu.Lock()
 	kept := a.kept
 	a.kept = map[a2al.Address]*keptConn{}
-	a.closed = true
 	a.mu.Unlock()
 	for _, k := range kept {
 		_ = k.c.Close()
@@ -161,12 +170,29 @@ func (a *api) limited(f http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		select {
 		case a.sem <- struct{}{}:
-			a.busy.Add(1)
-			defer func() { <-a.sem; a.busy.Done() }()
-			f(w, r)
 		default:
 			apiError(w, http.StatusTooManyRequests, "busy", fmt.Sprintf("%d requests already running", apiMaxInflight))
+			return
 		}
+		defer func() { <-a.sem }()
+		a.mu.Lock()
+		if a.closed {
+			a.mu.Unlock()
+			apiError(w, http.StatusServiceUnavailable, "closed", "the node is shutting down")
+			return
+		}
+		a.inflight++
+		a.mu.Unlock()
+		defer func() {
+			a.mu.Lock()
+			a.inflight--
+			if a.inflight == 0 && a.drained != nil {
+				close(a.drained)
+				a.drained = nil
+			}
+			a.mu.Unlock()
+		}()
+		f(w, r)
 	}
 }
 
@@ -321,7 +347,9 @@ type DialResult struct {
 	Punch *PunchView `json:"punch,omitempty"`
 	Kept  bool       `json:"kept,omitempty"`
 	// Reason is a stable failure code: no-endpoint-record, unreachable,
-	// punch-failed, timeout, self, closed or error.
+	// punch-failed, no-hub (a punch was needed but this node has no live
+	// hub connection), udp-blocked (this node cannot use UDP at all),
+	// timeout, self, closed or error.
 	Reason string `json:"reason,omitempty"`
 	Error  string `json:"error,omitempty"`
 }
@@ -411,6 +439,7 @@ func (a *api) dial(w http.ResponseWriter, r *http.Request) {
 		if res.Reason == "punch-failed" && punched && p.Reason != "" {
 			res.Error = fmt.Sprintf("punch: %s; %s", p.Reason, res.Error)
 		}
+		a.explain(&res)
 		writeJSON(w, res)
 		return
 	}
@@ -437,6 +466,27 @@ func (a *api) dial(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, res)
 }
 
+// explain replaces a generic failure code with the local condition that
+// caused it, when the node knows one: it cannot use UDP at all, or a punch
+// was needed while it has no live signaling hub connection.
+func (a *api) explain(res *DialResult) {
+	switch res.Reason {
+	case "self", "closed":
+		return
+	}
+	if nr, ok := a.h.NATResult(); ok && nr.Type == natprobe.TypeUDPBlocked {
+		res.Reason = "udp-blocked"
+		res.Error = "this node's UDP is blocked (NAT classification udp-blocked), so it cannot reach the DHT or punch; " + res.Error
+		return
+	}
+	st := a.h.Status()
+	if (res.Reason == "timeout" || res.Reason == "punch-failed") && st.Hubs > 0 && st.HubsRegistered == 0 &&
+		strings.Contains(res.Error, "punch") {
+		res.Reason = "no-hub"
+		res.Error = fmt.Sprintf("no live signaling hub connection (0 of %d hubs registered), so the punch could not be signalled; %s", st.Hubs, res.Error)
+	}
+}
+
 func (a *api) punch(w http.ResponseWriter, r *http.Request) {
 	peer, ok := peerParam(w, r)
 	if !ok {
@@ -458,6 +508,7 @@ func (a *api) punch(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		res.Error = err.Error()
 		res.Reason = dialReason(err, p.Peer != "")
+		a.explain(&res)
 	}
 	writeJSON(w, res)
 }

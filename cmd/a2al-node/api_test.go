@@ -3,15 +3,20 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/ed25519"
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"runtime"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/a2alnode/a2al/host"
 )
 
 // freeTCPAddr returns a loopback address with a port free right now.
@@ -251,5 +256,42 @@ func TestEndpointUDPAddr(t *testing.T) {
 		if a, err := endpointUDPAddr(bad); err == nil {
 			t.Errorf("%q -> %v, want an error", bad, a)
 		}
+	}
+}
+
+// TestExplainNoHub: a punch that timed out while the node has no live hub
+// connection is reported as no-hub; other failures keep their code.
+func TestExplainNoHub(t *testing.T) {
+	_, key, err := ed25519.GenerateKey(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := host.New(host.Config{Key: key, ListenAddr: "127.0.0.1:0", HubURLs: []string{"ws://127.0.0.1:1"},
+		DisableNAT: true, DisableMaintenance: true, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	a := newAPI(h, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	defer a.Close()
+	res := DialResult{Reason: "timeout", Error: "host: peer unreachable: x: direct: skipped; punch: context deadline exceeded"}
+	a.explain(&res)
+	if res.Reason != "no-hub" || !strings.Contains(res.Error, "0 of 1 hubs registered") {
+		t.Fatalf("explain = %+v, want no-hub", res)
+	}
+	res = DialResult{Reason: "no-endpoint-record", Error: "resolve: dht: no endpoint record"}
+	a.explain(&res)
+	if res.Reason != "no-endpoint-record" {
+		t.Fatalf("explain changed an unrelated failure: %+v", res)
+	}
+
+	// After Close, long-running endpoints refuse instead of starting work.
+	mux := http.NewServeMux()
+	a.mount(mux)
+	a.Close()
+	rec := httptest.NewRecorder()
+	mux.ServeHTTP(rec, httptest.NewRequest("POST", "/api/dial?addr="+host.AddressText(h.Address()), nil))
+	if rec.Code != http.StatusServiceUnavailable || !strings.Contains(rec.Body.String(), `"code":"closed"`) {
+		t.Fatalf("dial after Close: %d %s", rec.Code, rec.Body.String())
 	}
 }
