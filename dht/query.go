@@ -147,11 +147,14 @@ func (q *queryRun) add(ni protocol.NodeInfo, addr net.Addr) {
 }
 
 // window returns the K closest candidates that are neither failed nor
-// handed off as slow.
-func (q *queryRun) window(fn func(*qcand) bool) {
+// handed off as slow. With decided set it also leaves out Bad peers not yet
+// tried: they get one slot at a time and are tried when it is free, but
+// never hold the lookup open (with many dead peers in the neighbourhood
+// that would serialise one hard timeout per dead peer).
+func (q *queryRun) window(decided bool, fn func(*qcand) bool) {
 	k := 0
 	for _, c := range q.cands {
-		if c.st == qFailed || c.st == qSlow {
+		if c.st == qFailed || c.st == qSlow || decided && c.bad && c.st == qNew {
 			continue
 		}
 		if !fn(c) {
@@ -164,7 +167,7 @@ func (q *queryRun) window(fn func(*qcand) bool) {
 }
 
 func (q *queryRun) launch(ctx context.Context) {
-	q.window(func(c *qcand) bool {
+	q.window(false, func(c *qcand) bool {
 		if q.inflight >= q.alpha || q.outstanding >= queryMaxOutstanding || q.rpcs >= queryMaxRPCs {
 			return false
 		}
@@ -215,7 +218,7 @@ func (q *queryRun) finished() bool {
 func (q *queryRun) closestAnswered() bool {
 	all := true
 	seen := 0
-	q.window(func(c *qcand) bool {
+	q.window(true, func(c *qcand) bool {
 		if c.st != qDone {
 			all = false
 			return false
@@ -248,12 +251,12 @@ func (q *queryRun) nextDeadline() time.Time {
 func (q *queryRun) release(c *qcand) {
 	if c.st == qInflight {
 		q.inflight--
-	}
-	if c.st == qInflight || c.st == qSlow {
-		q.outstanding--
 		if c.bad {
 			q.badInflight--
 		}
+	}
+	if c.st == qInflight || c.st == qSlow {
+		q.outstanding--
 	}
 }
 
@@ -271,6 +274,9 @@ func (q *queryRun) onTimeouts(now time.Time) {
 			}
 		case c.st == qInflight && !now.Before(c.soft):
 			q.inflight--
+			if c.bad {
+				q.badInflight-- // a slow Bad peer frees its slot too
+			}
 			c.st = qSlow
 		}
 	}
