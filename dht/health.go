@@ -110,6 +110,21 @@ func (h *healthTable) srttOf(id a2al.NodeID) time.Duration {
 	return 0
 }
 
+// lastHeard is the latest first-hand sign of life from id: an answer to
+// our RPC or a verified datagram it sent us (zero if none).
+func (h *healthTable) lastHeard(id a2al.NodeID) time.Time {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	e := h.m[id]
+	if e == nil {
+		return time.Time{}
+	}
+	if e.lastInbound.After(e.lastSuccess) {
+		return e.lastInbound
+	}
+	return e.lastSuccess
+}
+
 func (h *healthTable) globalSRTT() time.Duration {
 	h.mu.RLock()
 	defer h.mu.RUnlock()

@@ -19,6 +19,7 @@ const (
 	taskQueueCap     = 64
 	taskWorkers      = 4
 	evictPingTimeout = 2 * time.Second
+	evictFresh       = time.Minute // an LRU verified this recently is kept without a ping
 	decodeLogEvery   = 30 * time.Second
 )
 
@@ -171,6 +172,13 @@ func (n *Node) checkEviction(j *evictJob) {
 		// LRU already gone: try the newcomer directly.
 		n.tabMu.Lock()
 		n.tab.Add(j.cand, true, now)
+		n.tabMu.Unlock()
+		return
+	}
+	if heard := n.health.lastHeard(cur.Info.NodeID); !heard.IsZero() && now.Sub(heard) < evictFresh {
+		// Heard from the LRU moments ago: it is alive, no ping needed.
+		n.tabMu.Lock()
+		n.tab.Add(j.cand, false, now)
 		n.tabMu.Unlock()
 		return
 	}

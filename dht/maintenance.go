@@ -3,6 +3,7 @@ package dht
 import (
 	"context"
 	crand "crypto/rand"
+	"math/rand/v2"
 	"time"
 
 	"github.com/a2alnode/a2al/dht/internal/routing"
@@ -17,13 +18,33 @@ const (
 	maintRefillPerTick  = 2
 	maintPingTimeout    = 3 * time.Second
 	refillLookupTimeout = 15 * time.Second
+	selfRefreshEvery    = 10 * time.Minute
 )
+
+// deepBucket is the first bucket index that cannot be expected to hold K/2
+// nodes in a network of est nodes (bucket i covers 1/2^(i+1) of the space).
+// Those buckets hold the nodes nearest to us, which a self-lookup finds all
+// at once; refilling each of them with a lookup of its own would cost a
+// lookup per bucket and, with fewer than K/2 nodes there, never satisfy the
+// refill rule anyway.
+func deepBucket(est int) int {
+	if est <= 0 {
+		return routing.NumBuckets // unknown: refill every bucket
+	}
+	i := 0
+	for i < routing.NumBuckets && est>>(i+1) >= routing.K/2 {
+		i++
+	}
+	return i
+}
 
 // maintenanceLoop runs every probeTick on the node clock: replica probes,
 // then routing maintenance. All network work goes to the bounded worker
 // pool so one slow peer never delays the tick (W-16).
 func (n *Node) maintenanceLoop() {
-	t := n.clk.NewTimer(probeTick)
+	// Jittered ticks: nodes started together (a restart of many daemons, a
+	// simulation) must not run their refills and probes in lock-step.
+	t := n.clk.NewTimer(probeTick/2 + rand.N(probeTick/2))
 	defer t.Stop()
 	for {
 		select {
@@ -33,7 +54,7 @@ func (n *Node) maintenanceLoop() {
 			n.replTick()
 			n.routingMaintenance()
 			n.limiter.rotate()
-			t.Reset(probeTick)
+			t.Reset(probeTick*4/5 + rand.N(probeTick/5)) // never longer than probeTick
 		}
 	}
 }
@@ -41,18 +62,32 @@ func (n *Node) maintenanceLoop() {
 func (n *Node) routingMaintenance() {
 	now := n.now()
 	cut := now.Add(-verifiedFreshWindow)
+	deep := deepBucket(n.EstimatedNetworkSize())
 	n.tabMu.Lock()
 	m := n.tab.CollectMaintenance(now, cut, cut, n.maintStart)
 	n.maintStart = (n.maintStart + 17) % routing.NumBuckets
 	var refills []int
+	selfRefresh := false
 	if !n.passive.Load() {
 		for i := len(m.BucketsToRefill) - 1; i >= 0 && len(refills) < maintRefillPerTick; i-- {
 			bi := m.BucketsToRefill[i]
 			n.tab.MarkRefilled(bi, now)
+			if bi >= deep {
+				selfRefresh = true
+				continue
+			}
 			refills = append(refills, bi)
 		}
 	}
 	n.tabMu.Unlock()
+	if last := n.lastSelfRefresh.Load(); selfRefresh && (last == 0 || now.Sub(time.Unix(0, last)) >= selfRefreshEvery) {
+		n.lastSelfRefresh.Store(now.UnixNano())
+		n.submit(func() {
+			ctx, cancel := context.WithTimeout(n.ctx, refillLookupTimeout)
+			n.selfLookup(ctx)
+			cancel()
+		})
+	}
 	for i, c := range m.PendingToProbe {
 		if i >= maintPendingPerTick {
 			break

@@ -44,3 +44,15 @@ func TestSizeEstimatorCombine(t *testing.T) {
 		t.Fatalf("samples only: %d, want ≈241", v)
 	}
 }
+
+// TestDeepBucket: buckets expected to hold fewer than K/2 nodes are left to
+// the self-lookup; an unknown size refills everything.
+func TestDeepBucket(t *testing.T) {
+	for _, c := range []struct{ est, want int }{
+		{0, routing.NumBuckets}, {10, 0}, {16, 1}, {300, 5}, {1000, 6}, {1 << 20, 17},
+	} {
+		if got := deepBucket(c.est); got != c.want {
+			t.Errorf("deepBucket(%d) = %d, want %d", c.est, got, c.want)
+		}
+	}
+}

@@ -147,12 +147,15 @@ type Node struct {
 	evictQ chan *evictJob
 	taskQ  chan func()
 
-	debugMu       sync.Mutex
-	debugStops    []func()
-	passive       atomic.Bool
-	extIP         atomic.Pointer[net.IP]
-	maintStart    int
-	lastDecodeLog atomic.Int64
+	debugMu    sync.Mutex
+	debugStops []func()
+	passive    atomic.Bool
+	extIP      atomic.Pointer[net.IP]
+	maintStart int
+	// lastSelfRefresh: node-clock UnixNano of the last maintenance
+	// self-lookup (it stands in for refills of the deep buckets).
+	lastSelfRefresh atomic.Int64
+	lastDecodeLog   atomic.Int64
 }
 
 // NewNode validates cfg, derives the identity and builds the node's state.

@@ -473,11 +473,16 @@ func (t *Table) CollectMaintenance(now, freshCutoff, staleCutoff time.Time, star
 		if b == nil {
 			continue
 		}
+		// Pending entries are probed only when their bucket has room to
+		// promote them; in a full bucket they wait for an eviction (a
+		// probe there would cost a ping per entry per tick for nothing).
 		kept := b.pending[:0]
 		for _, p := range b.pending {
 			if now.Sub(p.at) < PendingTTL {
 				kept = append(kept, p)
-				m.PendingToProbe = append(m.PendingToProbe, p.c)
+				if len(b.nodes) < K {
+					m.PendingToProbe = append(m.PendingToProbe, p.c)
+				}
 			}
 		}
 		clear(b.pending[len(kept):])

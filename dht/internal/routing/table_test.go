@@ -152,11 +152,17 @@ func TestFullBucketPendingPunchedAndReplace(t *testing.T) {
 	if tb.Len() != K {
 		t.Fatalf("len %d", tb.Len())
 	}
-	// Pending promotion needs room.
+	// Pending promotion needs room, and so does probing pending entries.
 	if tb.PromotePending(h.Info.NodeID, now, now) {
 		t.Fatal("promoted into full bucket")
 	}
+	if m := tb.CollectMaintenance(now, now.Add(-time.Hour), now.Add(-time.Hour), 0); len(m.PendingToProbe) != 0 {
+		t.Fatalf("pending entries of a full bucket queued for probing: %d", len(m.PendingToProbe))
+	}
 	tb.Remove(e.Info.NodeID)
+	if m := tb.CollectMaintenance(now, now.Add(-time.Hour), now.Add(-time.Hour), 0); len(m.PendingToProbe) != 1 {
+		t.Fatalf("pending entry of a bucket with room not probed: %d", len(m.PendingToProbe))
+	}
 	if !tb.PromotePending(h.Info.NodeID, now, now) || !tb.Contains(h.Info.NodeID) {
 		t.Fatal("promotion with room failed")
 	}
