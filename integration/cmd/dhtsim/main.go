@@ -48,6 +48,7 @@ type options struct {
 	lookupTimout time.Duration
 	verbose      bool
 	cpuprofile   string
+	churnprofile string
 }
 
 func main() {
@@ -61,13 +62,17 @@ func main() {
 	flag.Int64Var(&o.seed, "seed", 1, "random seed (identities, choices)")
 	flag.IntVar(&o.seeds, "seeds", 4, "number of bootstrap seed nodes")
 	flag.Float64Var(&o.publish, "publish", 0.1, "fraction of nodes publishing an endpoint record")
-	flag.Float64Var(&o.timescale, "timescale", 20, "speed of the nodes' clock relative to real time during the churn phase (maintenance timers, expiry); other phases run in real time")
+	flag.Float64Var(&o.timescale, "timescale", 0, "speed of the nodes' clock relative to real time during the churn phase (maintenance timers, expiry); other phases run in real time. 0 = min(20, 10000/n): faster would compress more maintenance into each real second than two cores can serve")
 	flag.DurationVar(&o.repair, "repair", 40*time.Minute, "simulated time observed after churn")
 	flag.IntVar(&o.concurrency, "concurrency", 8, "parallel joins / lookups")
 	flag.DurationVar(&o.lookupTimout, "lookup-timeout", 20*time.Second, "deadline of one lookup")
 	flag.BoolVar(&o.verbose, "v", false, "log node warnings to stderr")
 	flag.StringVar(&o.cpuprofile, "cpuprofile", "", "write a CPU profile of the whole run to this file")
+	flag.StringVar(&o.churnprofile, "cpuprofile-churn", "", "write a CPU profile of the churn phase only to this file")
 	flag.Parse()
+	if o.timescale == 0 {
+		o.timescale = min(20, max(1, 10000/float64(o.n)))
+	}
 	if err := validate(o); err != nil {
 		fmt.Fprintln(os.Stderr, "dhtsim:", err)
 		os.Exit(2)
@@ -106,6 +111,8 @@ func validate(o options) error {
 		return errors.New("-n must be in [2, 60000]")
 	case o.transport != "mem" && o.transport != "udp":
 		return fmt.Errorf("-transport %q: want mem or udp", o.transport)
+	case o.timescale < 1:
+		return errors.New("-timescale must be ≥ 1 (or 0 for automatic)")
 	case o.churn < 0 || o.churn >= 1:
 		return errors.New("-churn must be in [0, 1)")
 	case o.publish <= 0 || o.publish > 1:
@@ -421,9 +428,20 @@ func (w *world) resolveOnce(r *record, timeout time.Duration) (bool, time.Durati
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	t := time.Now()
-	er, err := dht.NewQuery(q.node).Resolve(ctx, r.key)
+	rp0, sp0 := q.ctr.RecvPackets.Load(), q.ctr.SentPackets.Load()
+	recs, st, err := dht.NewQuery(q.node).FindRecordsWithStats(ctx, r.key, protocol.RecTypeEndpoint)
+	rp1, sp1 := q.ctr.RecvPackets.Load(), q.ctr.SentPackets.Load()
 	d := time.Since(t)
-	return err == nil && er != nil && a2al.NodeIDFromAddress(er.Address) == r.key, d
+	ok := false
+	for _, rec := range recs {
+		if er, perr := protocol.ParseEndpointRecord(rec); perr == nil && a2al.NodeIDFromAddress(er.Address) == r.key {
+			ok = true
+		}
+	}
+	if w.o.verbose && (!ok || d > time.Second) {
+		progress("resolve of node %d's record from node %d: ok=%v in %v, %d RPCs, %d answered, err=%v (node sent %d, received %d datagrams meanwhile)", r.owner, q.idx, ok, d.Round(time.Millisecond), st.RPCs, st.Answered, err, sp1-sp0, rp1-rp0)
+	}
+	return ok, d
 }
 
 // measureLookups runs FIND_NODE lookups for random targets from random nodes
@@ -635,6 +653,17 @@ func (w *world) churnPhase(res *result) {
 	kill := int(float64(len(w.nodes)) * w.o.churn)
 	progress("churn: killing %d nodes abruptly; clock now runs %gx real time", kill, w.o.timescale)
 	w.clk.SetScale(w.o.timescale)
+	if w.o.churnprofile != "" && w.o.cpuprofile == "" {
+		if f, err := os.Create(w.o.churnprofile); err != nil {
+			progress("churn profile: %v", err)
+		} else if err := pprof.StartCPUProfile(f); err != nil {
+			progress("churn profile: %v", err)
+			f.Close()
+		} else {
+			defer f.Close()
+			defer pprof.StopCPUProfile()
+		}
+	}
 	for _, i := range w.rng.Perm(len(w.nodes))[:kill] {
 		sn := w.nodes[i]
 		sn.alive = false
@@ -667,6 +696,7 @@ func (w *world) churnPhase(res *result) {
 	res.ResolvableAfterRepair = &last.LiveOwners
 	res.ResolvableAfterRepairAll = &last.All
 	res.KilledNodes = kill
+	res.Timescale = w.o.timescale
 }
 
 func (w *world) republish() {

@@ -48,6 +48,7 @@ type result struct {
 	TotalBytesSent      uint64       `json:"total_bytes_sent"`
 	MemDroppedFull      uint64       `json:"mem_dropped_inbox_full,omitempty"`
 	KilledNodes         int          `json:"killed_nodes,omitempty"`
+	Timescale           float64      `json:"churn_timescale,omitempty"`
 	ChurnTimeline       []churnPoint `json:"churn_timeline,omitempty"`
 }
 
@@ -80,7 +81,7 @@ func printTable(w io.Writer, o options, r *result) {
 	row("goroutines per node", "%.1f", r.GoroutinesPerNode)
 	row("total sent", "%d packets, %d bytes (mem inbox-full drops %d)", r.TotalPacketsSent, r.TotalBytesSent, r.MemDroppedFull)
 	if r.ResolvableAfterRepair != nil {
-		row("churn", "%d nodes killed abruptly", r.KilledNodes)
+		row("churn", "%d nodes killed abruptly; node clocks at %gx real time", r.KilledNodes, r.Timescale)
 		for _, p := range r.ChurnTimeline {
 			row(fmt.Sprintf("  resolvable at +%.0f sim-min", p.SimMinutes), "%.3f live publishers, %.3f all", p.LiveOwners, p.All)
 		}

@@ -2,6 +2,7 @@ package sim
 
 import (
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/a2alnode/a2al/dht"
@@ -13,11 +14,24 @@ import (
 // with real timers (RPC deadlines) are unaffected, so a simulation can
 // cover hours of maintenance (probes, grace windows, republish) in minutes
 // while packets still take their real time.
+//
+// Now is lock-free: every node of a simulation reads this one clock on each
+// packet, and a mutex here became a convoy (thousands of goroutines queued
+// on it, lookups stalled for seconds) once the CPU was busy.
 type ScaledClock struct {
-	mu        sync.Mutex
+	mu sync.Mutex // serialises SetScale
+	st atomic.Pointer[clockState]
+}
+
+// clockState is immutable; SetScale swaps in a new one.
+type clockState struct {
 	scale     float64
 	startReal time.Time
 	startSim  time.Time
+}
+
+func (s *clockState) now() time.Time {
+	return s.startSim.Add(time.Duration(float64(time.Since(s.startReal)) * s.scale))
 }
 
 var _ dht.Clock = (*ScaledClock)(nil)
@@ -28,19 +42,13 @@ func NewScaledClock(start time.Time, scale float64) *ScaledClock {
 	if scale <= 0 {
 		scale = 1
 	}
-	return &ScaledClock{scale: scale, startReal: time.Now(), startSim: start}
+	c := &ScaledClock{}
+	c.st.Store(&clockState{scale: scale, startReal: time.Now(), startSim: start})
+	return c
 }
 
 // Now returns the simulated time.
-func (c *ScaledClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.nowLocked()
-}
-
-func (c *ScaledClock) nowLocked() time.Time {
-	return c.startSim.Add(time.Duration(float64(time.Since(c.startReal)) * c.scale))
-}
+func (c *ScaledClock) Now() time.Time { return c.st.Load().now() }
 
 // SetScale changes the speed from now on (scale ≤ 0 means 1); simulated
 // time stays continuous. Timers already armed keep their real deadline.
@@ -50,15 +58,13 @@ func (c *ScaledClock) SetScale(scale float64) {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.startSim, c.startReal = c.nowLocked(), time.Now()
-	c.scale = scale
+	old := c.st.Load()
+	c.st.Store(&clockState{scale: scale, startReal: time.Now(), startSim: old.now()})
 }
 
 // Real converts a simulated duration into real time.
 func (c *ScaledClock) Real(d time.Duration) time.Duration {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return time.Duration(float64(d) / c.scale)
+	return time.Duration(float64(d) / c.st.Load().scale)
 }
 
 // Sleep waits for the simulated duration d.
