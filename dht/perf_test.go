@@ -27,50 +27,7 @@ func TestLookupPerfUDP(t *testing.T) {
 	runtime.GC()
 	var ms0 runtime.MemStats
 	runtime.ReadMemStats(&ms0)
-	nodes := make([]*Node, 0, size)
-	defer func() {
-		for _, n := range nodes {
-			_ = n.Close()
-		}
-	}()
-	for i := 0; i < size; i++ {
-		ip := fmt.Sprintf("127.%d.%d.1", 1+i/250, 1+i%250)
-		tr, err := transport.ListenUDP("udp4", ip+":0")
-		if err != nil {
-			t.Fatalf("listen %s: %v", ip, err)
-		}
-		n, err := NewNode(Config{Transport: tr, Keystore: newTestKeys(uint64(i + 1)), Logger: quietLogger()})
-		if err != nil {
-			t.Fatal(err)
-		}
-		n.Start()
-		nodes = append(nodes, n)
-	}
-	start := time.Now()
-	seeds := []net.Addr{nodes[0].LocalAddr(), nodes[1].LocalAddr(), nodes[2].LocalAddr()}
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, 8)
-	for _, n := range nodes[1:] {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func(n *Node) {
-			defer wg.Done()
-			defer func() { <-sem }()
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			defer cancel()
-			if err := n.BootstrapAddrs(ctx, seeds); err != nil {
-				t.Errorf("bootstrap: %v", err)
-			}
-		}(n)
-	}
-	wg.Wait()
-	t.Logf("bootstrap %d nodes: %v", size, time.Since(start))
-	// Let the network settle: a second self-lookup round.
-	for _, n := range nodes {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		_, _ = NewQuery(n).FindNode(ctx, n.NodeID())
-		cancel()
-	}
+	nodes := buildUDPNet(t, size)
 	ids := make([]a2al.NodeID, len(nodes))
 	for i, n := range nodes {
 		ids[i] = n.NodeID()
@@ -130,4 +87,85 @@ func TestLookupPerfUDP(t *testing.T) {
 		lookups, lats[len(lats)/2], lats[len(lats)*9/10], lats[len(lats)*99/100],
 		float64(sum)/float64(len(rpcs)), rpcs[len(rpcs)/2], rpcs[len(rpcs)-1], prec/lookups,
 		float64(int64(ms1.HeapAlloc)-int64(ms0.HeapAlloc))/1024/float64(size))
+}
+
+// buildUDPNet starts size nodes on loopback UDP (each on its own
+// 127.A.B.1, so the /24 diversity limits stay on), bootstraps them through
+// three seeds and lets every node run a second self-lookup. Close runs at
+// cleanup.
+func buildUDPNet(tb testing.TB, size int) []*Node {
+	nodes := make([]*Node, 0, size)
+	tb.Cleanup(func() {
+		for _, n := range nodes {
+			_ = n.Close()
+		}
+	})
+	for i := 0; i < size; i++ {
+		ip := fmt.Sprintf("127.%d.%d.1", 1+i/250, 1+i%250)
+		tr, err := transport.ListenUDP("udp4", ip+":0")
+		if err != nil {
+			tb.Fatalf("listen %s: %v", ip, err)
+		}
+		n, err := NewNode(Config{Transport: tr, Keystore: newTestKeys(uint64(i + 1)), Logger: quietLogger()})
+		if err != nil {
+			tb.Fatal(err)
+		}
+		n.Start()
+		nodes = append(nodes, n)
+	}
+	seeds := []net.Addr{nodes[0].LocalAddr(), nodes[1].LocalAddr(), nodes[2].LocalAddr()}
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 8)
+	for _, n := range nodes[1:] {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func(n *Node) {
+			defer wg.Done()
+			defer func() { <-sem }()
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			if err := n.BootstrapAddrs(ctx, seeds); err != nil {
+				tb.Errorf("bootstrap: %v", err)
+			}
+		}(n)
+	}
+	wg.Wait()
+	for _, n := range nodes {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		n.selfLookup(ctx)
+		cancel()
+	}
+	return nodes
+}
+
+// BenchmarkLookup300UDP measures one FindNode at a time on an in-process
+// network of 300 nodes over loopback UDP (every RPC signed and verified).
+// It reports RPCs and bytes per lookup and the p50/p99 latency in ms.
+//
+//	go test -run '^$' -bench Lookup300UDP -benchtime 300x ./dht/
+func BenchmarkLookup300UDP(b *testing.B) {
+	nodes := buildUDPNet(b, 300)
+	lats := make([]time.Duration, 0, b.N)
+	rpcs, bytes := 0, 0
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		q := nodes[(i*7919)%len(nodes)]
+		target := a2al.NodeIDFromAddress(newTestKeys(uint64(200000 + i)).addr)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		t0 := time.Now()
+		got, st, err := NewQuery(q).FindNodeWithStats(ctx, target)
+		lats = append(lats, time.Since(t0))
+		cancel()
+		if err != nil || len(got) == 0 {
+			b.Fatalf("lookup %d: %d contacts, err %v", i, len(got), err)
+		}
+		rpcs += st.RPCs
+		bytes += st.BytesSent + st.BytesReceived
+	}
+	b.StopTimer()
+	sort.Slice(lats, func(i, j int) bool { return lats[i] < lats[j] })
+	b.ReportMetric(float64(rpcs)/float64(b.N), "rpcs/lookup")
+	b.ReportMetric(float64(bytes)/float64(b.N), "bytes/lookup")
+	b.ReportMetric(float64(lats[len(lats)/2])/1e6, "p50-ms")
+	b.ReportMetric(float64(lats[len(lats)*99/100])/1e6, "p99-ms")
 }
