@@ -53,9 +53,14 @@ func (b *addrBook) bind(id a2al.NodeID, addr net.Addr, rank uint8, now time.Time
 	if !ok && len(b.byID) >= maxAddrBook {
 		b.evictLocked()
 	}
-	if ok && old.addr.String() != addr.String() {
-		if b.byAddr[old.addr.String()] == id {
-			delete(b.byAddr, old.addr.String())
+	key := addr.String()
+	moved := !ok
+	if ok {
+		if oldKey := old.addr.String(); oldKey != key {
+			moved = true
+			if b.byAddr[oldKey] == id {
+				delete(b.byAddr, oldKey)
+			}
 		}
 	}
 	b.byID[id] = dialEntry{addr: addr, rank: rank, at: now}
@@ -65,8 +70,8 @@ func (b *addrBook) bind(id a2al.NodeID, addr net.Addr, rank uint8, now time.Time
 			b.byAddr[e.addr.String()] = k
 		}
 	}
-	b.byAddr[addr.String()] = id
-	return !ok || old.addr.String() != addr.String()
+	b.byAddr[key] = id
+	return moved
 }
 
 // evictLocked drops one entry, preferring hearsay (map order is random).

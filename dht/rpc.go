@@ -172,7 +172,10 @@ func (n *Node) sendOut(ctx context.Context, to net.Addr, id a2al.NodeID, hasID b
 // returns the datagram size. ch must have room for every call registered on it.
 func (n *Node) startCall(ctx context.Context, to net.Addr, id a2al.NodeID, hasID bool, body any, ch chan rpcResult, tag any) (*call, int, error) {
 	typ := msgTypeOf(body)
-	c := &call{tx: newTxID(), want: wantFor(typ), peerID: id, hasID: hasID, addr: to.String(), ch: ch, tag: tag}
+	c := &call{tx: newTxID(), want: wantFor(typ), peerID: id, hasID: hasID, ch: ch, tag: tag}
+	if !hasID {
+		c.addr = to.String() // matched by address only when the NodeID is unknown
+	}
 	raw, err := n.encode(c.tx, body)
 	if err != nil {
 		return nil, 0, err

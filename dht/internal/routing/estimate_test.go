@@ -78,3 +78,47 @@ func TestEstimateSizeNearestUsesVerifiedOnly(t *testing.T) {
 		t.Fatalf("verified table estimated %d, want > 0", v)
 	}
 }
+
+// TestNearestMatchesFullSort: the bucket walk returns exactly what sorting
+// the whole table would, for random targets, targets next to self, self
+// itself, and with a filter.
+func TestNearestMatchesFullSort(t *testing.T) {
+	self := addrN(0).NodeID()
+	tab := New(self, Limits{})
+	now := time.Unix(1000, 0)
+	for i := 1; i <= 3000 && tab.Len() < 120; i++ {
+		c := contact(i, net.IPv4(10, byte(i>>8), byte(i), 1))
+		c.VerifiedAt = now
+		tab.Add(c, true, now)
+	}
+	near := self
+	near[31] ^= 1
+	targets := []a2al.NodeID{self, near}
+	for i := 0; i < 50; i++ {
+		targets = append(targets, idN(99, i))
+	}
+	keepOdd := func(c *Contact) bool { return c.Info.NodeID[0]&1 == 1 }
+	for _, target := range targets {
+		for _, keep := range []func(*Contact) bool{nil, keepOdd} {
+			var want []Contact
+			for _, c := range tab.All() {
+				if keep == nil || keep(&c) {
+					want = append(want, c)
+				}
+			}
+			SortByDistance(want, target)
+			for _, n := range []int{1, K, 4 * K, 1000} {
+				got := tab.Nearest(target, n, keep)
+				w := want[:min(n, len(want))]
+				if len(got) != len(w) {
+					t.Fatalf("n=%d: got %d, want %d", n, len(got), len(w))
+				}
+				for i := range got {
+					if got[i].Info.NodeID != w[i].Info.NodeID {
+						t.Fatalf("n=%d: position %d differs", n, i)
+					}
+				}
+			}
+		}
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"net"
+	"slices"
 	"sort"
 	"time"
 
@@ -410,7 +411,12 @@ func (t *Table) All() []Contact {
 }
 
 // Nearest returns up to n main entries closest to target for which keep
-// returns true (nil keep = all), ordered by XOR distance.
+// returns true (nil keep = all), ordered by XOR distance. It runs on every
+// FIND_* answer, so it walks the buckets in distance order instead of
+// sorting the whole table: with c = CPL(self, target), entries of bucket c
+// are closer to target than those of any deeper bucket (which all share
+// exactly c bits with it), and each shallower bucket i < c is one distance
+// class farther out (CPL(entry, target) = i).
 func (t *Table) Nearest(target a2al.NodeID, n int, keep func(*Contact) bool) []Contact {
 	if n <= 0 {
 		return nil
@@ -419,10 +425,10 @@ func (t *Table) Nearest(target a2al.NodeID, n int, keep func(*Contact) bool) []C
 		d a2al.NodeID
 		c *Contact
 	}
-	rs := make([]ranked, 0, t.n)
-	for _, b := range t.buckets {
+	rs := make([]ranked, 0, min(n+K, t.n))
+	collect := func(b *bucket) {
 		if b == nil {
-			continue
+			return
 		}
 		for i := range b.nodes {
 			if keep == nil || keep(&b.nodes[i]) {
@@ -430,7 +436,23 @@ func (t *Table) Nearest(target a2al.NodeID, n int, keep func(*Contact) bool) []C
 			}
 		}
 	}
-	sort.Slice(rs, func(i, j int) bool { return bytes.Compare(rs[i].d[:], rs[j].d[:]) < 0 })
+	byDist := func(a, b ranked) int { return bytes.Compare(a.d[:], b.d[:]) }
+	c := a2al.CommonPrefixLen(t.self, target)
+	if c >= NumBuckets {
+		c = NumBuckets - 1 // target == self: every bucket is "shallower"
+		collect(t.buckets[c])
+	} else {
+		collect(t.buckets[c])
+		for i := c + 1; i < NumBuckets; i++ {
+			collect(t.buckets[i])
+		}
+	}
+	slices.SortFunc(rs, byDist)
+	for i := c - 1; i >= 0 && len(rs) < n; i-- {
+		from := len(rs)
+		collect(t.buckets[i])
+		slices.SortFunc(rs[from:], byDist)
+	}
 	if len(rs) > n {
 		rs = rs[:n]
 	}
