@@ -25,7 +25,16 @@
 //   - Lookups keep a few RPCs in flight and launch the next the moment an
 //     answer arrives; per-RPC timeouts follow the measured RTT, and a slow
 //     peer is handed off (slot freed, RPC kept) instead of stalling the
-//     lookup, which ends when the K closest live candidates have answered.
+//     lookup. FindNode and bucket refills end once the 3 closest candidates
+//     answered (the rest of the K returned are vouched for by them); the
+//     bootstrap self-lookup, replica selection and value lookups without a
+//     hit wait for all K closest live candidates. Peers already known Bad
+//     get one slot and never hold a lookup open.
+//   - Responders send the answer first and do their bookkeeping (address
+//     book, routing table) afterwards.
+//   - EstimatedNetworkSize uses the density of the K nearest verified
+//     contacts and of recent lookups, not the power-of-two bucket estimate
+//     (which /debug/stats keeps, as specified).
 //   - Local outages (no success for 45 s with several peers failing, or four
 //     peers failing within 15 s) are not charged to peers; a peer that sent
 //     us anything in the last 5 minutes is never reported Bad.
