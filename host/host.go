@@ -100,6 +100,7 @@ type Host struct {
 	natKnown  bool
 	pub       publishState
 	punchLog  []PunchRecord
+	punchWait map[a2al.NodeID][]chan error // user dials waiting for a punch's outcome
 	closeOnce sync.Once
 
 	acceptA     chan *Conn
@@ -142,7 +143,8 @@ func New(cfg Config) (*Host, error) {
 		}
 	}
 	h := &Host{cfg: cfg, log: cfg.Logger, id: id, expect: make(map[a2al.Address]chan *quic.Conn),
-		calls: make(map[a2al.NodeID]struct{}), acceptA: make(chan *Conn, 16)}
+		calls: make(map[a2al.NodeID]struct{}), punchWait: make(map[a2al.NodeID][]chan error),
+		acceptA: make(chan *Conn, 16)}
 	h.ctx, h.cancel = context.WithCancel(context.Background())
 	h.m = newHostMetrics()
 	h.stun = cfg.STUNServers
@@ -171,7 +173,7 @@ func New(cfg Config) (*Host, error) {
 	}
 
 	h.pool = NewPool(PoolConfig{Self: id.NodeID, MaxSize: cfg.PoolSize, IdleTimeout: cfg.PoolIdle,
-		Logger: cfg.Logger, Now: cfg.Now})
+		Logger: cfg.Logger, Now: cfg.Now, OnRemove: h.connGone, OnReceive: h.heardFrom})
 	h.sched = NewScheduler(cfg.Sched, h.runPunch, h.rejectPunch)
 	abort := func(what string, err error) (*Host, error) {
 		h.sched.Close()
@@ -207,7 +209,7 @@ func New(cfg Config) (*Host, error) {
 
 	for _, u := range cfg.HubURLs {
 		c, err := signal.NewClient(signal.ClientConfig{HubURL: u, Key: cfg.Key, Logger: cfg.Logger, OnCall: h.onCall,
-			OnState: func(bool) { h.kickPublish() }})
+			OnState: func(bool) { h.kickPublish() }, NetDialContext: hubDialer.DialContext})
 		if err != nil {
 			h.log.Warn("signal hub rejected", "url", u, "err", err)
 			continue
@@ -224,6 +226,15 @@ func New(cfg Config) (*Host, error) {
 	}
 	return h, nil
 }
+
+// hubDialer keeps our hub connections' NAT state fresh. When our router loses
+// its state (reboot, conntrack flush) the hub can no longer reach us over the
+// old TCP mapping, and nothing leaves our side while the connection is idle,
+// so a peer's call would sit undelivered until our next outbound packet (with
+// Go's default 15 s TCP keepalive, ~14 s in the NAT lab). An idle probe every
+// 3 s re-creates the mapping quickly for about 20 bytes/s per hub.
+var hubDialer = &net.Dialer{KeepAliveConfig: net.KeepAliveConfig{
+	Enable: true, Idle: 3 * time.Second, Interval: 3 * time.Second, Count: 5}}
 
 func quietPion() logging.LoggerFactory {
 	f := logging.NewDefaultLoggerFactory()
@@ -368,6 +379,7 @@ func (h *Host) acceptLoop() {
 			_ = c.CloseWithError(1, "identity")
 			continue
 		}
+		h.heardFrom(a2al.NodeIDFromAddress(peer))
 		switch c.ConnectionState().TLS.NegotiatedProtocol {
 		case ALPNModeB:
 			h.mu.Lock()
@@ -396,6 +408,27 @@ func (h *Host) acceptLoop() {
 		default:
 			_ = c.CloseWithError(4, "alpn")
 		}
+	}
+}
+
+// heardFrom is called for authenticated signs of life from a peer (a Mode B
+// message, an inbound QUIC connection, a hub call): whatever failed before, the
+// peer is there now, so its punch back-off is lifted. Unauthenticated DHT UDP
+// packets do not count: anyone could spoof them to lift another peer's
+// back-off.
+func (h *Host) heardFrom(id a2al.NodeID) {
+	if h.sched != nil {
+		h.sched.Reset(id)
+	}
+}
+
+// connGone is the pool's OnRemove: a connection to id ended (died, went
+// silent, was replaced or evicted). Failures from before that connection
+// existed say nothing about the path now, so the next punch must not be
+// refused by back-off.
+func (h *Host) connGone(id a2al.NodeID, _ string) {
+	if h.sched != nil {
+		h.sched.Reset(id)
 	}
 }
 

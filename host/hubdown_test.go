@@ -1,8 +1,11 @@
 package host
 
 import (
+	"context"
+	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/a2alnode/a2al/natprobe"
 )
@@ -37,6 +40,17 @@ func TestPunchHubDownFailsFastAndRecovers(t *testing.T) {
 	if a.pool.HasConn(b.NodeID()) {
 		t.Fatal("pooled without a hub")
 	}
+	// A user-requested punch reports the typed cause.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	perr := a.punchAndWait(ctx, b.NodeID(), erB)
+	var pe *PunchError
+	if !errors.Is(perr, ErrNoHub) || !errors.Is(perr, ErrPunchFailed) || !errors.As(perr, &pe) || pe.Code != "no-hub" {
+		t.Fatalf("user punch with the hub down: %v, want a no-hub PunchError", perr)
+	}
+	if strings.Count(perr.Error(), "no-hub") != 1 {
+		t.Fatalf("error names no-hub more than once: %v", perr)
+	}
 
 	s.startHub()
 	waitFor(t, "nodes to re-register", func() bool {
@@ -44,8 +58,8 @@ func TestPunchHubDownFailsFastAndRecovers(t *testing.T) {
 	})
 	// No per-peer back-off was charged, so this runs at once.
 	a.sched.Enqueue(b.NodeID(), erB, PrioHigh)
-	waitFor(t, "second punch outcome", func() bool { return len(a.Punches()) > 1 })
-	if p := a.Punches()[1]; !p.OK {
+	waitFor(t, "punch outcome after the hub returned", func() bool { return len(a.Punches()) > 2 })
+	if p := a.Punches()[2]; !p.OK {
 		t.Fatalf("punch after the hub returned: %s", p.Reason)
 	}
 	waitFor(t, "callee pooled", func() bool { return b.pool.HasConn(a.NodeID()) })

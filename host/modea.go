@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/a2alnode/a2al"
+	"github.com/a2alnode/a2al/dht"
 	"github.com/a2alnode/a2al/protocol"
 	"github.com/quic-go/quic-go"
 )
@@ -48,7 +49,7 @@ const (
 // machinery, at high priority) and dials through the opened path.
 func (h *Host) Dial(ctx context.Context, addr a2al.Address) (*Conn, error) {
 	if addr == h.id.Address {
-		return nil, errors.New("host: dial: that is our own address")
+		return nil, fmt.Errorf("host: dial: %w", ErrSelf)
 	}
 	id := a2al.NodeIDFromAddress(addr)
 	er, err := h.endpointRecord(ctx, id, nil)
@@ -143,37 +144,85 @@ func (h *Host) dialDirect(ctx context.Context, er *protocol.EndpointRecord) (*Co
 	return &Conn{qc: win, Peer: er.Address, Path: "direct"}, nil
 }
 
+// A pooled connection that delivered a DHT message this recently is taken as
+// alive; otherwise Dial probes it for at least minProbeWait (a few RTTs)
+// before punching a fresh path.
+const (
+	freshRx      = 1500 * time.Millisecond
+	minProbeWait = time.Second
+)
+
 func (h *Host) dialPunched(ctx context.Context, er *protocol.EndpointRecord) (*Conn, error) {
 	id := a2al.NodeIDFromAddress(er.Address)
+	// A path the NAT forgot (conntrack flush, outage) still looks pooled until
+	// keepalives or the silence check notice; a probe settles it within a
+	// few RTTs, and a silent entry is dropped so a fresh punch replaces it.
+	if h.pool.HasConn(id) && !h.pool.Probe(ctx, id, freshRx, h.pool.probeWait(id, minProbeWait)) {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		h.log.Debug("pooled path to peer did not answer a probe; punching again", "peer", AddressText(er.Address))
+	}
 	if !h.pool.HasConn(id) {
-		h.sched.Enqueue(id, er, PrioHigh)
-		tick := time.NewTicker(50 * time.Millisecond)
-		defer tick.Stop()
-		for !h.pool.HasConn(id) {
-			if !h.sched.Pending(id) {
-				// The attempt ended; the callee side may still be finishing a glare.
-				time.Sleep(100 * time.Millisecond)
-				if !h.pool.HasConn(id) {
-					return nil, errors.New("punch failed")
-				}
-				break
-			}
-			select {
-			case <-ctx.Done():
-				return nil, ctx.Err()
-			case <-tick.C:
-			}
+		if err := h.punchAndWait(ctx, id, er); err != nil {
+			return nil, err
 		}
 	}
 	remote, ok := h.pool.RemoteAddr(id)
 	if !ok {
-		return nil, errors.New("punched connection vanished")
+		return nil, &PunchError{Reason: dht.PunchFailOther, Code: "other", Err: errors.New("punched connection vanished")}
 	}
 	qc, err := h.dialA(ctx, remote, er.Address, quicHandshakeTimeout)
 	if err != nil {
 		return nil, fmt.Errorf("quic over punched path %v: %w", remote, err)
 	}
 	return &Conn{qc: qc, Peer: er.Address, Path: "punched"}, nil
+}
+
+// punchAndWait runs a user-requested punch (bypassing back-off) and waits
+// until a connection to id is pooled or the attempt fails; the error is a
+// *PunchError.
+func (h *Host) punchAndWait(ctx context.Context, id a2al.NodeID, er *protocol.EndpointRecord) error {
+	ch, done := h.waitPunch(id)
+	defer done()
+	h.sched.EnqueueUser(id, er, PrioHigh)
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	idle := 0
+	for !h.pool.HasConn(id) {
+		select {
+		case err := <-ch:
+			if h.pool.HasConn(id) {
+				return nil
+			}
+			if err == nil {
+				err = errors.New("punched connection closed at once")
+			}
+			return newPunchError(err)
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-h.ctx.Done():
+			return ErrClosed
+		case <-tick.C:
+			// No outcome can come any more (e.g. a glare answered by a
+			// callee run that was not superseding us): give it a moment.
+			if h.sched.Pending(id) || h.callActive(id) {
+				idle = 0
+			} else if idle++; idle >= 4 {
+				return &PunchError{Reason: dht.PunchFailOther, Code: "other",
+					Err: errors.New("punch attempt ended without a connection")}
+			}
+		}
+	}
+	return nil
+}
+
+// callActive reports whether we are answering a hub call from id.
+func (h *Host) callActive(id a2al.NodeID) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	_, ok := h.calls[id]
+	return ok
 }
 
 // Accept returns the next inbound Mode A connection.
@@ -184,14 +233,15 @@ func (h *Host) Accept(ctx context.Context) (*Conn, error) {
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	case <-h.ctx.Done():
-		return nil, errors.New("host: closed")
+		return nil, ErrClosed
 	}
 }
 
 // PunchPeer makes sure a Mode B (DHT) connection to addr exists: it resolves
 // the endpoint record and, unless a connection is already pooled, punches at
-// high priority and waits for the outcome. It returns the record of the
-// attempt that settled it (zero if the peer was already pooled).
+// high priority (bypassing back-off: a user asked) and waits for the outcome.
+// It returns the record of the attempt that settled it (zero if the peer was
+// already pooled); a failed punch is a *PunchError wrapped in ErrNoRoute.
 func (h *Host) PunchPeer(ctx context.Context, addr a2al.Address) (PunchRecord, error) {
 	id := a2al.NodeIDFromAddress(addr)
 	if h.pool.HasConn(id) {
@@ -204,32 +254,25 @@ func (h *Host) PunchPeer(ctx context.Context, addr a2al.Address) (PunchRecord, e
 	h.mu.Lock()
 	mark := len(h.punchLog)
 	h.mu.Unlock()
-	h.sched.Enqueue(id, er, PrioHigh)
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
+	perr := h.punchAndWait(ctx, id, er)
 	want := AddressText(addr)
-	for {
-		h.mu.Lock()
-		var found *PunchRecord
-		start := min(mark, len(h.punchLog))
-		for i := len(h.punchLog) - 1; i >= start; i-- {
-			r := h.punchLog[i]
-			if r.Peer == want && r.Reason != "superseded" {
-				found = &r
-				break
-			}
-		}
-		h.mu.Unlock()
-		if found != nil {
-			if !found.OK {
-				return *found, fmt.Errorf("%w: punch to %s failed: %s", ErrNoRoute, want, found.Reason)
-			}
-			return *found, nil
-		}
-		select {
-		case <-ctx.Done():
-			return PunchRecord{}, ctx.Err()
-		case <-tick.C:
+	var found PunchRecord
+	h.mu.Lock()
+	for i := len(h.punchLog) - 1; i >= min(mark, len(h.punchLog)); i-- {
+		if r := h.punchLog[i]; r.Peer == want && r.Reason != "superseded" {
+			found = r
+			break
 		}
 	}
+	h.mu.Unlock()
+	if perr != nil {
+		if errors.Is(perr, ErrPunchFailed) {
+			return found, fmt.Errorf("%w: %s: %w", ErrNoRoute, want, perr)
+		}
+		return found, perr
+	}
+	if found.Peer == "" {
+		found = PunchRecord{Peer: want, OK: true}
+	}
+	return found, nil
 }

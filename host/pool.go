@@ -56,6 +56,9 @@ type PoolConfig struct {
 	Now            func() time.Time
 	// OnRemove is called (outside the pool lock) when an entry leaves the pool.
 	OnRemove func(id a2al.NodeID, reason string)
+	// OnReceive is called (from a receive goroutine) for every DHT message
+	// that arrives over a pooled connection; it must not block.
+	OnReceive func(id a2al.NodeID)
 }
 
 // Pool holds authenticated Mode B QUIC connections keyed by NodeID. It never
@@ -91,6 +94,7 @@ type poolEntry struct {
 	dialer   a2al.NodeID // NodeID of the side that dialed the QUIC connection
 	sendq    chan []byte
 	lastUsed atomic.Int64
+	lastRx   atomic.Int64 // unix ns of the last DHT message received
 	elem     *list.Element
 	cancel   context.CancelFunc
 	release  func() // tears down ICE state attached to this connection
@@ -128,7 +132,8 @@ func (p *Pool) SetInjector(in Injector) { p.inject.Store(&injectorBox{in}) }
 // Add pools an authenticated connection to peer. dialer is the NodeID of the
 // side that opened the QUIC connection. If an entry for the peer already exists,
 // the glare rule keeps exactly one: the connection dialed by the smaller NodeID
-// wins, so both ends converge on the same connection. release (may be nil) is
+// wins, so both ends converge on the same connection; a new connection from
+// the same dialer replaces that dialer's old one. release (may be nil) is
 // called when the entry is closed. Add reports whether conn was kept; if not,
 // the caller's conn has been closed.
 func (p *Pool) Add(peer a2al.Address, conn *quic.Conn, dialer a2al.NodeID, release func()) bool {
@@ -151,9 +156,12 @@ func (p *Pool) Add(peer a2al.Address, conn *quic.Conn, dialer a2al.NodeID, relea
 		return false
 	}
 	if old, ok := p.entries[id]; ok {
-		if old.conn.Context().Err() == nil && !lessID(dialer, old.dialer) {
-			// The existing connection wins the tie-break (or is the same dialer's
-			// earlier connection): keep it, drop the newcomer.
+		// A side that dials again has given up on its earlier connection
+		// (dead, silent or evicted there), so the same dialer's newcomer
+		// replaces it even if it still looks alive here: keeping the stale
+		// one would close the only path the dialer now has. Between the two
+		// sides' connections (glare), the smaller NodeID's dial wins.
+		if old.conn.Context().Err() == nil && dialer != old.dialer && lessID(old.dialer, dialer) {
 			p.mu.Unlock()
 			cancel()
 			p.stats.Replaced.Add(1)
@@ -354,6 +362,65 @@ func (p *Pool) RemoteAddr(id a2al.NodeID) (net.Addr, bool) {
 	return e.remote, true
 }
 
+// Probe tells whether the pooled connection to id still carries packets both
+// ways, without waiting for the silence check's full SilenceTimeout. A DHT
+// message received within fresh is proof enough. Otherwise an empty DATAGRAM
+// (ack-eliciting; the receiver ignores it) is queued like any send, and the
+// silence check's verdict is taken early: if no packet at all arrives within
+// wait, the entry is closed and removed as silent (PoolStats.Silent), so a
+// new punch can replace it. It returns false if there is no live entry.
+func (p *Pool) Probe(ctx context.Context, id a2al.NodeID, fresh, wait time.Duration) bool {
+	p.mu.Lock()
+	e, ok := p.entries[id]
+	p.mu.Unlock()
+	if !ok || e.conn.Context().Err() != nil {
+		return false
+	}
+	if time.Duration(p.cfg.Now().UnixNano()-e.lastRx.Load()) < fresh {
+		return true
+	}
+	mark := e.conn.ConnectionStats().PacketsReceived
+	select {
+	case e.sendq <- []byte{}:
+	default:
+		// Queue full: the sender is busy, and the silence check is armed.
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-t.C:
+			p.stats.Silent.Add(1)
+			p.cfg.Logger.Debug("mode B connection did not answer a probe, closing", "peer", AddressText(e.peer), "after", wait)
+			p.dead(e, "silent")
+			return false
+		case <-ctx.Done():
+			return false
+		case <-e.conn.Context().Done():
+			return false
+		case <-tick.C:
+			if e.conn.ConnectionStats().PacketsReceived != mark {
+				return true
+			}
+		}
+	}
+}
+
+// probeWait is how long Probe should wait on the connection to id: a few
+// smoothed RTTs, at least min and at most the silence timeout.
+func (p *Pool) probeWait(id a2al.NodeID, floor time.Duration) time.Duration {
+	p.mu.Lock()
+	e, ok := p.entries[id]
+	p.mu.Unlock()
+	w := floor
+	if ok {
+		w = max(w, 4*e.conn.ConnectionStats().SmoothedRTT)
+	}
+	return min(w, p.cfg.SilenceTimeout)
+}
+
 // Stats returns the pool counters.
 func (p *Pool) Stats() *PoolStats { return &p.stats }
 
@@ -369,9 +436,14 @@ func (p *Pool) Close() error {
 
 func (p *Pool) deliver(e *poolEntry, data []byte) {
 	if len(data) == 0 {
-		return
+		return // a liveness probe (see Probe)
 	}
-	e.lastUsed.Store(p.cfg.Now().UnixNano())
+	now := p.cfg.Now().UnixNano()
+	e.lastUsed.Store(now)
+	e.lastRx.Store(now)
+	if p.cfg.OnReceive != nil {
+		p.cfg.OnReceive(e.id)
+	}
 	if b := p.inject.Load(); b != nil && b.Injector != nil {
 		b.InjectReceived(data, e.remote)
 	}
@@ -425,7 +497,9 @@ func (p *Pool) sendLoop(ctx context.Context, e *poolEntry) {
 func (p *Pool) sendOne(e *poolEntry, msg []byte) error {
 	err := e.conn.SendDatagram(msg)
 	if err == nil {
-		p.stats.SentDatagrams.Add(1)
+		if len(msg) > 0 { // empty: a Probe, not a DHT message
+			p.stats.SentDatagrams.Add(1)
+		}
 		return nil
 	}
 	var tooLarge *quic.DatagramTooLargeError
@@ -453,7 +527,9 @@ func (p *Pool) datagramLoop(ctx context.Context, e *poolEntry) {
 			p.loopEnded(ctx, e)
 			return
 		}
-		p.stats.RecvDatagrams.Add(1)
+		if len(data) > 0 {
+			p.stats.RecvDatagrams.Add(1)
+		}
 		p.deliver(e, data)
 	}
 }

@@ -353,3 +353,55 @@ func TestAddressText(t *testing.T) {
 		t.Fatal("bad text accepted")
 	}
 }
+
+// Probe answers for a live connection (the peer ACKs the empty datagram,
+// which it does not hand to the DHT) and, for a peer that went silent, closes
+// the entry as silent within its own short wait — the pool's default 5 s
+// silence timeout is not waited for.
+func TestPoolProbe(t *testing.T) {
+	a, b := newTestPeer(t, 4), newTestPeer(t, 4)
+	connect(t, a, b)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if !a.pool.Probe(ctx, b.id.NodeID, 0, 10*time.Second) {
+		t.Fatal("live connection failed the probe")
+	}
+	if got := b.pool.Stats().RecvDatagrams.Load(); got != 0 {
+		t.Fatalf("probe counted as %d DHT datagram(s) at the peer", got)
+	}
+	select {
+	case m := <-b.rec.ch:
+		t.Fatalf("probe delivered to the DHT: %x", m)
+	default:
+	}
+	if a.pool.Probe(ctx, nid(9), 0, time.Second) {
+		t.Fatal("probe of an unknown peer succeeded")
+	}
+	b.udp.Close() // gone without a word
+	if a.pool.Probe(ctx, b.id.NodeID, 0, 300*time.Millisecond) {
+		t.Fatal("probe of a vanished peer succeeded")
+	}
+	if a.pool.HasConn(b.id.NodeID) || a.pool.Stats().Silent.Load() != 1 {
+		t.Fatalf("silent entry kept (silent=%d)", a.pool.Stats().Silent.Load())
+	}
+}
+
+// A side that dials again (its old connection died there) must get its new
+// connection pooled at the peer even while the peer still holds the old one;
+// otherwise the peer would close the only working path.
+func TestPoolSameDialerReplaces(t *testing.T) {
+	a, b := newTestPeer(t, 4), newTestPeer(t, 4)
+	connect(t, a, b)
+	first := b.pool.Snapshot()[0].Since
+	a.pool.Remove(b.id.NodeID) // a gave up on it; b has not noticed
+	time.Sleep(10 * time.Millisecond)
+	connect(t, a, b)
+	waitFor(t, "one connection each side", func() bool { return a.pool.Len() == 1 && b.pool.Len() == 1 })
+	if snap := b.pool.Snapshot(); !snap[0].Since.After(first) {
+		t.Fatal("peer kept the stale connection and dropped the dialer's new one")
+	}
+	a.pool.SendTo(context.Background(), b.id.NodeID, []byte{0xa1, 7})
+	if got := b.rec.wait(t); got[1] != 7 {
+		t.Fatal("bad message")
+	}
+}

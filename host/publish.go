@@ -181,6 +181,7 @@ func (h *Host) ClassifyNAT(ctx context.Context) (natprobe.Result, error) {
 		if prev.MappedAddr != nil && !addrEqual(prev.MappedAddr, res.MappedAddr) {
 			// Our public mapping moved (network change): pooled paths are stale.
 			h.pool.EvictAll("network change")
+			h.sched.ResetAll()
 		}
 	}
 	return res, nil
@@ -255,6 +256,7 @@ func (h *Host) maintain() {
 				fp = now
 				h.log.Info("network change detected: evicting punched paths, re-checking NAT, republishing")
 				h.pool.EvictAll("network change")
+				h.sched.ResetAll() // failures seen from the old network say nothing now
 				step(h.ctx, true)
 			}
 		case <-natT.C:

@@ -46,6 +46,7 @@ type PunchRecord struct {
 	Priority int           `json:"priority"`
 	OK       bool          `json:"ok"`
 	Reason   string        `json:"reason,omitempty"`
+	Error    string        `json:"error,omitempty"` // the full error, for diagnosis
 	Duration time.Duration `json:"duration_ns"`
 	Path     string        `json:"path,omitempty"` // local->remote candidate types
 	Remote   string        `json:"remote,omitempty"`
@@ -106,7 +107,7 @@ func (h *Host) logPunch(r PunchRecord) {
 	if r.OK {
 		h.m.punchDur.Observe(r.Duration.Seconds())
 	}
-	h.log.Info("punch finished", "peer", r.Peer, "role", r.Role, "ok", r.OK, "reason", r.Reason,
+	h.log.Info("punch finished", "peer", r.Peer, "role", r.Role, "ok", r.OK, "reason", r.Reason, "err", r.Error,
 		"took", r.Duration.Round(time.Millisecond), "path", r.Path, "remote", r.Remote, "direct", r.Direct)
 }
 
@@ -158,6 +159,48 @@ func (h *Host) rejectPunch(job PunchJob, why RejectReason) {
 		h.m.punches.WithLabelValues("caller", prioName(job.Priority), h.natPair(job.ID, nil), name).Inc()
 	}
 	h.node.OnPunchComplete(job.ID, a2al.Address{}, nil, false, false, dht.PunchFailOther)
+	h.notifyPunch(job.ID, &PunchError{Reason: dht.PunchFailOther, Code: name,
+		Err: fmt.Errorf("punch request not run: %s", why)})
+}
+
+// waitPunch registers for the outcome of the next punch with id (caller side,
+// or the callee side that superseded it). done unregisters; the map holds
+// one entry per waiting Dial/PunchPeer call.
+func (h *Host) waitPunch(id a2al.NodeID) (ch chan error, done func()) {
+	ch = make(chan error, 1)
+	h.mu.Lock()
+	h.punchWait[id] = append(h.punchWait[id], ch)
+	h.mu.Unlock()
+	return ch, func() {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		ws := h.punchWait[id]
+		for i, c := range ws {
+			if c == ch {
+				ws = append(ws[:i], ws[i+1:]...)
+				break
+			}
+		}
+		if len(ws) == 0 {
+			delete(h.punchWait, id)
+		} else {
+			h.punchWait[id] = ws
+		}
+	}
+}
+
+// notifyPunch hands a punch outcome (nil = connection pooled) to the waiters.
+func (h *Host) notifyPunch(id a2al.NodeID, err error) {
+	h.mu.Lock()
+	ws := h.punchWait[id]
+	delete(h.punchWait, id)
+	h.mu.Unlock()
+	for _, c := range ws {
+		select {
+		case c <- err:
+		default:
+		}
+	}
 }
 
 var errSuperseded = errors.New("host: punch superseded by the peer's own attempt (glare)")
@@ -179,6 +222,7 @@ func (h *Host) runPunch(ctx context.Context, job PunchJob) Outcome {
 		rec.OK, rec.Remote = true, r.remote.String()
 		h.logPunch(rec)
 		h.node.OnPunchComplete(job.ID, peer, r.remote, true, r.direct, dht.PunchFailNone)
+		h.notifyPunch(job.ID, nil)
 		return OutcomeSuccess
 	}
 	h.mu.Lock()
@@ -189,11 +233,11 @@ func (h *Host) runPunch(ctx context.Context, job PunchJob) Outcome {
 		h.logPunch(rec)
 		return OutcomeSuperseded // the callee path reports for this peer
 	}
-	reason, name := failReason(err)
-	rec.Reason = name
+	pe := newPunchError(err)
+	rec.Reason, rec.Error = pe.Code, err.Error()
 	h.logPunch(rec)
-	h.log.Debug("punch failed", "peer", rec.Peer, "err", err)
-	h.node.OnPunchComplete(job.ID, peer, nil, false, false, reason)
+	h.node.OnPunchComplete(job.ID, peer, nil, false, false, pe.Reason)
+	h.notifyPunch(job.ID, pe)
 	if errors.Is(err, ErrNoHub) {
 		return OutcomeUnavailable
 	}
@@ -527,6 +571,7 @@ func (h *Host) handleCall(peer a2al.Address, s signaler) {
 	if peer == h.id.Address {
 		return
 	}
+	h.heardFrom(pid) // the peer is online and wants to reach us
 	// Glare: if we are punching this peer too, the smaller NodeID keeps its
 	// outgoing attempt; the other side abandons its own and answers.
 	if h.sched.Running(pid) && lessID(h.id.NodeID, pid) {
@@ -579,11 +624,12 @@ func (h *Host) handleCall(peer a2al.Address, s signaler) {
 	qc, path, err := h.punchIn(ctx, s, ch)
 	rec.Duration, rec.Path = time.Since(start), path
 	if err != nil {
-		reason, name := failReason(err)
-		rec.Reason = name
+		pe := newPunchError(err)
+		rec.Reason, rec.Error = pe.Code, err.Error()
 		h.logPunch(rec)
 		if superseded {
-			h.node.OnPunchComplete(pid, peer, nil, false, false, reason)
+			h.node.OnPunchComplete(pid, peer, nil, false, false, pe.Reason)
+			h.notifyPunch(pid, pe)
 		}
 		return
 	}
@@ -597,6 +643,7 @@ func (h *Host) handleCall(peer a2al.Address, s signaler) {
 	rec.OK, rec.Remote, rec.Direct = true, remote.String(), direct
 	h.logPunch(rec)
 	h.node.OnPunchComplete(pid, peer, remote, true, direct, dht.PunchFailNone)
+	h.notifyPunch(pid, nil)
 }
 
 // punchIn runs controlled ICE and waits for the caller's QUIC connection,

@@ -155,8 +155,45 @@ func (s *Scheduler) kick() {
 
 // Enqueue asks for a punch; it never blocks. It returns false if the request
 // was merged into an existing one (queued or running) — the existing attempt
-// will report for it.
+// will report for it. A peer in back-off is refused (RejectBackoff).
 func (s *Scheduler) Enqueue(id a2al.NodeID, er *protocol.EndpointRecord, prio int) bool {
+	return s.enqueue(id, er, prio, false)
+}
+
+// EnqueueUser is Enqueue for an explicit user request (Host.Dial, PunchPeer):
+// back-off exists to stop the DHT from hammering an unreachable peer, not to
+// refuse a user who asks to connect now, so it is bypassed. The attempt's
+// outcome still updates the peer's back-off for DHT-driven requests.
+func (s *Scheduler) EnqueueUser(id a2al.NodeID, er *protocol.EndpointRecord, prio int) bool {
+	return s.enqueue(id, er, prio, true)
+}
+
+// Reset forgets id's back-off: something showed the peer (or our path to it)
+// is working again, or a connection to it just died and the next attempt
+// must not be refused for failures that predate it.
+func (s *Scheduler) Reset(id a2al.NodeID) {
+	s.mu.Lock()
+	delete(s.fails, id)
+	s.mu.Unlock()
+}
+
+// ResetAll forgets every peer's back-off (our network changed, so failures
+// seen from the old network say nothing about the peers).
+func (s *Scheduler) ResetAll() {
+	s.mu.Lock()
+	clear(s.fails)
+	s.mu.Unlock()
+}
+
+// InBackoff reports whether DHT-driven requests for id are currently refused.
+func (s *Scheduler) InBackoff(id a2al.NodeID) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	b, ok := s.fails[id]
+	return ok && s.cfg.Now().Before(b.until)
+}
+
+func (s *Scheduler) enqueue(id a2al.NodeID, er *protocol.EndpointRecord, prio int, user bool) bool {
 	prio = clampPrio(prio)
 	job := &PunchJob{ID: id, Record: er, Priority: prio, Queued: s.cfg.Now()}
 	s.mu.Lock()
@@ -181,7 +218,7 @@ func (s *Scheduler) Enqueue(id a2al.NodeID, er *protocol.EndpointRecord, prio in
 		}
 		return false
 	}
-	if b, ok := s.fails[id]; ok && s.cfg.Now().Before(b.until) {
+	if b, ok := s.fails[id]; ok && !user && s.cfg.Now().Before(b.until) {
 		s.rejects = append(s.rejects, rejected{*job, RejectBackoff})
 		return true
 	}

@@ -129,3 +129,49 @@ func TestSchedulerCloseCancelsAndReports(t *testing.T) {
 		t.Fatalf("queued job not reported on close: %d", nrej)
 	}
 }
+
+// A user request runs despite back-off; Reset and ResetAll lift back-off for
+// DHT-driven requests.
+func TestSchedulerUserBypassAndReset(t *testing.T) {
+	now := time.Unix(1000, 0)
+	clock := func() time.Time { return now } // never advanced: back-off never expires by itself
+	g := &gatedRun{release: make(chan struct{}), out: OutcomeFailure}
+	var rejMu sync.Mutex
+	var rej []RejectReason
+	s := NewScheduler(SchedConfig{BackoffBase: time.Hour, Now: clock}, g.run,
+		func(_ PunchJob, why RejectReason) { rejMu.Lock(); rej = append(rej, why); rejMu.Unlock() })
+	defer s.Close()
+	fail := func(id a2al.NodeID, user bool, n int) {
+		t.Helper()
+		if user {
+			s.EnqueueUser(id, nil, PrioHigh)
+		} else {
+			s.Enqueue(id, nil, PrioHigh)
+		}
+		waitFor(t, "start", func() bool { return len(g.startedIDs()) == n })
+		g.release <- struct{}{}
+		waitFor(t, "finish", func() bool { return !s.Pending(id) })
+	}
+	rejects := func() int { rejMu.Lock(); defer rejMu.Unlock(); return len(rej) }
+	fail(nid(1), false, 1)
+	fail(nid(2), false, 2)
+	if !s.InBackoff(nid(1)) || !s.InBackoff(nid(2)) {
+		t.Fatal("failed peers not in back-off")
+	}
+	s.Enqueue(nid(1), nil, PrioHigh)
+	waitFor(t, "backoff reject", func() bool { return rejects() == 1 })
+	fail(nid(1), true, 3) // user request bypasses back-off
+	s.Reset(nid(1))
+	if s.InBackoff(nid(1)) || !s.InBackoff(nid(2)) {
+		t.Fatal("Reset must clear exactly the one peer")
+	}
+	fail(nid(1), false, 4)
+	s.ResetAll()
+	if s.InBackoff(nid(1)) || s.InBackoff(nid(2)) {
+		t.Fatal("ResetAll left back-off behind")
+	}
+	fail(nid(2), false, 5)
+	if n := rejects(); n != 1 {
+		t.Fatalf("%d rejects, want 1", n)
+	}
+}
