@@ -26,7 +26,6 @@ import (
 	"time"
 
 	"github.com/a2alnode/a2al"
-	"github.com/a2alnode/a2al/dht"
 	"github.com/a2alnode/a2al/host"
 	"github.com/a2alnode/a2al/natprobe"
 	"github.com/a2alnode/a2al/protocol"
@@ -383,21 +382,22 @@ func (a *api) lastPunch(peer a2al.Address, since time.Time) (host.PunchRecord, b
 	return host.PunchRecord{}, false
 }
 
-// dialReason maps a dial error to a stable code.
-func dialReason(err error, punched bool) string {
+// dialReason maps a dial error to a stable code through the host's typed
+// errors (the error text is reported as is, never parsed).
+func dialReason(err error) string {
 	switch {
-	case errors.Is(err, dht.ErrNoEndpoint):
+	case errors.Is(err, host.ErrSelf):
+		return "self"
+	case errors.Is(err, host.ErrClosed):
+		return "closed"
+	case errors.Is(err, host.ErrNoHub):
+		return "no-hub"
+	case errors.Is(err, host.ErrNoEndpointRecord):
 		return "no-endpoint-record"
+	case errors.Is(err, host.ErrPunchFailed), errors.Is(err, signal.ErrNoAgent):
+		return "punch-failed"
 	case errors.Is(err, context.DeadlineExceeded):
 		return "timeout"
-	case errors.Is(err, signal.ErrNoAgent):
-		return "punch-failed"
-	case strings.Contains(err.Error(), "our own address"):
-		return "self"
-	case strings.Contains(err.Error(), "host: closed"):
-		return "closed"
-	case punched:
-		return "punch-failed"
 	case errors.Is(err, host.ErrNoRoute):
 		return "unreachable"
 	}
@@ -434,11 +434,7 @@ func (a *api) dial(w http.ResponseWriter, r *http.Request) {
 		res.Punch = punchView(p)
 	}
 	if err != nil {
-		res.Error = err.Error()
-		res.Reason = dialReason(err, punched && !p.OK)
-		if res.Reason == "punch-failed" && punched && p.Reason != "" {
-			res.Error = fmt.Sprintf("punch: %s; %s", p.Reason, res.Error)
-		}
+		res.Error, res.Reason = err.Error(), dialReason(err)
 		a.explain(&res)
 		writeJSON(w, res)
 		return
@@ -466,9 +462,9 @@ func (a *api) dial(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, res)
 }
 
-// explain replaces a generic failure code with the local condition that
-// caused it, when the node knows one: it cannot use UDP at all, or a punch
-// was needed while it has no live signaling hub connection.
+// explain replaces a failure code with the local condition that caused it
+// when the node knows one: it cannot use UDP at all. (No live hub is reported
+// by the host itself, as host.ErrNoHub.)
 func (a *api) explain(res *DialResult) {
 	switch res.Reason {
 	case "self", "closed":
@@ -477,13 +473,6 @@ func (a *api) explain(res *DialResult) {
 	if nr, ok := a.h.NATResult(); ok && nr.Type == natprobe.TypeUDPBlocked {
 		res.Reason = "udp-blocked"
 		res.Error = "this node's UDP is blocked (NAT classification udp-blocked), so it cannot reach the DHT or punch; " + res.Error
-		return
-	}
-	st := a.h.Status()
-	if (res.Reason == "timeout" || res.Reason == "punch-failed") && st.Hubs > 0 && st.HubsRegistered == 0 &&
-		strings.Contains(res.Error, "punch") {
-		res.Reason = "no-hub"
-		res.Error = fmt.Sprintf("no live signaling hub connection (0 of %d hubs registered), so the punch could not be signalled; %s", st.Hubs, res.Error)
 	}
 }
 
@@ -507,7 +496,7 @@ func (a *api) punch(w http.ResponseWriter, r *http.Request) {
 	}
 	if err != nil {
 		res.Error = err.Error()
-		res.Reason = dialReason(err, p.Peer != "")
+		res.Reason = dialReason(err)
 		a.explain(&res)
 	}
 	writeJSON(w, res)
@@ -545,7 +534,7 @@ func (a *api) resolve(w http.ResponseWriter, r *http.Request) {
 	er, err := resolve(ctx, a.h, peer)
 	v := RecordView{Address: host.AddressText(peer), TookMS: time.Since(start).Milliseconds()}
 	if err != nil {
-		v.Error, v.Reason = err.Error(), dialReason(err, false)
+		v.Error, v.Reason = err.Error(), dialReason(err)
 		writeJSON(w, v)
 		return
 	}

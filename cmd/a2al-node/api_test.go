@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -259,9 +260,9 @@ func TestEndpointUDPAddr(t *testing.T) {
 	}
 }
 
-// TestExplainNoHub: a punch that timed out while the node has no live hub
-// connection is reported as no-hub; other failures keep their code.
-func TestExplainNoHub(t *testing.T) {
+// TestDialReasonTyped: reason codes come from the host's typed errors, and a
+// no-hub failure names no-hub exactly once (no wording added by the API).
+func TestDialReasonTyped(t *testing.T) {
 	_, key, err := ed25519.GenerateKey(nil)
 	if err != nil {
 		t.Fatal(err)
@@ -274,15 +275,30 @@ func TestExplainNoHub(t *testing.T) {
 	defer h.Close()
 	a := newAPI(h, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	defer a.Close()
-	res := DialResult{Reason: "timeout", Error: "host: peer unreachable: x: direct: skipped; punch: context deadline exceeded"}
-	a.explain(&res)
-	if res.Reason != "no-hub" || !strings.Contains(res.Error, "0 of 1 hubs registered") {
-		t.Fatalf("explain = %+v, want no-hub", res)
+	noHub := fmt.Errorf("%w: x: direct: skipped; punch: %w", host.ErrNoRoute,
+		&host.PunchError{Code: "no-hub", Err: fmt.Errorf("%w (ws://hub: refused)", host.ErrNoHub)})
+	for _, c := range []struct {
+		err  error
+		want string
+	}{
+		{noHub, "no-hub"},
+		{fmt.Errorf("%w: x: punch: %w", host.ErrNoRoute, &host.PunchError{Code: "ice-timeout", Err: host.ErrICETimeout}), "punch-failed"},
+		{fmt.Errorf("%w: x: punch: %w", host.ErrNoRoute, &host.PunchError{Code: "timeout", Err: context.DeadlineExceeded}), "punch-failed"},
+		{fmt.Errorf("resolve: %w", host.ErrNoEndpointRecord), "no-endpoint-record"},
+		{fmt.Errorf("host: dial: %w", host.ErrSelf), "self"},
+		{host.ErrClosed, "closed"},
+		{fmt.Errorf("waiting: %w", context.DeadlineExceeded), "timeout"},
+		{fmt.Errorf("%w: x: direct: refused", host.ErrNoRoute), "unreachable"},
+		{errors.New("something else"), "error"},
+	} {
+		if got := dialReason(c.err); got != c.want {
+			t.Errorf("dialReason(%v) = %q, want %q", c.err, got, c.want)
+		}
 	}
-	res = DialResult{Reason: "no-endpoint-record", Error: "resolve: dht: no endpoint record"}
+	res := DialResult{Reason: dialReason(noHub), Error: noHub.Error()}
 	a.explain(&res)
-	if res.Reason != "no-endpoint-record" {
-		t.Fatalf("explain changed an unrelated failure: %+v", res)
+	if res.Reason != "no-hub" || strings.Count(res.Error, "no-hub") != 1 || strings.Contains(res.Error, "no live signaling hub") {
+		t.Fatalf("explain = %+v, want no-hub named once", res)
 	}
 
 	// After Close, long-running endpoints refuse instead of starting work.
