@@ -27,6 +27,18 @@ type evictJob struct {
 	lru, cand routing.Contact
 }
 
+type inPacket struct {
+	data []byte
+	from net.Addr
+}
+
+// verifyWorkers decode and verify datagrams in parallel: signature checks
+// dominate the receive path, and a lookup's answers arrive together.
+const verifyWorkers = 2
+
+// recvLoop is the only caller of Transport.Receive (no concurrency demanded
+// of transports); it hands datagrams to the verify workers and blocks when
+// they are busy, so backlog stays in the socket buffer as before.
 func (n *Node) recvLoop() {
 	for {
 		data, from, err := n.tr.Receive()
@@ -42,7 +54,22 @@ func (n *Node) recvLoop() {
 			}
 			continue
 		}
-		n.handlePacket(data, from, false)
+		select {
+		case n.inQ <- inPacket{data: data, from: from}:
+		case <-n.ctx.Done():
+			return
+		}
+	}
+}
+
+func (n *Node) verifyWorker() {
+	for {
+		select {
+		case <-n.ctx.Done():
+			return
+		case p := <-n.inQ:
+			n.handlePacket(p.data, p.from, false)
+		}
 	}
 }
 

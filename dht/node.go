@@ -145,6 +145,7 @@ type Node struct {
 	size    sizeEstimator
 
 	evictQ chan *evictJob
+	inQ    chan inPacket
 	taskQ  chan func()
 
 	debugMu    sync.Mutex
@@ -203,6 +204,7 @@ func NewNode(cfg Config) (*Node, error) {
 		ctx:    ctx,
 		cancel: cancel,
 		evictQ: make(chan *evictJob, evictQueueCap),
+		inQ:    make(chan inPacket, verifyWorkers),
 		taskQ:  make(chan func(), taskQueueCap),
 	}
 	n.tab = routing.New(n.id, routing.DefaultLimits)
@@ -223,6 +225,9 @@ func (n *Node) Start() {
 		return
 	}
 	n.spawn(n.recvLoop)
+	for i := 0; i < verifyWorkers; i++ {
+		n.spawn(n.verifyWorker)
+	}
 	n.spawn(n.evictWorker)
 	for i := 0; i < taskWorkers; i++ {
 		n.spawn(n.taskWorker)
