@@ -5,25 +5,6 @@ import (
 	"time"
 )
 
-func FuzzParseAddressText(f *testing.F) {
-	f.Add("A056475aa75463474C0285df5Dbf2bcAB73Da65135")
-	f.Add("a056475aa75463474c0285df5dbf2bcab73da65135")
-	f.Add("A056475AA75463474C0285DF5DBF2BCAB73DA65135")
-	f.Add("")
-	f.Add("zz")
-	f.Fuzz(func(t *testing.T, s string) {
-		a, err := ParseAddressText(s)
-		if err != nil {
-			return
-		}
-		// Whatever parses must round-trip through the canonical form.
-		b, err := ParseAddressText(AddressText(a))
-		if err != nil || b != a {
-			t.Fatalf("round trip of %q failed: %v", s, err)
-		}
-	})
-}
-
 func FuzzPeerAddressFromCerts(f *testing.F) {
 	id := newTestIdentity(f)
 	f.Add(id.cert.Certificate[0])

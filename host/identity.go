@@ -3,19 +3,17 @@ package host
 import (
 	"crypto/ed25519"
 	"crypto/rand"
-	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"math/big"
-	"strings"
 	"time"
 
-	"github.com/a2alnode/a2al"
 	"github.com/quic-go/quic-go"
+
+	"github.com/a2alnode/a2al"
 )
 
 // ALPN protocol names. Mode A (application streams) keeps the upstream name so
@@ -108,7 +106,7 @@ func verifyExpected(want a2al.Address) func([][]byte, [][]*x509.Certificate) err
 			return err
 		}
 		if got != want {
-			return fmt.Errorf("%w: peer is %s, expected %s", ErrIdentity, AddressText(got), AddressText(want))
+			return fmt.Errorf("%w: peer is %s, expected %s", ErrIdentity, got, want)
 		}
 		return nil
 	}
@@ -128,7 +126,7 @@ func (id *Identity) ClientTLS(expect a2al.Address, alpn string) *tls.Config {
 		MinVersion:            tls.VersionTLS13,
 		MaxVersion:            tls.VersionTLS13,
 		Certificates:          []tls.Certificate{id.cert},
-		ServerName:            AddressText(expect),
+		ServerName:            expect.String(),
 		NextProtos:            []string{alpn},
 		InsecureSkipVerify:    true, // chain validation replaced by VerifyPeerCertificate
 		VerifyPeerCertificate: verifyExpected(expect),
@@ -158,48 +156,4 @@ func PeerAddress(c *quic.Conn) (a2al.Address, error) {
 		raw = append(raw, c.Raw)
 	}
 	return PeerAddressFromCerts(raw)
-}
-
-// AddressText renders addr in the native checksummed hex form (wire.md §2.4.1).
-func AddressText(addr a2al.Address) string {
-	lower := hex.EncodeToString(addr[:])
-	h := sha256.Sum256([]byte(lower))
-	var b strings.Builder
-	b.Grow(len(lower))
-	for i := 0; i < len(lower); i++ {
-		c := lower[i]
-		if c >= 'a' && c <= 'f' {
-			nib := h[i/2] >> 4
-			if i%2 == 1 {
-				nib = h[i/2] & 0x0f
-			}
-			if nib >= 8 {
-				c -= 'a' - 'A'
-			}
-		}
-		b.WriteByte(c)
-	}
-	return b.String()
-}
-
-// ParseAddressText parses the native hex text form: either exactly the
-// checksummed form or all lowercase (wire.md §2.4.1).
-func ParseAddressText(s string) (a2al.Address, error) {
-	s = strings.TrimSpace(s)
-	var a a2al.Address
-	if len(s) != 2*a2al.AddressLen {
-		return a, fmt.Errorf("host: address %q: want %d hex characters", s, 2*a2al.AddressLen)
-	}
-	b, err := hex.DecodeString(s)
-	if err != nil {
-		return a, fmt.Errorf("host: address %q: %w", s, err)
-	}
-	copy(a[:], b)
-	if a[0] < 0xA0 || a[0] > 0xAF {
-		return a2al.Address{}, fmt.Errorf("host: address %q: version 0x%02x out of range", s, a[0])
-	}
-	if s != strings.ToLower(s) && s != AddressText(a) {
-		return a2al.Address{}, fmt.Errorf("host: address %q: bad checksum casing", s)
-	}
-	return a, nil
 }

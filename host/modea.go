@@ -7,10 +7,11 @@ import (
 	"net"
 	"time"
 
+	"github.com/quic-go/quic-go"
+
 	"github.com/a2alnode/a2al"
 	"github.com/a2alnode/a2al/dht"
 	"github.com/a2alnode/a2al/protocol"
-	"github.com/quic-go/quic-go"
 )
 
 // Conn is an authenticated Mode A connection: Peer is the TLS-verified identity
@@ -54,7 +55,7 @@ func (h *Host) Dial(ctx context.Context, addr a2al.Address) (*Conn, error) {
 	id := a2al.NodeIDFromAddress(addr)
 	er, err := h.endpointRecord(ctx, id, nil)
 	if err != nil {
-		return nil, fmt.Errorf("host: dial %s: %w", AddressText(addr), err)
+		return nil, fmt.Errorf("host: dial %s: %w", addr.String(), err)
 	}
 	c, derr := h.dialDirect(ctx, er)
 	if derr == nil {
@@ -64,13 +65,13 @@ func (h *Host) Dial(ctx context.Context, addr a2al.Address) (*Conn, error) {
 	if len(hubsOf(er)) == 0 {
 		h.m.dialsA.WithLabelValues("direct", "fail").Inc()
 		h.node.LocalStoreInvalidate(id, protocol.RecTypeEndpoint)
-		return nil, fmt.Errorf("%w: %s: direct: %w", ErrNoRoute, AddressText(addr), derr)
+		return nil, fmt.Errorf("%w: %s: direct: %w", ErrNoRoute, addr.String(), derr)
 	}
 	c, perr := h.dialPunched(ctx, er)
 	if perr != nil {
 		h.m.dialsA.WithLabelValues("punched", "fail").Inc()
 		h.node.LocalStoreInvalidate(id, protocol.RecTypeEndpoint)
-		return nil, fmt.Errorf("%w: %s: direct: %v; punch: %w", ErrNoRoute, AddressText(addr), derr, perr)
+		return nil, fmt.Errorf("%w: %s: direct: %v; punch: %w", ErrNoRoute, addr.String(), derr, perr)
 	}
 	h.m.dialsA.WithLabelValues("punched", "ok").Inc()
 	return c, nil
@@ -161,7 +162,7 @@ func (h *Host) dialPunched(ctx context.Context, er *protocol.EndpointRecord) (*C
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		h.log.Debug("pooled path to peer did not answer a probe; punching again", "peer", AddressText(er.Address))
+		h.log.Debug("pooled path to peer did not answer a probe; punching again", "peer", er.Address.String())
 	}
 	if !h.pool.HasConn(id) {
 		if err := h.punchAndWait(ctx, id, er); err != nil {
@@ -245,7 +246,7 @@ func (h *Host) Accept(ctx context.Context) (*Conn, error) {
 func (h *Host) PunchPeer(ctx context.Context, addr a2al.Address) (PunchRecord, error) {
 	id := a2al.NodeIDFromAddress(addr)
 	if h.pool.HasConn(id) {
-		return PunchRecord{Peer: AddressText(addr), OK: true, Reason: "already pooled"}, nil
+		return PunchRecord{Peer: addr.String(), OK: true, Reason: "already pooled"}, nil
 	}
 	er, err := h.endpointRecord(ctx, id, nil)
 	if err != nil {
@@ -255,7 +256,7 @@ func (h *Host) PunchPeer(ctx context.Context, addr a2al.Address) (PunchRecord, e
 	mark := len(h.punchLog)
 	h.mu.Unlock()
 	perr := h.punchAndWait(ctx, id, er)
-	want := AddressText(addr)
+	want := addr.String()
 	var found PunchRecord
 	h.mu.Lock()
 	for i := len(h.punchLog) - 1; i >= min(mark, len(h.punchLog)); i-- {

@@ -39,7 +39,7 @@ func TestModeADialThroughPunch(t *testing.T) {
 	}
 	defer c.Close()
 	if c.Peer != b.Address() || c.Path != "punched" {
-		t.Fatalf("conn peer %s path %q", AddressText(c.Peer), c.Path)
+		t.Fatalf("conn peer %s path %q", c.Peer.String(), c.Path)
 	}
 	st, err := c.OpenStream(ctx)
 	if err != nil {
@@ -54,7 +54,7 @@ func TestModeADialThroughPunch(t *testing.T) {
 	select {
 	case bc := <-accepted:
 		if bc.Peer != a.Address() {
-			t.Fatalf("acceptor saw %s, want %s", AddressText(bc.Peer), AddressText(a.Address()))
+			t.Fatalf("acceptor saw %s, want %s", bc.Peer.String(), (a.Address()).String())
 		}
 	case <-ctx.Done():
 		t.Fatal("b never accepted")

@@ -13,8 +13,9 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/a2alnode/a2al"
 	"github.com/quic-go/quic-go"
+
+	"github.com/a2alnode/a2al"
 )
 
 // Mode B framing (documented in doc.go): a DHT message that fits into a QUIC
@@ -194,7 +195,7 @@ func (p *Pool) Add(peer a2al.Address, conn *quic.Conn, dialer a2al.NodeID, relea
 	for i, v := range victims {
 		p.closeEntry(v, reasons[i])
 	}
-	p.cfg.Logger.Debug("mode B connection pooled", "peer", AddressText(peer), "remote", e.remote)
+	p.cfg.Logger.Debug("mode B connection pooled", "peer", peer.String(), "remote", e.remote)
 	return true
 }
 
@@ -250,7 +251,7 @@ func (p *Pool) SendTo(_ context.Context, id a2al.NodeID, msg []byte) (bool, erro
 		return true, nil
 	default:
 		p.stats.QueueDrops.Add(1)
-		return false, fmt.Errorf("%w (peer %s)", ErrSendQueueFull, AddressText(e.peer))
+		return false, fmt.Errorf("%w (peer %s)", ErrSendQueueFull, e.peer.String())
 	}
 }
 
@@ -333,7 +334,7 @@ func (p *Pool) Snapshot() []PoolEntryInfo {
 	for el := p.lru.Front(); el != nil; el = el.Next() {
 		e := el.Value.(*poolEntry)
 		out = append(out, PoolEntryInfo{
-			Peer: AddressText(e.peer), Remote: e.remote.String(), Since: e.since,
+			Peer: e.peer.String(), Remote: e.remote.String(), Since: e.since,
 			LastUsed: time.Unix(0, e.lastUsed.Load()), WeDialed: e.dialer == p.cfg.Self,
 		})
 	}
@@ -393,7 +394,7 @@ func (p *Pool) Probe(ctx context.Context, id a2al.NodeID, fresh, wait time.Durat
 		select {
 		case <-t.C:
 			p.stats.Silent.Add(1)
-			p.cfg.Logger.Debug("mode B connection did not answer a probe, closing", "peer", AddressText(e.peer), "after", wait)
+			p.cfg.Logger.Debug("mode B connection did not answer a probe, closing", "peer", e.peer.String(), "after", wait)
 			p.dead(e, "silent")
 			return false
 		case <-ctx.Done():
@@ -479,13 +480,13 @@ func (p *Pool) sendLoop(ctx context.Context, e *poolEntry) {
 					p.drop(e, "connection closed")
 					return
 				}
-				p.cfg.Logger.Debug("mode B send failed", "peer", AddressText(e.peer), "err", err)
+				p.cfg.Logger.Debug("mode B send failed", "peer", e.peer.String(), "err", err)
 			}
 		case <-silence.C:
 			armed = false
 			if e.conn.ConnectionStats().PacketsReceived == rxMark {
 				p.stats.Silent.Add(1)
-				p.cfg.Logger.Debug("mode B connection silent, closing", "peer", AddressText(e.peer),
+				p.cfg.Logger.Debug("mode B connection silent, closing", "peer", e.peer.String(),
 					"after", p.cfg.SilenceTimeout)
 				p.dead(e, "silent")
 				return

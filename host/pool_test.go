@@ -10,8 +10,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/a2alnode/a2al"
 	"github.com/quic-go/quic-go"
+
+	"github.com/a2alnode/a2al"
 )
 
 type recorder struct {
@@ -289,7 +290,7 @@ func TestPoolGlareKeepsOne(t *testing.T) {
 			t.Fatalf("snapshot %d", len(snap))
 		}
 		if snap[0].WeDialed != (p.id.NodeID == low) {
-			t.Fatalf("side %s kept the wrong connection", AddressText(p.id.Address))
+			t.Fatalf("side %s kept the wrong connection", p.id.Address.String())
 		}
 	}
 	// The surviving connection works both ways.
@@ -341,15 +342,15 @@ func TestIdentityMismatchRejected(t *testing.T) {
 func TestAddressText(t *testing.T) {
 	var a a2al.Address
 	copy(a[:], []byte{0xa0, 0x56, 0x47, 0x5a, 0xa7, 0x54, 0x63, 0x47, 0x4c, 0x02, 0x85, 0xdf, 0x5d, 0xbf, 0x2b, 0xca, 0xb7, 0x3d, 0xa6, 0x51, 0x35})
-	s := AddressText(a)
+	s := a.String()
 	if s != "A056475aa75463474C0285df5Dbf2bcAB73Da65135" { // identity.json alice
 		t.Fatalf("text %s", s)
 	}
-	back, err := ParseAddressText(s)
+	back, err := a2al.ParseAddress(s)
 	if err != nil || back != a {
 		t.Fatalf("roundtrip %s: %v", s, err)
 	}
-	if _, err := ParseAddressText("zz"); err == nil {
+	if _, err := a2al.ParseAddress("zz"); err == nil {
 		t.Fatal("bad text accepted")
 	}
 }

@@ -9,12 +9,13 @@ import (
 	"sync"
 	"time"
 
+	"github.com/quic-go/quic-go"
+
 	"github.com/a2alnode/a2al"
 	"github.com/a2alnode/a2al/dht"
 	"github.com/a2alnode/a2al/natprobe"
 	"github.com/a2alnode/a2al/protocol"
 	"github.com/a2alnode/a2al/signal"
-	"github.com/quic-go/quic-go"
 )
 
 // punchTransport is the Host seen as dht.PunchTransport.
@@ -153,7 +154,7 @@ func failReason(err error) (dht.PunchFailReason, string) {
 func (h *Host) rejectPunch(job PunchJob, why RejectReason) {
 	name := "rejected-" + strings.ReplaceAll(string(why), " ", "-")
 	if job.Record != nil {
-		h.logPunch(PunchRecord{Peer: AddressText(job.Record.Address), Role: "caller", Priority: job.Priority,
+		h.logPunch(PunchRecord{Peer: job.Record.Address.String(), Role: "caller", Priority: job.Priority,
 			Reason: name, NATPair: h.natPair(job.ID, job.Record), At: h.cfg.Now()})
 	} else {
 		h.m.punches.WithLabelValues("caller", prioName(job.Priority), h.natPair(job.ID, nil), name).Inc()
@@ -213,7 +214,7 @@ func (h *Host) runPunch(ctx context.Context, job PunchJob) Outcome {
 	defer cancel()
 	r, err := h.punchOut(ctx, job, start)
 	peer := r.peer
-	rec.Peer, rec.Duration, rec.Path, rec.Direct = AddressText(peer), r.took, r.path, r.direct
+	rec.Peer, rec.Duration, rec.Path, rec.Direct = peer.String(), r.took, r.path, r.direct
 	if rec.Duration == 0 {
 		rec.Duration = time.Since(start)
 	}
@@ -403,7 +404,7 @@ func (h *Host) punchOut(ctx context.Context, job PunchJob, start time.Time) (r p
 	}
 	defer sess.Close()
 	if sess.Peer() != r.peer {
-		return r, fmt.Errorf("%w: hub connected us to %s", ErrIdentity, AddressText(sess.Peer()))
+		return r, fmt.Errorf("%w: hub connected us to %s", ErrIdentity, (sess.Peer()).String())
 	}
 	is, err := startICE(ctx, h.env, sess, true, h.iceHint())
 	if err != nil {
@@ -608,7 +609,7 @@ func (h *Host) handleCall(peer a2al.Address, s signaler) {
 	}()
 
 	start := time.Now()
-	rec := PunchRecord{Peer: AddressText(peer), Role: "callee", Priority: -1, At: h.cfg.Now()}
+	rec := PunchRecord{Peer: peer.String(), Role: "callee", Priority: -1, At: h.cfg.Now()}
 	ctx, cancel := context.WithTimeout(h.ctx, h.cfg.PunchTimeout)
 	defer cancel()
 	var er *protocol.EndpointRecord

@@ -26,7 +26,7 @@ type Status struct {
 // Status collects the current state.
 func (h *Host) Status() Status {
 	st := Status{
-		Address: AddressText(h.id.Address), Local: h.demux.LocalAddr().String(), NAT: "unknown",
+		Address: h.id.Address.String(), Local: h.demux.LocalAddr().String(), NAT: "unknown",
 		RoutingPeers: h.node.DebugStatsData().TotalPeers, NetworkSize: h.node.EstimatedNetworkSize(),
 		HubsRegistered: h.HubsRegistered(), Hubs: len(h.hubs), Pool: h.pool.Snapshot(), Sched: h.sched.Stats(),
 		Punches: h.Punches(),

@@ -202,7 +202,7 @@ func peerParam(w http.ResponseWriter, r *http.Request) (a2al.Address, bool) {
 		apiError(w, http.StatusBadRequest, "bad-request", "missing ?addr=<a2al address>")
 		return a2al.Address{}, false
 	}
-	addr, err := host.ParseAddressText(s)
+	addr, err := a2al.ParseAddress(s)
 	if err != nil {
 		apiError(w, http.StatusBadRequest, "bad-request", fmt.Sprintf("addr: %v", err))
 		return a2al.Address{}, false
@@ -314,12 +314,12 @@ func (a *api) status(w http.ResponseWriter, _ *http.Request) { writeJSON(w, a.st
 func (a *api) punches(w http.ResponseWriter, r *http.Request) {
 	ps := a.h.Punches()
 	if p := r.URL.Query().Get("peer"); p != "" {
-		addr, err := host.ParseAddressText(p)
+		addr, err := a2al.ParseAddress(p)
 		if err != nil {
 			apiError(w, http.StatusBadRequest, "bad-request", fmt.Sprintf("peer: %v", err))
 			return
 		}
-		want := host.AddressText(addr)
+		want := addr.String()
 		out := ps[:0]
 		for _, rec := range ps {
 			if rec.Peer == want {
@@ -371,7 +371,7 @@ func punchView(p host.PunchRecord) *PunchView {
 
 // lastPunch is the newest settled punch with peer that finished after since.
 func (a *api) lastPunch(peer a2al.Address, since time.Time) (host.PunchRecord, bool) {
-	want := host.AddressText(peer)
+	want := peer.String()
 	ps := a.h.Punches()
 	for i := len(ps) - 1; i >= 0; i-- {
 		p := ps[i]
@@ -428,7 +428,7 @@ func (a *api) dial(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	start := time.Now()
 	c, err := a.h.Dial(ctx, peer)
-	res := DialResult{OK: err == nil, Peer: host.AddressText(peer), TookMS: time.Since(start).Milliseconds()}
+	res := DialResult{OK: err == nil, Peer: peer.String(), TookMS: time.Since(start).Milliseconds()}
 	p, punched := a.lastPunch(peer, start)
 	if punched {
 		res.Punch = punchView(p)
@@ -489,7 +489,7 @@ func (a *api) punch(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	start := time.Now()
 	p, err := a.h.PunchPeer(ctx, peer)
-	res := DialResult{OK: err == nil, Peer: host.AddressText(peer), TookMS: time.Since(start).Milliseconds()}
+	res := DialResult{OK: err == nil, Peer: peer.String(), TookMS: time.Since(start).Milliseconds()}
 	if p.Peer != "" {
 		res.Punch = punchView(p)
 		res.Remote = p.Remote
@@ -532,7 +532,7 @@ func (a *api) resolve(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	start := time.Now()
 	er, err := resolve(ctx, a.h, peer)
-	v := RecordView{Address: host.AddressText(peer), TookMS: time.Since(start).Milliseconds()}
+	v := RecordView{Address: peer.String(), TookMS: time.Since(start).Milliseconds()}
 	if err != nil {
 		v.Error, v.Reason = err.Error(), dialReason(err)
 		writeJSON(w, v)
@@ -613,7 +613,7 @@ func (a *api) findNode(w http.ResponseWriter, r *http.Request) {
 		apiError(w, http.StatusInternalServerError, "error", fmt.Sprintf("random target: %v", err))
 		return
 	}
-	res := FindNodeResult{Peer: host.AddressText(peer)}
+	res := FindNodeResult{Peer: peer.String()}
 	to, transport, err := a.peerNetAddr(peer)
 	if err != nil {
 		res.Error = err.Error()
@@ -648,7 +648,7 @@ func (a *api) conns(w http.ResponseWriter, _ *http.Request) {
 	a.mu.Lock()
 	out := make([]KeptView, 0, len(a.kept))
 	for peer, k := range a.kept {
-		v := KeptView{Peer: host.AddressText(peer), Path: k.path, Remote: k.c.RemoteAddr().String(), Since: k.since,
+		v := KeptView{Peer: peer.String(), Path: k.path, Remote: k.c.RemoteAddr().String(), Since: k.since,
 			Alive: k.c.Context().Err() == nil}
 		if err := context.Cause(k.c.Context()); err != nil {
 			v.Error = err.Error()
@@ -669,9 +669,9 @@ func (a *api) closeConn(w http.ResponseWriter, r *http.Request) {
 	delete(a.kept, peer)
 	a.mu.Unlock()
 	if k == nil {
-		apiError(w, http.StatusNotFound, "not-found", "no kept connection to "+host.AddressText(peer))
+		apiError(w, http.StatusNotFound, "not-found", "no kept connection to "+peer.String())
 		return
 	}
 	_ = k.c.Close()
-	writeJSON(w, map[string]any{"ok": true, "peer": host.AddressText(peer)})
+	writeJSON(w, map[string]any{"ok": true, "peer": peer.String()})
 }

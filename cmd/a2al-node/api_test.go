@@ -306,7 +306,7 @@ func TestDialReasonTyped(t *testing.T) {
 	a.mount(mux)
 	a.Close()
 	rec := httptest.NewRecorder()
-	mux.ServeHTTP(rec, httptest.NewRequest("POST", "/api/dial?addr="+host.AddressText(h.Address()), nil))
+	mux.ServeHTTP(rec, httptest.NewRequest("POST", "/api/dial?addr="+(h.Address()).String(), nil))
 	if rec.Code != http.StatusServiceUnavailable || !strings.Contains(rec.Body.String(), `"code":"closed"`) {
 		t.Fatalf("dial after Close: %d %s", rec.Code, rec.Body.String())
 	}

@@ -44,7 +44,7 @@ func clientHost(ctx context.Context, name string, args []string, stderr io.Write
 	if len(pos) != 1 {
 		return nil, a2al.Address{}, 0, fmt.Errorf("want exactly one address argument, got %d", len(pos))
 	}
-	target, err := host.ParseAddressText(pos[0])
+	target, err := a2al.ParseAddress(pos[0])
 	if err != nil {
 		return nil, a2al.Address{}, 0, err
 	}
@@ -96,13 +96,13 @@ func readPeersCache(p string) []string {
 func resolve(ctx context.Context, h *host.Host, target a2al.Address) (*protocol.EndpointRecord, error) {
 	rec, err := dht.NewQuery(h.Node()).Resolve(ctx, a2al.NodeIDFromAddress(target))
 	if err != nil {
-		return nil, fmt.Errorf("resolve %s: %w", host.AddressText(target), err)
+		return nil, fmt.Errorf("resolve %s: %w", target.String(), err)
 	}
 	return rec, nil
 }
 
 func printRecord(w io.Writer, er *protocol.EndpointRecord) {
-	fmt.Fprintf(w, "address   %s\n", host.AddressText(er.Address))
+	fmt.Fprintf(w, "address   %s\n", er.Address.String())
 	fmt.Fprintf(w, "seq       %d (published %s, ttl %ds)\n", er.Seq, time.Unix(int64(er.Timestamp), 0).UTC().Format(time.RFC3339), er.TTL)
 	fmt.Fprintf(w, "nat       %s\n", natName(er.NatType))
 	for _, e := range er.Endpoints {
@@ -170,14 +170,14 @@ func cmdPing(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		case err != nil:
 			fmt.Fprintf(stdout, "%-28s no answer (%v)\n", ep, err)
 		case id.Address != target:
-			fmt.Fprintf(stdout, "%-28s answered by a different node %s\n", ep, host.AddressText(id.Address))
+			fmt.Fprintf(stdout, "%-28s answered by a different node %s\n", ep, id.Address.String())
 		default:
 			okAny = true
 			fmt.Fprintf(stdout, "%-28s pong in %v\n", ep, time.Since(start).Round(10*time.Microsecond))
 		}
 	}
 	if !okAny {
-		return fmt.Errorf("no endpoint of %s answered over UDP (it may be behind a NAT: try connect)", host.AddressText(target))
+		return fmt.Errorf("no endpoint of %s answered over UDP (it may be behind a NAT: try connect)", target.String())
 	}
 	return nil
 }
@@ -195,7 +195,7 @@ func cmdConnect(ctx context.Context, args []string, stdin io.Reader, stdout, std
 		return err
 	}
 	defer c.Close()
-	fmt.Fprintf(stderr, "connected to %s via %s (%s)\n", host.AddressText(c.Peer), c.RemoteAddr(), c.Path)
+	fmt.Fprintf(stderr, "connected to %s via %s (%s)\n", c.Peer.String(), c.RemoteAddr(), c.Path)
 	s, err := c.OpenStream(dctx)
 	if err != nil {
 		return fmt.Errorf("open stream: %w", err)

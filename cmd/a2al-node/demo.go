@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/a2alnode/a2al"
 	"github.com/a2alnode/a2al/dht"
 	"github.com/a2alnode/a2al/host"
 	"github.com/a2alnode/a2al/natprobe"
@@ -242,4 +243,4 @@ func demoPunchable(a, b natprobe.NATType) bool {
 	return !hard(a, b) && !hard(b, a)
 }
 
-func short(a [21]byte) string { return host.AddressText(a)[:10] + "…" }
+func short(a a2al.Address) string { return a.String()[:10] + "…" }

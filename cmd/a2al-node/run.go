@@ -55,7 +55,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 	defer h.Close()
-	fmt.Fprintf(stdout, "a2al node %s\nlistening on udp %s\n", host.AddressText(h.Address()), h.LocalAddr())
+	fmt.Fprintf(stdout, "a2al node %s\nlistening on udp %s\n", (h.Address()).String(), h.LocalAddr())
 	if len(splitList(c.bootstrap)) == 0 {
 		fmt.Fprintf(stdout, "no bootstrap given: this is a first node; others join with --bootstrap <this-host>:%d\n", udpPort(h.LocalAddr()))
 	}
@@ -138,7 +138,7 @@ func serveEcho(ctx context.Context, h *host.Host, log *slog.Logger) {
 			_ = c.Close()
 			continue
 		}
-		log.Info("application connection", "peer", host.AddressText(c.Peer), "remote", c.RemoteAddr())
+		log.Info("application connection", "peer", c.Peer.String(), "remote", c.RemoteAddr())
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -189,7 +189,7 @@ func cmdID(args []string, stdout, stderr io.Writer) error {
 	if created {
 		fmt.Fprintf(stderr, "created %s\n", c.key())
 	}
-	fmt.Fprintf(stdout, "address  %s\nnode id  %x\nkey file %s\n", host.AddressText(id.Address), id.NodeID[:], c.key())
+	fmt.Fprintf(stdout, "address  %s\nnode id  %x\nkey file %s\n", id.Address.String(), id.NodeID[:], c.key())
 	return nil
 }
 
