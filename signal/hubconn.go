@@ -10,8 +10,9 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/a2alnode/a2al"
 	"github.com/gorilla/websocket"
+
+	"github.com/a2alnode/a2al"
 )
 
 const (
@@ -228,7 +229,7 @@ func (c *hubConn) handleAuth(f Frame) {
 		return
 	}
 	c.nonceUsed = true
-	id, _ := ParseNodeID(f.NodeID) // validated by DecodeFrame
+	id, _ := a2al.ParseNodeID(f.NodeID) // validated by DecodeFrame
 	addr := a2al.AddressFromEd25519(f.Pub)
 	if a2al.NodeIDFromAddress(addr) != id {
 		c.authFail("public key does not derive the claimed node id")
@@ -265,7 +266,7 @@ func (c *hubConn) handleAuth(f Frame) {
 // handleCall creates a session. Caller holds h.mu.
 func (c *hubConn) handleCall(f Frame) {
 	h := c.h
-	target, _ := ParseNodeID(f.Target)
+	target, _ := a2al.ParseNodeID(f.Target)
 	if target == c.id {
 		c.send(Frame{T: TError, CID: f.CID, Code: CodeBadTarget, Msg: "cannot call yourself"})
 		return

@@ -164,7 +164,7 @@ func (f *Frame) validate() error {
 		if len(f.Sig) != ed25519.SignatureSize {
 			return errors.New("sig must be 64 bytes")
 		}
-		if _, err := ParseNodeID(f.NodeID); err != nil {
+		if _, err := a2al.ParseNodeID(f.NodeID); err != nil {
 			return err
 		}
 		if f.URL == "" {
@@ -178,7 +178,7 @@ func (f *Frame) validate() error {
 		if f.CID == 0 {
 			return errors.New("missing cid")
 		}
-		if _, err := ParseNodeID(f.Target); err != nil {
+		if _, err := a2al.ParseNodeID(f.Target); err != nil {
 			return err
 		}
 	case TNoAgent:
@@ -269,18 +269,6 @@ func checkSID(s string) error {
 		return fmt.Errorf("sid: %w", err)
 	}
 	return nil
-}
-
-// ParseNodeID parses 64 hex characters.
-func ParseNodeID(s string) (a2al.NodeID, error) {
-	var id a2al.NodeID
-	if len(s) != 2*a2al.NodeIDLen {
-		return id, errors.New("node id must be 64 hex chars")
-	}
-	if _, err := hex.Decode(id[:], []byte(s)); err != nil {
-		return id, fmt.Errorf("node id: %w", err)
-	}
-	return id, nil
 }
 
 // ParseAddress parses 42 hex characters.
