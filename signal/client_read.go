@@ -32,7 +32,7 @@ func (c *Client) dispatch(cc *clientConn, f Frame) {
 		peer, _ := ParseAddress(f.Peer)
 		c.mu.Lock()
 		s := cc.pending[f.CID]
-		hangup := s == nil
+		hangup, dup := s == nil, false
 		if s != nil {
 			delete(cc.pending, f.CID)
 			s.id, s.peer = f.SID, peer
@@ -40,10 +40,20 @@ func (c *Client) dispatch(cc *clientConn, f Frame) {
 			case <-s.done: // abandoned before the hub answered
 				hangup = true
 			default:
-				cc.sessions[f.SID] = s
+				if cc.sessions[f.SID] != nil {
+					// A hub reusing a live session id would orphan that
+					// session (never ended, its user never released).
+					dup = true
+				} else {
+					cc.sessions[f.SID] = s
+				}
 			}
 		}
 		c.mu.Unlock()
+		if dup {
+			s.end(fmt.Errorf("%w: ringing reused live session id %s", ErrHub, f.SID))
+			return
+		}
 		if hangup {
 			c.writeFromReader(cc, Frame{T: THangup, SID: f.SID})
 		}
@@ -138,6 +148,13 @@ func (c *Client) onIncoming(cc *clientConn, f Frame) {
 		return
 	}
 	c.mu.Lock()
+	if cc.sessions[f.SID] != nil {
+		// A hub reusing a live session id: replacing the entry would orphan
+		// the running session and its OnCall (Close would wait on it forever).
+		c.mu.Unlock()
+		c.log.Debug("signal: hub reused a live session id; ignoring incoming", "sid", f.SID)
+		return
+	}
 	if len(cc.pending)+len(cc.sessions) >= c.cfg.MaxSessions || c.ctx.Err() != nil {
 		c.mu.Unlock()
 		c.writeFromReader(cc, Frame{T: TReject, SID: f.SID})
