@@ -93,7 +93,7 @@ func (h *Host) dialDirect(ctx context.Context, er *protocol.EndpointRecord) (*Co
 		if len(addrs) == 4 {
 			break
 		}
-		if a, err := parseEndpoint(h.cfg.Net, ep); err == nil {
+		if a, err := parseEndpoint(ctx, h.cfg.Net, ep); err == nil {
 			addrs = append(addrs, a)
 		}
 	}

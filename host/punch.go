@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"strings"
 	"sync"
 	"time"
@@ -526,7 +527,7 @@ func (h *Host) directEvidence(ctx context.Context, er *protocol.EndpointRecord) 
 		if i >= 2 {
 			break
 		}
-		a, err := parseEndpoint(h.cfg.Net, ep)
+		a, err := parseEndpoint(ctx, h.cfg.Net, ep)
 		if err != nil {
 			continue
 		}
@@ -540,8 +541,11 @@ func (h *Host) directEvidence(ctx context.Context, er *protocol.EndpointRecord) 
 	return false
 }
 
-// parseEndpoint turns "quic://ip:port" (or legacy udp://) into a UDP address.
-func parseEndpoint(n interface {
+// parseEndpoint turns "quic://host:port" (or legacy udp://) into a UDP
+// address. The host comes from a peer's record, so a name is resolved under
+// ctx: net.ResolveUDPAddr would ignore the dial's deadline and let a record
+// of unresolvable names stall the dial for the resolver's own timeouts.
+func parseEndpoint(ctx context.Context, n interface {
 	ResolveUDPAddr(string, string) (*net.UDPAddr, error)
 }, ep string) (*net.UDPAddr, error) {
 	rest, ok := strings.CutPrefix(ep, "quic://")
@@ -553,7 +557,28 @@ func parseEndpoint(n interface {
 	if n != nil {
 		return n.ResolveUDPAddr("udp4", rest)
 	}
-	return net.ResolveUDPAddr("udp4", rest)
+	if ap, err := netip.ParseAddrPort(rest); err == nil {
+		if !ap.Addr().Unmap().Is4() {
+			return nil, fmt.Errorf("endpoint %q: not an IPv4 address", ep)
+		}
+		return net.UDPAddrFromAddrPort(netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())), nil
+	}
+	host, portStr, err := net.SplitHostPort(rest)
+	if err != nil {
+		return nil, fmt.Errorf("endpoint %q: %w", ep, err)
+	}
+	port, err := net.DefaultResolver.LookupPort(ctx, "udp", portStr)
+	if err != nil {
+		return nil, fmt.Errorf("endpoint %q: port: %w", ep, err)
+	}
+	ips, err := net.DefaultResolver.LookupNetIP(ctx, "ip4", host)
+	if err != nil {
+		return nil, fmt.Errorf("endpoint %q: resolve host: %w", ep, err)
+	}
+	if len(ips) == 0 {
+		return nil, fmt.Errorf("endpoint %q: host has no IPv4 address", ep)
+	}
+	return net.UDPAddrFromAddrPort(netip.AddrPortFrom(ips[0].Unmap(), uint16(port))), nil
 }
 
 const maxIncomingCalls = 16
