@@ -45,13 +45,13 @@ func (n *Node) BootstrapAddrs(ctx context.Context, addrs []net.Addr) error {
 	go func() { wg.Wait(); close(allDone) }()
 	select {
 	case <-first:
-		n.selfLookup(ctx)
+		n.joinLookup(ctx)
 		<-allDone
 		return nil
 	case <-allDone:
 		select {
 		case <-first:
-			n.selfLookup(ctx)
+			n.joinLookup(ctx)
 			return nil
 		default:
 		}
@@ -80,7 +80,7 @@ func (n *Node) Bootstrap(ctx context.Context, seeds []BootstrapSeed) error {
 	if added == 0 {
 		return nil
 	}
-	n.selfLookup(ctx)
+	n.joinLookup(ctx)
 	return nil
 }
 
@@ -92,6 +92,18 @@ func (n *Node) Bootstrap(ctx context.Context, seeds []BootstrapSeed) error {
 func (n *Node) selfLookup(ctx context.Context) {
 	r := n.newQueryRun(n.id, false, 0, 0)
 	r.run(ctx)
+}
+
+// joinLookup is the self-lookup that ends a bootstrap. It just filled the
+// table, so no bucket needs a refill lookup before one cooldown has passed;
+// without this every joining node ran a lookup per bucket at its first
+// maintenance tick, seconds after joining.
+func (n *Node) joinLookup(ctx context.Context) {
+	n.selfLookup(ctx)
+	now := n.now()
+	n.tabMu.Lock()
+	n.tab.MarkAllRefilled(now)
+	n.tabMu.Unlock()
 }
 
 // StartWithBootstrap starts the node and bootstraps from raw addresses.

@@ -545,6 +545,16 @@ func (t *Table) MarkRefilled(bi int, now time.Time) {
 	}
 }
 
+// MarkAllRefilled records a refresh of every existing bucket, e.g. by the
+// bootstrap self-lookup, so their first refill waits one cooldown.
+func (t *Table) MarkAllRefilled(now time.Time) {
+	for _, b := range t.buckets {
+		if b != nil {
+			b.lastRefill = now
+		}
+	}
+}
+
 // refillCooldown grows with consecutive futile refills. The ladder starts
 // higher than the reference's (30 s, 2, 10, 15 min): buckets deeper than
 // log2(network size) can never fill, and refilling them every 30 s costs a

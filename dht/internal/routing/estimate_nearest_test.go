@@ -122,3 +122,26 @@ func TestNearestMatchesFullSort(t *testing.T) {
 		}
 	}
 }
+
+// TestMarkAllRefilledDefersRefills: right after a bootstrap refresh no
+// bucket is due; one cooldown later the under-populated ones are.
+func TestMarkAllRefilledDefersRefills(t *testing.T) {
+	self := addrN(0).NodeID()
+	tab := New(self, Limits{})
+	now := time.Unix(1000, 0)
+	for i := 1; i <= 30; i++ {
+		tab.Add(contact(i, net.IPv4(10, byte(i), 0, 1)), false, now) // hearsay: never fresh
+	}
+	old := now.Add(-time.Hour)
+	if m := tab.CollectMaintenance(now, old, old, 0); len(m.BucketsToRefill) == 0 {
+		t.Fatal("setup: no bucket due for refill")
+	}
+	tab.MarkAllRefilled(now)
+	if m := tab.CollectMaintenance(now.Add(time.Second), old, old, 0); len(m.BucketsToRefill) != 0 {
+		t.Fatalf("%d buckets due right after MarkAllRefilled", len(m.BucketsToRefill))
+	}
+	later := now.Add(refillCooldown(0))
+	if m := tab.CollectMaintenance(later, old, old, 0); len(m.BucketsToRefill) == 0 {
+		t.Fatal("no bucket due one cooldown later")
+	}
+}
