@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pion/ice/v2"
@@ -113,7 +114,15 @@ type iceSession struct {
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
 	closed    sync.Once
+
+	candsDropped atomic.Uint64 // remote candidates past maxRemoteCandidates
 }
+
+// maxRemoteCandidates caps the candidates one peer may add to a session. Each
+// one costs a pion goroutine, pairs and checks sent to an address the peer
+// chose; an honest peer trickles a handful (host, reflexive, one per
+// interface), while the hub's byte limit alone would let a peer add ~1000.
+const maxRemoteCandidates = 32
 
 // startICE begins an ICE negotiation over sig; controlling is the caller side.
 // own, if known, is our public mapping of the shared socket: it is sent as a
@@ -216,7 +225,7 @@ func startICE(ctx context.Context, env *iceEnv, sig signaler, controlling bool, 
 	s.wg.Add(2)
 	go func() {
 		defer s.wg.Done()
-		gotCred := false
+		gotCred, added := false, 0
 		for {
 			m, err := sig.Recv(runCtx)
 			if err != nil {
@@ -230,10 +239,15 @@ func startICE(ctx context.Context, env *iceEnv, sig signaler, controlling bool, 
 					creds <- iceCred{m.Ufrag, m.Pwd}
 				}
 			case signal.KindCand:
+				if added >= maxRemoteCandidates {
+					s.candsDropped.Add(1)
+					continue
+				}
 				c, err := ice.UnmarshalCandidate(m.Candidate)
 				if err != nil {
 					continue // a bad candidate is skipped, not fatal
 				}
+				added++
 				_ = agent.AddRemoteCandidate(c)
 			}
 		}
