@@ -143,26 +143,50 @@ func serveEcho(ctx context.Context, h *host.Host, log *slog.Logger) {
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			defer c.Close()
-			cctx, cancel := context.WithCancel(ctx)
-			defer cancel()
-			go func() {
-				select {
-				case <-c.Context().Done():
-				case <-cctx.Done():
-				}
-				_ = c.Close()
-			}()
-			for {
-				s, err := c.AcceptStream(cctx)
-				if err != nil {
-					return
-				}
-				go func() {
-					defer s.Close()
-					_, _ = io.Copy(s, io.LimitReader(s, 1<<20))
-				}()
-			}
+			echoConn(ctx, c)
+		}()
+	}
+}
+
+// maxEchoStreams bounds the concurrent echo streams of one connection.
+const maxEchoStreams = 16
+
+// echoConn echoes every stream of c until c or ctx ends; it returns only when
+// all of its goroutines have.
+func echoConn(ctx context.Context, c *host.Conn) {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer c.Close()
+	cctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		select {
+		case <-c.Context().Done():
+		case <-cctx.Done():
+		}
+		_ = c.Close() // unblocks AcceptStream and every stream copy
+	}()
+	streams := make(chan struct{}, maxEchoStreams)
+	for {
+		s, err := c.AcceptStream(cctx)
+		if err != nil {
+			return
+		}
+		select {
+		case streams <- struct{}{}:
+		default:
+			s.CancelRead(0)
+			s.CancelWrite(0)
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-streams }()
+			defer s.Close()
+			_, _ = io.Copy(s, io.LimitReader(s, 1<<20))
 		}()
 	}
 }
