@@ -233,13 +233,11 @@ type vecStep struct {
 
 func readVectors(t *testing.T, name string) []byte {
 	t.Helper()
-	for _, dir := range []string{"../testdata/vectors/", "../../shared/spec/vectors/"} {
-		if b, err := os.ReadFile(dir + name); err == nil {
-			return b
-		}
+	b, err := os.ReadFile("../testdata/vectors/" + name)
+	if err != nil {
+		t.Fatalf("vector file: %v", err)
 	}
-	t.Skipf("vector file %s not found in testdata/vectors", name)
-	return nil
+	return b
 }
 
 func TestStoreSequenceVectors(t *testing.T) {
