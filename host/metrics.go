@@ -1,6 +1,10 @@
 package host
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
 
 // hostMetrics are the host-level Prometheus series (D9). They live in a
 // per-Host registry so several hosts can run in one process (demo, tests).
@@ -8,7 +12,7 @@ type hostMetrics struct {
 	reg         *prometheus.Registry
 	punches     *prometheus.CounterVec
 	punchDur    prometheus.Histogram
-	rpcs        *prometheus.CounterVec
+	modeBSent   atomic.Uint64 // DHT messages handed to the Mode B pool
 	natType     *prometheus.GaugeVec
 	glare       prometheus.Counter
 	unexpectedB prometheus.Counter
@@ -24,8 +28,6 @@ func newHostMetrics() *hostMetrics {
 			[]string{"role", "priority", "nat_pair", "outcome"}),
 		punchDur: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "a2al_punch_duration_seconds",
 			Help: "Duration of successful punches.", Buckets: prometheus.ExponentialBuckets(0.05, 2, 10)}),
-		rpcs: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "a2al_dht_modeb_messages_sent_total",
-			Help: "DHT messages handed to the Mode B pool (the rest of a2al_dht_packets_sent_total went over UDP)."}, []string{"transport"}),
 		natType: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "a2al_nat_type",
 			Help: "1 for the current NAT classification."}, []string{"type"}),
 		glare:       prometheus.NewCounter(prometheus.CounterOpts{Name: "a2al_punch_glare_total", Help: "Simultaneous punches resolved by role."}),
@@ -34,7 +36,7 @@ func newHostMetrics() *hostMetrics {
 		dialsA: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "a2al_modea_dial_total",
 			Help: "Mode A dials by path and outcome."}, []string{"path", "outcome"}),
 	}
-	m.reg.MustRegister(m.punches, m.punchDur, m.rpcs, m.natType, m.glare, m.unexpectedB, m.publishes, m.dialsA)
+	m.reg.MustRegister(m.punches, m.punchDur, m.natType, m.glare, m.unexpectedB, m.publishes, m.dialsA)
 	return m
 }
 
@@ -52,6 +54,7 @@ func (h *Host) registerNodeMetrics() {
 			func() float64 { return float64(stat().rx) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "a2al_dht_rpcs_completed_total", Help: "DHT RPCs completed."},
 			func() float64 { return float64(stat().ok) }),
+		sentByTransport(func() (tx, modeB uint64) { return stat().tx, h.m.modeBSent.Load() }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "a2al_pool_size", Help: "Mode B pooled connections (live)."},
 			func() float64 { return float64(h.pool.Len()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "a2al_hubs_registered", Help: "Signaling hubs with a live registration."},
@@ -61,3 +64,23 @@ func (h *Host) registerNodeMetrics() {
 
 // Registry exposes the host's metrics (mount with promhttp.HandlerFor).
 func (h *Host) Registry() *prometheus.Registry { return h.m.reg }
+
+var sentByTransportDesc = prometheus.NewDesc("a2al_dht_messages_sent_total",
+	"DHT messages sent, by transport: modeB (over a punched QUIC connection) or udp (plain datagrams).",
+	[]string{"transport"}, nil)
+
+// sentByTransport splits the node's send counter at scrape time: the node
+// counts every message, the pool only those it carried.
+type sentByTransport func() (tx, modeB uint64)
+
+func (c sentByTransport) Describe(ch chan<- *prometheus.Desc) { ch <- sentByTransportDesc }
+
+func (c sentByTransport) Collect(ch chan<- prometheus.Metric) {
+	tx, modeB := c()
+	udp := uint64(0)
+	if tx > modeB {
+		udp = tx - modeB
+	}
+	ch <- prometheus.MustNewConstMetric(sentByTransportDesc, prometheus.CounterValue, float64(modeB), "modeB")
+	ch <- prometheus.MustNewConstMetric(sentByTransportDesc, prometheus.CounterValue, float64(udp), "udp")
+}

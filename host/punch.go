@@ -27,8 +27,8 @@ var _ dht.PunchTransport = (*punchTransport)(nil)
 // SendTo delivers a DHT message over the pooled connection; never blocks.
 func (p *punchTransport) SendTo(ctx context.Context, id a2al.NodeID, msg []byte) (bool, error) {
 	ok, err := p.pool.SendTo(ctx, id, msg)
-	if ok {
-		p.m.rpcs.WithLabelValues("modeB").Inc()
+	if ok && err == nil {
+		p.m.modeBSent.Add(1)
 	}
 	return ok, err
 }
