@@ -54,7 +54,7 @@ func newRawPeer(t *testing.T, tr transport.Transport, seed uint64) *rawPeer {
 
 func (p *rawPeer) raw(t *testing.T, tx [protocol.TxIDLen]byte, body any) []byte {
 	t.Helper()
-	h := protocol.Header{Version: 1, MsgType: msgTypeOf(body), TxID: tx}
+	h := protocol.Header{Version: 1, MsgType: protocol.MsgTypeOf(body), TxID: tx}
 	raw, err := protocol.EncodeMessage(h, body, p.k.pub(), p.k.sign)
 	if err != nil {
 		t.Fatalf("encode: %v", err)
@@ -87,7 +87,7 @@ func (p *rawPeer) serve(t *testing.T, fn func(m *protocol.Message) any) {
 				return
 			case pk := <-p.in:
 				if body := fn(pk.msg); body != nil {
-					h := protocol.Header{Version: 1, MsgType: msgTypeOf(body), TxID: pk.msg.Header.TxID}
+					h := protocol.Header{Version: 1, MsgType: protocol.MsgTypeOf(body), TxID: pk.msg.Header.TxID}
 					raw, err := protocol.EncodeMessage(h, body, p.k.pub(), p.k.sign)
 					if err == nil {
 						_ = p.tr.Send(pk.from, raw)

@@ -17,7 +17,7 @@ import (
 func FuzzInboundPacket(f *testing.F) {
 	k := newTestKeys(42)
 	enc := func(body any) []byte {
-		h := protocol.Header{Version: 1, MsgType: msgTypeOf(body), TxID: newTxID()}
+		h := protocol.Header{Version: 1, MsgType: protocol.MsgTypeOf(body), TxID: newTxID()}
 		raw, err := protocol.EncodeMessage(h, body, k.pub(), k.sign)
 		if err != nil {
 			f.Fatal(err)

@@ -115,34 +115,8 @@ func wantFor(msgType uint8) uint8 {
 	return 0
 }
 
-func msgTypeOf(body any) uint8 {
-	switch body.(type) {
-	case protocol.BodyPing:
-		return protocol.MsgPing
-	case protocol.BodyPong:
-		return protocol.MsgPong
-	case protocol.BodyFindNode:
-		return protocol.MsgFindNode
-	case protocol.BodyFindNodeResp:
-		return protocol.MsgFindNodeResp
-	case protocol.BodyFindValue:
-		return protocol.MsgFindValue
-	case protocol.BodyFindValueResp:
-		return protocol.MsgFindValueResp
-	case protocol.BodyStore:
-		return protocol.MsgStore
-	case protocol.BodyStoreResp:
-		return protocol.MsgStoreResp
-	case protocol.BodyNATProbeReq:
-		return protocol.MsgNATProbeReq
-	case protocol.BodyNATProbeEcho:
-		return protocol.MsgNATProbeEcho
-	}
-	return 0
-}
-
 func (n *Node) encode(tx [protocol.TxIDLen]byte, body any) ([]byte, error) {
-	h := protocol.Header{Version: protocol.ProtocolVersion, MsgType: msgTypeOf(body), TxID: tx}
+	h := protocol.Header{Version: protocol.ProtocolVersion, MsgType: protocol.MsgTypeOf(body), TxID: tx}
 	raw, err := protocol.EncodeMessage(h, body, n.pub, n.sign)
 	if err != nil {
 		return nil, fmt.Errorf("dht: encode msg type %#x: %w", h.MsgType, err)
@@ -171,7 +145,7 @@ func (n *Node) sendOut(ctx context.Context, to net.Addr, id a2al.NodeID, hasID b
 // startCall sends one request attempt and registers its waiter on ch; it
 // returns the datagram size. ch must have room for every call registered on it.
 func (n *Node) startCall(ctx context.Context, to net.Addr, id a2al.NodeID, hasID bool, body any, ch chan rpcResult, tag any) (*call, int, error) {
-	typ := msgTypeOf(body)
+	typ := protocol.MsgTypeOf(body)
 	c := &call{tx: newTxID(), want: wantFor(typ), peerID: id, hasID: hasID, ch: ch, tag: tag}
 	if !hasID {
 		c.addr = to.String() // matched by address only when the NodeID is unknown
