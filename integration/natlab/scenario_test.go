@@ -2,7 +2,6 @@ package natlab
 
 import (
 	"fmt"
-	"os"
 	"sort"
 	"strings"
 	"sync"
@@ -256,25 +255,9 @@ func TestPunchLatency(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t)
 	pairs := [][2]NATType{{PortRestricted, PortRestricted}, {FullCone, PortRestricted}, {AddressRestricted, Symmetric}}
-	batch := len(pairs) * 2 // every job at once
-	if os.Getenv("NATLAB_LATENCY") == "all" {
-		// Every punchable pair of the matrix, a few jobs at a time so two
-		// cores are not swamped by nodes (about 5 minutes).
-		types := []NATType{Public, FullCone, AddressRestricted, PortRestricted, Symmetric, PortShifted, DoubleNAT}
-		pairs = nil
-		for i := range types {
-			for j := i; j < len(types); j++ {
-				if punchable(types[i], types[j]) {
-					pairs = append(pairs, [2]NATType{types[i], types[j]})
-				}
-			}
-		}
-		batch = 4
-	}
 	rtts := []time.Duration{0, 40 * time.Millisecond}
 	const samples = 3
 	type job struct {
-		name    string
 		pair    [2]NATType
 		rtt     time.Duration
 		callers []*Node
@@ -291,65 +274,53 @@ func TestPunchLatency(t *testing.T) {
 	}
 	for pi, p := range pairs {
 		for ri, rtt := range rtts {
-			jobs = append(jobs, &job{name: fmt.Sprintf("l%d%d", pi, ri), pair: p, rtt: rtt})
+			j := &job{pair: p, rtt: rtt}
+			for s := 0; s < samples; s++ {
+				j.callers = append(j.callers, mk(fmt.Sprintf("l%d%d%d", pi, ri, s), p[0], rtt))
+			}
+			j.callee = mk(fmt.Sprintf("l%d%dx", pi, ri), p[1], rtt)
+			jobs = append(jobs, j)
 		}
 	}
+	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var rows []string
-	run := func(j *job) {
-		for _, n := range append(j.callers, j.callee, w.boot) {
-			if _, err := n.WaitReady(90 * time.Second); err != nil {
-				t.Error(err)
-				return
-			}
-		}
-		var times []time.Duration
-		var paths []string
-		retries := 0
-		for _, c := range j.callers {
-			r := dialPair(t, c, j.callee, j.pair[0], j.pair[1])
-			if !r.ok {
-				t.Errorf("%s x %s at %v RTT: %s", j.pair[0], j.pair[1], j.rtt, r.why)
-				continue
-			}
-			retries += r.retries
-			times = append(times, r.took)
-			paths = append(paths, r.path)
-		}
-		if len(times) == 0 {
-			return
-		}
-		sort.Slice(times, func(a, b int) bool { return times[a] < times[b] })
-		mu.Lock()
-		rows = append(rows, fmt.Sprintf("%-38s %6v %10s %10s %10s  %s (resolve retries %d)", fmt.Sprintf("%s x %s", j.pair[0], j.pair[1]), j.rtt,
-			times[len(times)/2].Round(time.Millisecond), times[0].Round(time.Millisecond),
-			times[len(times)-1].Round(time.Millisecond), strings.Join(paths, ","), retries))
-		mu.Unlock()
-	}
-	for len(jobs) > 0 {
-		n := min(batch, len(jobs))
-		cur := jobs[:n]
-		jobs = jobs[n:]
-		for _, j := range cur {
-			for s := 0; s < samples; s++ {
-				j.callers = append(j.callers, mk(fmt.Sprintf("%s%d", j.name, s), j.pair[0], j.rtt))
-			}
-			j.callee = mk(j.name+"x", j.pair[1], j.rtt)
-		}
-		var wg sync.WaitGroup
-		for _, j := range cur {
-			wg.Add(1)
-			go func() { defer wg.Done(); run(j) }()
-		}
-		wg.Wait()
-		if len(jobs) > 0 { // free the CPU for the next batch
-			for _, j := range cur {
-				for _, nd := range append(j.callers, j.callee) {
-					nd.Stop()
+	for _, j := range jobs {
+		j := j
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for _, n := range append(j.callers, j.callee, w.boot) {
+				if _, err := n.WaitReady(90 * time.Second); err != nil {
+					t.Error(err)
+					return
 				}
 			}
-		}
+			var times []time.Duration
+			var paths []string
+			retries := 0
+			for _, c := range j.callers {
+				r := dialPair(t, c, j.callee, j.pair[0], j.pair[1])
+				if !r.ok {
+					t.Errorf("%s x %s at %v RTT: %s", j.pair[0], j.pair[1], j.rtt, r.why)
+					continue
+				}
+				retries += r.retries
+				times = append(times, r.took)
+				paths = append(paths, r.path)
+			}
+			if len(times) == 0 {
+				return
+			}
+			sort.Slice(times, func(a, b int) bool { return times[a] < times[b] })
+			mu.Lock()
+			rows = append(rows, fmt.Sprintf("%-38s %6v %10s %10s %10s  %s (resolve retries %d)", fmt.Sprintf("%s x %s", j.pair[0], j.pair[1]), j.rtt,
+				times[len(times)/2].Round(time.Millisecond), times[0].Round(time.Millisecond),
+				times[len(times)-1].Round(time.Millisecond), strings.Join(paths, ","), retries))
+			mu.Unlock()
+		}()
 	}
+	wg.Wait()
 	sort.Strings(rows)
 	t.Logf("punch time (%d samples per row):\n%-38s %6s %10s %10s %10s  %s\n%s", samples, "pair", "rtt", "median", "min", "max", "paths", strings.Join(rows, "\n"))
 }
