@@ -192,12 +192,10 @@ func (s *Store) Get(key a2al.NodeID, now time.Time) *protocol.SignedRecord {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	nowSec := unixSeconds(now)
-	s.sweep(nowSec)
-	e := s.keys[key]
+	e := s.readLocked(key, nowSec)
 	if e == nil {
 		return nil
 	}
-	s.lruMoveFront(e)
 	var best *protocol.SignedRecord
 	for i := range e.recs {
 		r := &e.recs[i]
@@ -221,13 +219,22 @@ func (s *Store) GetAll(key a2al.NodeID, recType uint8, now time.Time) []protocol
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	nowSec := unixSeconds(now)
-	s.sweep(nowSec)
-	e := s.keys[key]
+	e := s.readLocked(key, nowSec)
 	if e == nil {
 		return nil
 	}
-	s.lruMoveFront(e)
 	return appendVisible(nil, e.recs, nil, recType, nowSec)
+}
+
+// readLocked drops expired records, then returns key's entry moved to the
+// LRU front, or nil. s.mu must be held.
+func (s *Store) readLocked(key a2al.NodeID, nowSec uint64) *storeEntry {
+	s.sweep(nowSec)
+	e := s.keys[key]
+	if e != nil {
+		s.lruMoveFront(e)
+	}
+	return e
 }
 
 // GetAllByAddress returns copies of the visible records signed for addr at
