@@ -541,6 +541,13 @@ func (h *Host) directEvidence(ctx context.Context, er *protocol.EndpointRecord) 
 	return false
 }
 
+// ResolveEndpoint turns an endpoint URL from a peer's record ("quic://" or
+// legacy "udp://" host:port) into the UDP address this host would dial,
+// resolving names under ctx.
+func (h *Host) ResolveEndpoint(ctx context.Context, ep string) (*net.UDPAddr, error) {
+	return parseEndpoint(ctx, h.cfg.Net, ep)
+}
+
 // parseEndpoint turns "quic://host:port" (or legacy udp://) into a UDP
 // address. The host comes from a peer's record, so a name is resolved under
 // ctx: net.ResolveUDPAddr would ignore the dial's deadline and let a record

@@ -7,7 +7,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -123,43 +122,47 @@ func natName(t uint8) string {
 	return host.WireNATName(t)
 }
 
+// clientResolve starts a client host for command name and resolves the
+// target's endpoint record; the caller closes the host and cancels ctx.
+func clientResolve(ctx context.Context, name string, args []string, stderr io.Writer) (*host.Host, *protocol.EndpointRecord, context.Context, context.CancelFunc, error) {
+	h, target, timeout, err := clientHost(ctx, name, args, stderr)
+	if err != nil {
+		return nil, nil, nil, nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	er, err := resolve(ctx, h, target)
+	if err != nil {
+		cancel()
+		h.Close()
+		return nil, nil, nil, nil, err
+	}
+	return h, er, ctx, cancel, nil
+}
+
 func cmdResolve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	h, target, timeout, err := clientHost(ctx, "resolve", args, stderr)
+	h, er, _, cancel, err := clientResolve(ctx, "resolve", args, stderr)
 	if err != nil {
 		return err
 	}
 	defer h.Close()
-	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	er, err := resolve(ctx, h, target)
-	if err != nil {
-		return err
-	}
 	printRecord(stdout, er)
 	return nil
 }
 
 func cmdPing(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	h, target, timeout, err := clientHost(ctx, "ping", args, stderr)
+	h, er, ctx, cancel, err := clientResolve(ctx, "ping", args, stderr)
 	if err != nil {
 		return err
 	}
 	defer h.Close()
-	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	er, err := resolve(ctx, h, target)
-	if err != nil {
-		return err
-	}
+	target := er.Address
 	okAny := false
 	for _, ep := range er.Endpoints {
-		rest, found := strings.CutPrefix(ep, "quic://")
-		if !found {
-			continue
-		}
-		ua, err := net.ResolveUDPAddr("udp4", rest)
+		ua, err := h.ResolveEndpoint(ctx, ep)
 		if err != nil {
-			fmt.Fprintf(stdout, "%-28s bad endpoint: %v\n", ep, err)
+			fmt.Fprintf(stdout, "%-28s skipped: %v\n", ep, err)
 			continue
 		}
 		pctx, pc := context.WithTimeout(ctx, 3*time.Second)
