@@ -89,27 +89,14 @@ func TestClassifyVNet(t *testing.T) {
 func TestClassifyEchoProbe(t *testing.T) {
 	for _, kind := range []natprobe.NATType{natprobe.TypeFullCone, natprobe.TypeAddressRestricted, natprobe.TypePortRestricted, natprobe.TypeSymmetric} {
 		t.Run(string(kind), func(t *testing.T) {
-			w := newWorld(t, natsim.Options{SingleIPSTUN: true})
-			h, err := w.AddNAT(kind)
-			if err != nil {
-				t.Fatal(err)
-			}
-			peer, err := w.AddOpenHost()
-			if err != nil {
-				t.Fatal(err)
-			}
-			srv2 := secondServer(t, w)
-			conn, err := h.Net.ListenPacket("udp4", h.Bind(0))
-			if err != nil {
-				t.Fatal(err)
-			}
+			_, peer, servers, conn := echoWorld(t, kind)
 			mux := newTestMux(conn)
 			t.Cleanup(mux.close)
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()
 			res, err := natprobe.Classify(ctx, natprobe.ClassifyConfig{
 				Conn:        conn,
-				Servers:     append(w.STUNServers(), srv2),
+				Servers:     servers,
 				Timeout:     testTimeout,
 				EchoProbe:   mux.echoProbe(peer),
 				InstallHook: mux.install,
@@ -126,6 +113,27 @@ func TestClassifyEchoProbe(t *testing.T) {
 			}
 		})
 	}
+}
+
+// echoWorld is the single-IP-server setup of the echo tests: a host behind
+// kind, a WAN peer the host never contacted (for the echo), the STUN servers
+// (the world's plus a second single-IP one for the mapping test) and the
+// host's socket.
+func echoWorld(t *testing.T, kind natprobe.NATType) (h, peer *natsim.Host, servers []string, conn net.PacketConn) {
+	t.Helper()
+	w := newWorld(t, natsim.Options{SingleIPSTUN: true})
+	h, err := w.AddNAT(kind)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if peer, err = w.AddOpenHost(); err != nil {
+		t.Fatal(err)
+	}
+	servers = append(w.STUNServers(), secondServer(t, w))
+	if conn, err = h.Net.ListenPacket("udp4", h.Bind(0)); err != nil {
+		t.Fatal(err)
+	}
+	return h, peer, servers, conn
 }
 
 // secondServer starts a plain (single-IP) STUN server on another WAN host.

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/a2alnode/a2al/natprobe"
-	"github.com/a2alnode/a2al/natprobe/natsim"
 	"github.com/a2alnode/a2al/transport"
 )
 
@@ -19,20 +18,7 @@ import (
 func TestClassifyThroughDemux(t *testing.T) {
 	for _, kind := range []natprobe.NATType{natprobe.TypeFullCone, natprobe.TypeAddressRestricted, natprobe.TypePortRestricted, natprobe.TypeSymmetric} {
 		t.Run(string(kind), func(t *testing.T) {
-			w := newWorld(t, natsim.Options{SingleIPSTUN: true})
-			h, err := w.AddNAT(kind)
-			if err != nil {
-				t.Fatal(err)
-			}
-			peer, err := w.AddOpenHost()
-			if err != nil {
-				t.Fatal(err)
-			}
-			srv2 := secondServer(t, w)
-			conn, err := h.Net.ListenPacket("udp4", h.Bind(0))
-			if err != nil {
-				t.Fatal(err)
-			}
+			h, peer, servers, conn := echoWorld(t, kind)
 			d := transport.NewDemux(conn, transport.DemuxOptions{})
 			t.Cleanup(func() { _ = d.Close() })
 
@@ -73,7 +59,7 @@ func TestClassifyThroughDemux(t *testing.T) {
 			defer cancel()
 			res, err := natprobe.Classify(ctx, natprobe.ClassifyConfig{
 				Conn:      d.STUN(),
-				Servers:   append(w.STUNServers(), srv2),
+				Servers:   servers,
 				Timeout:   testTimeout,
 				EchoProbe: echo,
 				InstallHook: func(hook func([]byte, net.Addr) bool) func() {
