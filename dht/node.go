@@ -413,3 +413,19 @@ func ObservedAddr(from net.Addr) []byte {
 	}
 	return protocol.EncodeUDPAddr(net.IPv4(127, 0, 0, 1), 0)
 }
+
+// LivePeers counts routing-table entries we heard from first-hand within the
+// last window (the table also holds entries learned second-hand or gone
+// quiet; operators want the ones that answer).
+func (n *Node) LivePeers(window time.Duration) int {
+	cutoff := n.now().Add(-window)
+	n.tabMu.RLock()
+	defer n.tabMu.RUnlock()
+	live := 0
+	for _, c := range n.tab.All() {
+		if c.VerifiedAt.After(cutoff) {
+			live++
+		}
+	}
+	return live
+}

@@ -13,9 +13,11 @@ type Status struct {
 	NAT            string          `json:"nat"`
 	Public         string          `json:"public,omitempty"`
 	RoutingPeers   int             `json:"routing_peers"`
+	LivePeers      int             `json:"live_peers"` // routing peers heard from in the last LiveWindow
 	NetworkSize    int             `json:"network_size_estimate"`
 	HubsRegistered int             `json:"hubs_registered"`
 	Hubs           int             `json:"hubs"`
+	HubStates      []HubState      `json:"hub_states"`
 	Pool           []PoolEntryInfo `json:"pool"`
 	Sched          SchedStats      `json:"scheduler"`
 	Punches        []PunchRecord   `json:"recent_punches"`
@@ -23,12 +25,37 @@ type Status struct {
 	Seq            uint64          `json:"published_seq"`
 }
 
+// LiveWindow is how recently a routing peer must have answered to count as
+// live in Status.
+const LiveWindow = 15 * time.Minute
+
+// HubState is one configured signaling hub: registered, or why not.
+type HubState struct {
+	URL        string `json:"url"`
+	Registered bool   `json:"registered"`
+	Error      string `json:"error,omitempty"` // the last dial or connection failure
+}
+
+// HubStates reports every configured hub.
+func (h *Host) HubStates() []HubState {
+	out := make([]HubState, 0, len(h.hubs))
+	for _, c := range h.hubs {
+		s := HubState{URL: c.URL(), Registered: c.Registered()}
+		if err := c.LastError(); err != nil && !s.Registered {
+			s.Error = err.Error()
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
 // Status collects the current state.
 func (h *Host) Status() Status {
 	st := Status{
 		Address: h.id.Address.String(), Local: h.demux.LocalAddr().String(), NAT: "unknown",
-		RoutingPeers: h.node.DebugStatsData().TotalPeers, NetworkSize: h.node.EstimatedNetworkSize(),
-		HubsRegistered: h.HubsRegistered(), Hubs: len(h.hubs), Pool: h.pool.Snapshot(), Sched: h.sched.Stats(),
+		RoutingPeers: h.node.DebugStatsData().TotalPeers, LivePeers: h.node.LivePeers(LiveWindow),
+		NetworkSize:    h.node.EstimatedNetworkSize(),
+		HubsRegistered: h.HubsRegistered(), Hubs: len(h.hubs), HubStates: h.HubStates(), Pool: h.pool.Snapshot(), Sched: h.sched.Stats(),
 		Punches: h.Punches(),
 	}
 	if nr, ok := h.NATResult(); ok {

@@ -7,8 +7,10 @@ package main
 //
 // It is unauthenticated and can make the node open connections, so it is
 // meant for the loopback interface only: run warns when --debug-addr is not
-// a loopback address, and every request carrying a browser Origin header is
-// refused (a web page must not drive a local node through the browser).
+// a loopback address, every request carrying a browser Origin header is
+// refused (a web page must not drive a local node through the browser), and
+// every route refuses a Host header that is not a loopback name or address
+// (a DNS-rebinding page reaches 127.0.0.1 under its own host name).
 
 import (
 	"context"
@@ -30,6 +32,9 @@ import (
 	"github.com/a2alnode/a2al/natprobe"
 	"github.com/a2alnode/a2al/protocol"
 	"github.com/a2alnode/a2al/signal"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
 const (
@@ -41,8 +46,12 @@ const (
 
 // apiUsage documents the endpoints (printed by "a2al-node run -h").
 const apiUsage = `Control API (on --debug-addr, JSON; keep it on loopback, it is unauthenticated):
-  GET  /api/status                      address, NAT type and mapped address, hubs, routing
-                                        table and pool size, Mode B and DHT counters
+  GET  /api/status                      address, NAT type and mapped address, hubs (and why
+                                        one is down), live and total routing peers, pool,
+                                        DHT counters (a2al-node status prints it)
+  GET  /healthz                         200 once joined, else 503
+  GET  /metrics                         Prometheus: node, Go runtime and process metrics
+  GET  /debug/host, /debug/routing, /debug/store, /debug/stats
   GET  /api/punches[?peer=ADDR]         recent hole-punch outcomes
   GET  /api/resolve?addr=ADDR[&timeout=10s]
                                         look ADDR's endpoint record up in the DHT
@@ -81,6 +90,65 @@ type keptConn struct {
 
 func newAPI(h *host.Host, log *slog.Logger) *api {
 	return &api{h: h, log: log, start: time.Now(), sem: make(chan struct{}, apiMaxInflight), kept: map[a2al.Address]*keptConn{}}
+}
+
+// handler serves everything on --debug-addr: /api/*, /healthz, /metrics
+// (host metrics plus Go runtime and process collectors) and /debug/*.
+func (a *api) handler(mon *monitor) http.Handler {
+	mux := http.NewServeMux()
+	a.mount(mux)
+	mux.Handle("/debug/", a.h.DebugHandler())
+	rt := prometheus.NewRegistry()
+	rt.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	mux.Handle("/metrics", promhttp.HandlerFor(prometheus.Gatherers{a.h.Registry(), rt}, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		st := a.h.Status()
+		v := HealthView{Status: "ok", LivePeers: st.LivePeers, HubsRegistered: st.HubsRegistered, Hubs: st.Hubs}
+		w.Header().Set("Content-Type", "application/json")
+		if !mon.ready.Load() {
+			v.Status = "starting"
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+		_ = json.NewEncoder(w).Encode(v)
+	})
+	return mux
+}
+
+// HealthView is GET /healthz: 200 with status "ok" once the node has joined
+// the DHT (has a live routing peer; a first node with no seeds at once),
+// else 503 with status "starting".
+type HealthView struct {
+	Status         string `json:"status"`
+	LivePeers      int    `json:"live_peers"`
+	HubsRegistered int    `json:"hubs_registered"`
+	Hubs           int    `json:"hubs"`
+}
+
+// localOnly refuses requests whose Host header is not a loopback name or
+// address (403), on every route.
+func localOnly(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !loopbackHost(r.Host) {
+			apiError(w, http.StatusForbidden, "forbidden", "Host header must name the loopback interface (localhost, 127.0.0.1 or ::1): the control API is for local tools")
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// loopbackHost reports whether an HTTP Host header ("name[:port]") names
+// this machine's loopback interface.
+func loopbackHost(hostport string) bool {
+	h := hostport
+	if sh, _, err := net.SplitHostPort(hostport); err == nil {
+		h = sh
+	}
+	h = strings.TrimSuffix(strings.ToLower(strings.Trim(h, "[]")), ".")
+	if h == "localhost" || strings.HasSuffix(h, ".localhost") {
+		return true
+	}
+	ip, err := netip.ParseAddr(h)
+	return err == nil && ip.Unmap().IsLoopback()
 }
 
 // mount registers the /api/ routes on mux.
@@ -232,6 +300,7 @@ type StatusView struct {
 	NAT          NATView         `json:"nat"`
 	Hubs         HubsView        `json:"hubs"`
 	RoutingPeers int             `json:"routing_peers"`
+	LivePeers    int             `json:"live_peers"`
 	NetworkSize  int             `json:"network_size_estimate"`
 	Pool         PoolView        `json:"pool"`
 	DHT          DHTView         `json:"dht"`
@@ -247,10 +316,11 @@ type NATView struct {
 	Mapped string `json:"mapped,omitempty"`
 }
 
-// HubsView counts signaling hubs.
+// HubsView counts signaling hubs and says, per hub, why it is down.
 type HubsView struct {
-	Registered int `json:"registered"`
-	Configured int `json:"configured"`
+	Registered int             `json:"registered"`
+	Configured int             `json:"configured"`
+	List       []host.HubState `json:"list"`
 }
 
 // PoolView is the Mode B pool: live connections and cumulative traffic.
@@ -284,8 +354,8 @@ func (a *api) statusView() StatusView {
 	v := StatusView{
 		Address: st.Address, Local: st.Local, UptimeS: int64(time.Since(a.start).Seconds()),
 		NAT:          NATView{Known: known, Type: st.NAT, Mapped: st.Public},
-		Hubs:         HubsView{Registered: st.HubsRegistered, Configured: st.Hubs},
-		RoutingPeers: st.RoutingPeers, NetworkSize: st.NetworkSize,
+		Hubs:         HubsView{Registered: st.HubsRegistered, Configured: st.Hubs, List: st.HubStates},
+		RoutingPeers: st.RoutingPeers, LivePeers: st.LivePeers, NetworkSize: st.NetworkSize,
 		Published: PublishedView{Seq: st.Seq, At: st.Published}, Scheduler: st.Sched,
 	}
 	if known {

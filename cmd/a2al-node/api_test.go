@@ -46,7 +46,7 @@ func startAPINode(t *testing.T, ctx context.Context, listen string, extra ...str
 	args := append([]string{"--data-dir", t.TempDir(), "--listen", listen, "--status-interval", "1h", "--debug-addr", debug}, extra...)
 	ctx, cancel := context.WithCancel(ctx)
 	stopped := make(chan struct{})
-	go func() { n.done <- cmdRun(ctx, args, pw, io.Discard); pw.Close(); close(stopped) }()
+	go func() { n.done <- testExec(ctx, runCmd, args, nil, pw, io.Discard); pw.Close(); close(stopped) }()
 	t.Cleanup(func() { // also on a failed test: stop before TempDir removal
 		cancel()
 		select {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -22,16 +21,32 @@ import (
 	"github.com/a2alnode/a2al/signal"
 )
 
-func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	latency := fs.Duration("latency", envDuration("A2AL_DEMO_LATENCY", 5*time.Millisecond), "simulated one-way delay per router hop [A2AL_DEMO_LATENCY]")
-	verbose := fs.Bool("v", false, "show node logs")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
+var demoCmd = &command{
+	name:  "demo",
+	short: "watch nodes behind simulated NATs find and punch each other (in-process)",
+	long: `Build a small simulated internet in this process (no real network is used):
+a signaling hub with STUN, and nodes behind different NAT types. The nodes
+join a DHT, publish their records, resolve each other and hole-punch; each
+step is printed as it happens.`,
+	example: `  a2al-node demo`,
+	flags: func(fs *flagSet) func(context.Context, stdio, []string) error {
+		var latency time.Duration
+		var verbose bool
+		fs.Duration(&latency, "latency", 5*time.Millisecond, 0, "simulated one-way delay per router hop")
+		fs.Bool(&verbose, "v", false, "show node logs")
+		fs.noEnv["v"] = true
+		return func(ctx context.Context, std stdio, args []string) error {
+			if len(args) > 0 {
+				return usagef("demo takes no arguments, got %q", args)
+			}
+			return runDemo(ctx, latency, verbose, std.out, std.err)
+		}
+	},
+}
+
+func runDemo(ctx context.Context, latency time.Duration, verbose bool, stdout, stderr io.Writer) error {
 	level := slog.LevelError + 4
-	if *verbose {
+	if verbose {
 		level = slog.LevelInfo
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
@@ -45,8 +60,8 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		fmt.Fprintf(stdout, "[%5.1fs] %s\n", time.Since(start).Seconds(), fmt.Sprintf(format, a...))
 	}
 
-	say("building a simulated internet (pion vnet): WAN 1.2.3.0/24, STUN server at %s, %v per hop", natsim.STUNIP, *latency)
-	w, err := natsim.NewWorld(natsim.Options{MinDelay: *latency})
+	say("building a simulated internet (pion vnet): WAN 1.2.3.0/24, STUN server at %s, %v per hop", natsim.STUNIP, latency)
+	w, err := natsim.NewWorld(natsim.Options{MinDelay: latency})
 	if err != nil {
 		return err
 	}

@@ -1,14 +1,8 @@
 // Command a2al-node runs an a2al node (DHT + NAT traversal) and offers small
-// client commands against the network.
+// client commands against the network. Run "a2al-node help" for the list.
 //
-//	a2al-node run                      run a node (first run creates the key)
-//	a2al-node id                       print (and create) the node identity
-//	a2al-node resolve <address>        look up an endpoint record
-//	a2al-node ping <address>           resolve, then PING its endpoints
-//	a2al-node connect <address>        stdin/stdout over an authenticated stream
-//	a2al-node demo                     simulated NATs in-process: watch nodes punch
-//
-// Every flag has an A2AL_* environment variable as its default.
+// Exit codes follow the Go tools: 0 success, 1 the operation failed, 2 the
+// command line or an A2AL_* variable is wrong (nothing was started).
 package main
 
 import (
@@ -21,87 +15,204 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"syscall"
-	"time"
 )
 
 func main() {
 	os.Setenv("QUIC_GO_DISABLE_RECEIVE_BUFFER_WARNING", "true")
-	os.Exit(realMain(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+	os.Exit(realMain(os.Args[1:], stdio{in: os.Stdin, out: os.Stdout, err: os.Stderr, env: os.LookupEnv}))
 }
 
-const usage = `usage: a2al-node <command> [flags]
+// stdio is what a command reads and writes; tests pass buffers.
+type stdio struct {
+	in       io.Reader
+	out, err io.Writer
+	env      func(string) (string, bool)
+}
 
-commands:
-  run               run a node (DHT, NAT sensing, hole punching, publishing)
-  id                print the node identity (creates the key on first use)
-  resolve <addr>    resolve an address to its endpoint record
-  ping <addr>       resolve an address and PING its endpoints
-  connect <addr>    open an authenticated stream; stdin/stdout (netcat-like)
-  demo              in-process demo: nodes behind simulated NATs punch each other
+// command is one subcommand. flags registers the command's flags on fs (one
+// line per flag) and returns the body, which runs with the positional
+// arguments after every flag and variable has been parsed and checked.
+type command struct {
+	name    string
+	args    string // argument synopsis, e.g. "<address>"
+	short   string // one line for the command list
+	long    string // paragraph(s) for "<command> -h"
+	example string
+	more    string // printed after the example (e.g. the control API)
+	flags   func(fs *flagSet) func(ctx context.Context, std stdio, args []string) error
+}
 
-Run "a2al-node <command> -h" for the flags of a command.
-`
+// commands is the command list, in the order help shows it.
+func commands() []*command {
+	return []*command{runCmd, idCmd, statusCmd, resolveCmd, pingCmd, connectCmd, demoCmd, versionCmd}
+}
 
-func realMain(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+func lookupCommand(name string) *command {
+	for _, c := range commands() {
+		if c.name == name {
+			return c
+		}
+	}
+	return nil
+}
+
+func printUsage(w io.Writer) {
+	fmt.Fprint(w, `a2al-node runs an a2al node: a peer in a distributed directory that maps
+cryptographic addresses to signed endpoint records, reachable behind home NATs.
+
+Usage:
+  a2al-node <command> [flags] [arguments]
+
+Commands:
+`)
+	for _, c := range commands() {
+		fmt.Fprintf(w, "  %-9s %s\n", c.name, c.short)
+	}
+	fmt.Fprint(w, `
+Run "a2al-node <command> -h" (or "a2al-node help <command>") for a command's
+flags and an example. Every flag also reads an A2AL_<FLAG> environment
+variable (e.g. --data-dir from A2AL_DATA_DIR); the flag wins.
+`)
+}
+
+func printCommandHelp(w io.Writer, c *command, fs *flagSet) {
+	fmt.Fprintf(w, "%s\n\nUsage:\n  a2al-node %s [flags]", c.long, c.name)
+	if c.args != "" {
+		fmt.Fprintf(w, " %s", c.args)
+	}
+	fmt.Fprintln(w)
+	fs.printDefaults(w)
+	if c.example != "" {
+		fmt.Fprintf(w, "\nExample:\n%s\n", c.example)
+	}
+	if c.more != "" {
+		fmt.Fprintf(w, "\n%s", c.more)
+	}
+}
+
+func realMain(args []string, std stdio) int {
+	if std.env == nil {
+		std.env = os.LookupEnv
+	}
 	if len(args) == 0 {
-		fmt.Fprint(stderr, usage)
+		printUsage(std.err)
+		return 2
+	}
+	name := args[0]
+	switch name {
+	case "-h", "--help", "help":
+		if len(args) > 1 {
+			if c := lookupCommand(args[1]); c != nil {
+				fs := newFlagSet(c.name)
+				c.flags(fs)
+				printCommandHelp(std.out, c, fs)
+				return 0
+			}
+			fmt.Fprintf(std.err, "a2al-node help: unknown command %q\n", args[1])
+			return 2
+		}
+		printUsage(std.out)
+		return 0
+	case "-v", "--version":
+		name = "version"
+	}
+	c := lookupCommand(name)
+	if c == nil {
+		fmt.Fprintf(std.err, "a2al-node: unknown command %q (run \"a2al-node help\" for the list)\n", name)
 		return 2
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	var err error
-	switch args[0] {
-	case "run":
-		err = cmdRun(ctx, args[1:], stdout, stderr)
-	case "id":
-		err = cmdID(args[1:], stdout, stderr)
-	case "resolve":
-		err = cmdResolve(ctx, args[1:], stdout, stderr)
-	case "ping":
-		err = cmdPing(ctx, args[1:], stdout, stderr)
-	case "connect":
-		err = cmdConnect(ctx, args[1:], stdin, stdout, stderr)
-	case "demo":
-		err = cmdDemo(ctx, args[1:], stdout, stderr)
-	case "-h", "--help", "help":
-		fmt.Fprint(stdout, usage)
-		return 0
-	default:
-		fmt.Fprintf(stderr, "a2al-node: unknown command %q\n\n%s", args[0], usage)
-		return 2
-	}
+	err := execute(ctx, c, args[1:], std)
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
 	}
-	if err != nil {
-		fmt.Fprintf(stderr, "a2al-node %s: %v\n", args[0], err)
+	var ue *usageError
+	switch {
+	case err == nil:
+		return 0
+	case errors.As(err, &ue):
+		fmt.Fprintf(std.err, "a2al-node %s: %v (see \"a2al-node %s -h\")\n", c.name, err, c.name)
+		return 2
+	case errors.Is(err, context.Canceled):
+		fmt.Fprintf(std.err, "a2al-node %s: interrupted\n", c.name)
+		return 1
+	default:
+		fmt.Fprintf(std.err, "a2al-node %s: %v\n", c.name, err)
 		return 1
 	}
-	return 0
 }
 
-// env returns the A2AL_* variable or def.
-func env(name, def string) string {
-	if v, ok := os.LookupEnv(name); ok {
-		return v
+// execute parses args for c (environment first, then flags) and runs it;
+// for -h it prints the command's help and returns flag.ErrHelp.
+func execute(ctx context.Context, c *command, args []string, std stdio) error {
+	if std.env == nil {
+		std.env = os.LookupEnv
 	}
-	return def
+	fs := newFlagSet(c.name)
+	body := c.flags(fs)
+	pos, err := fs.parse(args, std.env)
+	if errors.Is(err, flag.ErrHelp) {
+		printCommandHelp(std.out, c, fs)
+		return err
+	}
+	if err != nil {
+		return err
+	}
+	return body(ctx, std, pos)
 }
 
-func envDuration(name string, def time.Duration) time.Duration {
-	if v, ok := os.LookupEnv(name); ok {
-		if d, err := time.ParseDuration(v); err == nil {
-			return d
+var versionCmd = &command{
+	name:    "version",
+	short:   "print the version and VCS revision",
+	long:    "Print the module version, VCS revision and Go version this binary was built from.",
+	example: "  a2al-node version",
+	flags: func(fs *flagSet) func(context.Context, stdio, []string) error {
+		return func(_ context.Context, std stdio, args []string) error {
+			if len(args) > 0 {
+				return usagef("version takes no arguments")
+			}
+			fmt.Fprintln(std.out, versionString())
+			return nil
+		}
+	},
+}
+
+// versionString reads the build info: module version, VCS revision and time,
+// and whether the tree was modified.
+func versionString() string {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "a2al-node (no build info)"
+	}
+	v := bi.Main.Version
+	if v == "" {
+		v = "(devel)"
+	}
+	var rev, at, dirty string
+	for _, s := range bi.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.time":
+			at = s.Value
+		case "vcs.modified":
+			if s.Value == "true" {
+				dirty = "+dirty"
+			}
 		}
 	}
-	return def
-}
-
-// splitList splits "a,b c;d" into items.
-func splitList(s string) []string {
-	return strings.FieldsFunc(s, func(r rune) bool { return r == ',' || r == ';' || r == ' ' })
+	out := "a2al-node " + v
+	if rev != "" {
+		out += " " + rev + dirty
+		if at != "" {
+			out += " " + at
+		}
+	}
+	return out + " " + bi.GoVersion
 }
 
 func defaultDataDir() string {
@@ -111,38 +222,62 @@ func defaultDataDir() string {
 	return ".a2al"
 }
 
-// common are the network flags every command that joins the DHT takes.
-type common struct {
-	dataDir   string
-	keyFile   string
-	listen    string
-	bootstrap string
-	hubs      string
-	stun      string
-	logLevel  string
+// identityFlags locate the node's key.
+type identityFlags struct {
+	dataDir string
+	keyFile string
 }
 
-func (c *common) register(fs *flag.FlagSet, listenDef string) {
-	fs.StringVar(&c.dataDir, "data-dir", env("A2AL_DATA_DIR", defaultDataDir()), "data directory (key, peers cache) [A2AL_DATA_DIR]")
-	fs.StringVar(&c.keyFile, "key", env("A2AL_KEY", ""), "key file (default <data-dir>/node.key) [A2AL_KEY]")
-	fs.StringVar(&c.listen, "listen", env("A2AL_LISTEN", listenDef), "UDP listen address [A2AL_LISTEN]")
-	fs.StringVar(&c.bootstrap, "bootstrap", env("A2AL_BOOTSTRAP", ""), "bootstrap host:port list, comma separated [A2AL_BOOTSTRAP]")
-	fs.StringVar(&c.hubs, "hub", env("A2AL_HUBS", ""), "signaling hub URLs (ws:// or wss://), comma separated [A2AL_HUBS]")
-	fs.StringVar(&c.stun, "stun", env("A2AL_STUN", ""), "STUN servers host:port (default <hub host>:3478) [A2AL_STUN]")
-	fs.StringVar(&c.logLevel, "log-level", env("A2AL_LOG_LEVEL", "info"), "debug, info, warn or error [A2AL_LOG_LEVEL]")
+func (c *identityFlags) register(fs *flagSet) {
+	fs.String(&c.dataDir, "data-dir", defaultDataDir(), "data directory (key, peers cache)")
+	fs.String(&c.keyFile, "key", "", "key file (default <data-dir>/node.key)")
+	fs.Check(func() error {
+		if c.dataDir == "" {
+			return usagef("--data-dir must not be empty")
+		}
+		return nil
+	})
 }
 
-func (c *common) key() string {
+func (c *identityFlags) key() string {
 	if c.keyFile != "" {
 		return c.keyFile
 	}
 	return filepath.Join(c.dataDir, "node.key")
 }
 
-func newLogger(w io.Writer, level string) *slog.Logger {
+// netFlags are the flags of every command that joins the DHT.
+type netFlags struct {
+	listen    string
+	bootstrap []string
+	hubs      []string
+	stun      []string
+}
+
+func (c *netFlags) register(fs *flagSet, listenDef string) {
+	fs.Listen(&c.listen, "listen", listenDef, false, "UDP address to bind")
+	fs.List(&c.bootstrap, "bootstrap", hostPortDefault(4121), "bootstrap nodes host[:port], comma separated (default port 4121)")
+	fs.List(&c.hubs, "hub", hubURL, "signaling hub URLs (ws:// or wss://), comma separated")
+	fs.List(&c.stun, "stun", hostPortDefault(3478), "STUN servers host[:port] (default <hub host>:3478)")
+}
+
+// logFlags choose the log level and format.
+type logFlags struct {
+	level  string
+	format string
+}
+
+func (c *logFlags) register(fs *flagSet, def string) {
+	fs.Enum(&c.level, "log-level", def, []string{"debug", "info", "warn", "error"}, "log level")
+	fs.Enum(&c.format, "log-format", "text", []string{"text", "json"}, "log format")
+}
+
+func (c *logFlags) logger(w io.Writer) *slog.Logger {
 	var l slog.Level
-	if err := l.UnmarshalText([]byte(level)); err != nil {
-		l = slog.LevelInfo
+	_ = l.UnmarshalText([]byte(strings.ToUpper(c.level))) // checked by the flag
+	o := &slog.HandlerOptions{Level: l}
+	if c.format == "json" {
+		return slog.New(slog.NewJSONHandler(w, o))
 	}
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l}))
+	return slog.New(slog.NewTextHandler(w, o))
 }

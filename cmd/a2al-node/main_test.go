@@ -16,6 +16,14 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
+// noEnv is an empty environment: tests do not depend on A2AL_* variables.
+func noEnv(string) (string, bool) { return "", false }
+
+// testExec runs command c in-process with an empty environment.
+func testExec(ctx context.Context, c *command, args []string, in io.Reader, out, errw io.Writer) error {
+	return execute(ctx, c, args, stdio{in: in, out: out, err: errw, env: noEnv})
+}
+
 // TestRunResolveConnect: a first node with no bootstrap, a second joining it,
 // then resolve/ping/connect against the first through the second.
 func TestRunResolveConnect(t *testing.T) {
@@ -24,8 +32,8 @@ func TestRunResolveConnect(t *testing.T) {
 	runNode := func(dir, listen string, extra ...string) (string, chan error) {
 		pr, pw := io.Pipe()
 		done := make(chan error, 1)
-		args := append([]string{"--data-dir", dir, "--listen", listen, "--status-interval", "1h"}, extra...)
-		go func() { done <- cmdRun(ctx, args, pw, io.Discard); pw.Close() }()
+		args := append([]string{"--data-dir", dir, "--listen", listen, "--status-interval", "1h", "--debug-addr", ""}, extra...)
+		go func() { done <- testExec(ctx, runCmd, args, nil, pw, io.Discard); pw.Close() }()
 		line, err := bufio.NewReader(pr).ReadString('\n')
 		if err != nil {
 			t.Fatalf("no address line: %v", err)
@@ -44,7 +52,7 @@ func TestRunResolveConnect(t *testing.T) {
 	var err error
 	for i := 0; i < 20; i++ { // the first node publishes right after start; retry briefly
 		out.Reset()
-		if err = cmdResolve(ctx, []string{addr1, "--bootstrap", "127.0.0.1:4192", "--timeout", "5s"}, &out, io.Discard); err == nil {
+		if err = testExec(ctx, resolveCmd, []string{addr1, "--bootstrap", "127.0.0.1:4192", "--timeout", "5s"}, nil, &out, io.Discard); err == nil {
 			break
 		}
 		time.Sleep(200 * time.Millisecond)
@@ -56,11 +64,11 @@ func TestRunResolveConnect(t *testing.T) {
 		t.Fatalf("resolve output:\n%s", out.String())
 	}
 	out.Reset()
-	if err := cmdPing(ctx, []string{addr1, "--bootstrap", "127.0.0.1:4192"}, &out, io.Discard); err != nil {
+	if err := testExec(ctx, pingCmd, []string{addr1, "--bootstrap", "127.0.0.1:4192"}, nil, &out, io.Discard); err != nil {
 		t.Fatalf("ping: %v\n%s", err, out.String())
 	}
 	out.Reset()
-	if err := cmdConnect(ctx, []string{addr1, "--bootstrap", "127.0.0.1:4192"}, strings.NewReader("hello a2al\n"), &out, io.Discard); err != nil {
+	if err := testExec(ctx, connectCmd, []string{addr1, "--bootstrap", "127.0.0.1:4192"}, strings.NewReader("hello a2al\n"), &out, io.Discard); err != nil {
 		t.Fatalf("connect: %v", err)
 	}
 	if out.String() != "hello a2al\n" {
@@ -82,10 +90,10 @@ func TestRunResolveConnect(t *testing.T) {
 func TestIDCreatesKey(t *testing.T) {
 	dir := t.TempDir()
 	var out1, out2 bytes.Buffer
-	if err := cmdID([]string{"--data-dir", dir}, &out1, io.Discard); err != nil {
+	if err := testExec(context.Background(), idCmd, []string{"--data-dir", dir}, nil, &out1, io.Discard); err != nil {
 		t.Fatal(err)
 	}
-	if err := cmdID([]string{"--data-dir", dir}, &out2, io.Discard); err != nil {
+	if err := testExec(context.Background(), idCmd, []string{"--data-dir", dir}, nil, &out2, io.Discard); err != nil {
 		t.Fatal(err)
 	}
 	if out1.String() != out2.String() || !strings.HasPrefix(out1.String(), "address  A") && !strings.HasPrefix(out1.String(), "address  a") {
@@ -102,7 +110,7 @@ func TestDemo(t *testing.T) {
 		t.Skip("demo takes ~10 s")
 	}
 	var out bytes.Buffer
-	if err := cmdDemo(context.Background(), []string{"--latency", "0"}, &out, io.Discard); err != nil {
+	if err := testExec(context.Background(), demoCmd, []string{"--latency", "0"}, nil, &out, io.Discard); err != nil {
 		t.Fatalf("demo: %v\n%s", err, out.String())
 	}
 	if !strings.Contains(out.String(), "punched") || !strings.Contains(out.String(), "done:") {
@@ -113,10 +121,10 @@ func TestDemo(t *testing.T) {
 
 func TestUsage(t *testing.T) {
 	var out, errb bytes.Buffer
-	if code := realMain(nil, nil, &out, &errb); code != 2 {
+	if code := realMain(nil, stdio{out: &out, err: &errb, env: noEnv}); code != 2 {
 		t.Fatalf("no args: exit %d", code)
 	}
-	if code := realMain([]string{"bogus"}, nil, &out, &errb); code != 2 {
+	if code := realMain([]string{"bogus"}, stdio{out: &out, err: &errb, env: noEnv}); code != 2 {
 		t.Fatalf("unknown command: exit %d", code)
 	}
 }

@@ -2,103 +2,137 @@ package main
 
 import (
 	"context"
-	"errors"
-	"flag"
+	"crypto/ed25519"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"sync"
 	"time"
-
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/a2alnode/a2al/crypto"
 	"github.com/a2alnode/a2al/host"
 )
 
-func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("run", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	var c common
-	c.register(fs, host.DefaultListenAddr)
-	debugAddr := fs.String("debug-addr", env("A2AL_DEBUG_ADDR", ""), "HTTP address for the /api/* control API, /debug/* and /metrics, e.g. 127.0.0.1:2634 (off if empty; keep it on loopback) [A2AL_DEBUG_ADDR]")
-	statusEvery := fs.Duration("status-interval", envDuration("A2AL_STATUS_INTERVAL", 30*time.Second), "status line period [A2AL_STATUS_INTERVAL]")
-	echo := fs.Bool("echo", env("A2AL_ECHO", "true") == "true", "echo back data on incoming application streams (for connect) [A2AL_ECHO]")
-	fs.Usage = func() { fs.PrintDefaults(); fmt.Fprint(stderr, "\n"+apiUsage) }
-	if err := fs.Parse(args); err != nil {
-		return err
+var runCmd = &command{
+	name:  "run",
+	short: "run a node (joins the network, publishes this node's address record)",
+	long: `Run a node: bind the UDP port, join the DHT through --bootstrap nodes (or the
+peers cache of an earlier run), learn the NAT type from a STUN server, keep a
+connection to every --hub for hole punching, and publish this node's signed
+endpoint record. The first run creates the key in --data-dir.
+
+The control API (/api/*, /healthz, /debug/*, /metrics) listens on --debug-addr,
+loopback only by default; "a2al-node status" reads it. SIGINT or SIGTERM stops
+the node.`,
+	example: `  a2al-node run --bootstrap 192.0.2.10 --hub wss://hub.example.org/v2/signal`,
+	more:    apiUsage,
+	flags: func(fs *flagSet) func(context.Context, stdio, []string) error {
+		var o runOptions
+		o.register(fs)
+		return func(ctx context.Context, std stdio, args []string) error {
+			if len(args) > 0 {
+				return usagef("run takes no arguments, got %q", args)
+			}
+			return o.run(ctx, std)
+		}
+	},
+}
+
+// DefaultDebugAddr is where "run" serves its control API and "status" asks.
+const DefaultDebugAddr = "127.0.0.1:2634"
+
+// runOptions are the flags of "run". To add one: a field here, one line in
+// register, and its use in hostConfig (or run).
+type runOptions struct {
+	id          identityFlags
+	net         netFlags
+	log         logFlags
+	debugAddr   string
+	statusEvery time.Duration
+	echo        bool
+}
+
+func (o *runOptions) register(fs *flagSet) {
+	o.id.register(fs)
+	o.net.register(fs, host.DefaultListenAddr)
+	o.log.register(fs, "info")
+	fs.Listen(&o.debugAddr, "debug-addr", DefaultDebugAddr, true, `HTTP address of the control API, /healthz, /debug/* and /metrics ("" = off; keep it on loopback)`)
+	fs.Duration(&o.statusEvery, "status-interval", 5*time.Minute, time.Second, "log a status line at least this often (changes are logged at once)")
+	fs.Bool(&o.echo, "echo", true, "echo data back on incoming application streams (what connect talks to)")
+}
+
+// hostConfig is the host configuration of these options.
+func (o *runOptions) hostConfig(key ed25519.PrivateKey, log *slog.Logger) host.Config {
+	return host.Config{
+		Key: key, ListenAddr: o.net.listen, Bootstrap: o.net.bootstrap, HubURLs: o.net.hubs,
+		STUNServers: o.net.stun, DataDir: o.id.dataDir, Logger: log,
 	}
-	log := newLogger(stderr, c.logLevel)
-	if err := os.MkdirAll(c.dataDir, 0o700); err != nil {
+}
+
+// run starts the node. Everything that can fail locally (data dir, lock, key,
+// the control API listener, the UDP socket) is set up before the host sends
+// its first packet, so a failed start publishes nothing.
+func (o *runOptions) run(ctx context.Context, std stdio) error {
+	log := o.log.logger(std.err)
+	if err := os.MkdirAll(o.id.dataDir, 0o700); err != nil {
 		return fmt.Errorf("data dir: %w", err)
 	}
-	unlock, err := lockDataDir(c.dataDir)
+	unlock, err := lockDataDir(o.id.dataDir)
 	if err != nil {
 		return err
 	}
 	defer unlock()
-	key, created, err := crypto.LoadOrCreateKeyFile(c.key())
+	key, created, err := crypto.LoadOrCreateKeyFile(o.id.key())
 	if err != nil {
 		return fmt.Errorf("key: %w", err)
 	}
 	if created {
-		log.Info("created a new node key", "file", c.key())
+		log.Info("created a new node key", "file", o.id.key())
 	}
-	h, err := host.New(host.Config{
-		Key: key, ListenAddr: c.listen, Bootstrap: splitList(c.bootstrap), HubURLs: splitList(c.hubs),
-		STUNServers: splitList(c.stun), DataDir: c.dataDir, Logger: log,
-	})
+	var ln net.Listener
+	if o.debugAddr != "" {
+		if ln, err = net.Listen("tcp", o.debugAddr); err != nil {
+			return fmt.Errorf("control API listener --debug-addr %s: %w", o.debugAddr, err)
+		}
+		defer ln.Close()
+	}
+	h, err := host.New(o.hostConfig(key, log))
 	if err != nil {
 		return err
 	}
 	defer h.Close()
-	fmt.Fprintf(stdout, "a2al node %s\nlistening on udp %s\n", (h.Address()).String(), h.LocalAddr())
-	if len(splitList(c.bootstrap)) == 0 {
-		fmt.Fprintf(stdout, "no bootstrap given: this is a first node; others join with --bootstrap <this-host>:%d\n", udpPort(h.LocalAddr()))
+	fmt.Fprintf(std.out, "a2al node %s\nlistening on udp %s\n", h.Address().String(), h.LocalAddr())
+	seeded := len(o.net.bootstrap) > 0 || len(readPeersCache(filepath.Join(o.id.dataDir, "peers.cache"))) > 0
+	if !seeded {
+		fmt.Fprintf(std.out, "no bootstrap given: this is a first node; others join with --bootstrap <this-host>:%d\n", udpPort(h.LocalAddr()))
 	}
 
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	if *debugAddr != "" {
-		mux := http.NewServeMux()
-		mux.Handle("/debug/", h.DebugHandler())
-		mux.Handle("/metrics", promhttp.HandlerFor(h.Registry(), promhttp.HandlerOpts{}))
+	mon := newMonitor(h, log, !seeded)
+	if ln != nil {
 		ctl := newAPI(h, log)
 		defer ctl.Close()
-		ctl.mount(mux)
-		ln, err := net.Listen("tcp", *debugAddr)
-		if err != nil {
-			return fmt.Errorf("debug listener: %w", err)
-		}
-		warnIfExposed(log, ln.Addr())
-		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		srv := &http.Server{Handler: localOnly(ctl.handler(mon)), ReadHeaderTimeout: 10 * time.Second}
 		wg.Add(1)
 		go func() { defer wg.Done(); _ = srv.Serve(ln) }()
 		defer srv.Close()
-		log.Info("debug HTTP", "addr", ln.Addr().String(), "paths", "/api/status /api/dial /debug/host /debug/routing /debug/store /debug/stats /metrics")
+		warnIfExposed(log, ln.Addr())
+		log.Info("control API", "addr", ln.Addr().String(), "paths", "/api/status /healthz /metrics /debug/ (a2al-node run -h)")
 	}
-	if *echo {
+	if o.echo {
 		wg.Add(1)
 		go func() { defer wg.Done(); serveEcho(ctx, h, log) }()
 	}
-	t := time.NewTicker(*statusEvery)
-	defer t.Stop()
-	logStatus(log, h)
-	for {
-		select {
-		case <-ctx.Done():
-			log.Info("shutting down")
-			cancel()
-			return nil
-		case <-t.C:
-			logStatus(log, h)
-		}
-	}
+	mon.loop(ctx, o.statusEvery)
+	log.Info("shutting down")
+	return nil
 }
 
 func udpPort(a net.Addr) int {
@@ -106,17 +140,6 @@ func udpPort(a net.Addr) int {
 		return u.Port
 	}
 	return 0
-}
-
-func logStatus(log *slog.Logger, h *host.Host) {
-	st := h.Status()
-	pub := st.Public
-	if pub == "" {
-		pub = "-"
-	}
-	log.Info("status", "address", st.Address, "nat", st.NAT, "public", pub, "routing_peers", st.RoutingPeers,
-		"hubs", fmt.Sprintf("%d/%d registered", st.HubsRegistered, st.Hubs), "pool", len(st.Pool),
-		"published_seq", st.Seq)
 }
 
 const maxEchoConns = 64
@@ -190,31 +213,3 @@ func echoConn(ctx context.Context, c *host.Conn) {
 		}()
 	}
 }
-
-func cmdID(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("id", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	var c common
-	c.register(fs, host.DefaultListenAddr)
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if err := os.MkdirAll(c.dataDir, 0o700); err != nil {
-		return fmt.Errorf("data dir: %w", err)
-	}
-	key, created, err := crypto.LoadOrCreateKeyFile(c.key())
-	if err != nil {
-		return fmt.Errorf("key: %w", err)
-	}
-	id, err := host.NewIdentity(key, time.Now())
-	if err != nil {
-		return err
-	}
-	if created {
-		fmt.Fprintf(stderr, "created %s\n", c.key())
-	}
-	fmt.Fprintf(stdout, "address  %s\nnode id  %x\nkey file %s\n", id.Address.String(), id.NodeID[:], c.key())
-	return nil
-}
-
-var errUsage = errors.New("usage")
