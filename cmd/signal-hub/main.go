@@ -21,6 +21,7 @@ import (
 	"net/http"
 	"os"
 	ossignal "os/signal"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
@@ -35,11 +36,80 @@ import (
 func main() {
 	ctx, stop := ossignal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, os.Args[1:], os.Stderr, nil); err != nil {
-		fmt.Fprintln(os.Stderr, "signal-hub:", err)
-		os.Exit(1)
-	}
+	os.Exit(exitCode(run(ctx, os.Args[1:], os.Stderr, nil), os.Stdout, os.Stderr))
 }
+
+// configError is a bad flag, variable or file named by one: exit code 2,
+// nothing was started.
+type configError struct{ err error }
+
+func (e *configError) Error() string { return e.err.Error() }
+func (e *configError) Unwrap() error { return e.err }
+
+func configErrorf(format string, a ...any) error { return &configError{fmt.Errorf(format, a...)} }
+
+// errVersion asks main to print the version (-version).
+var errVersion = errors.New("version")
+
+// exitCode reports err as the Go tools do: 0 success or help, 2 bad
+// configuration (one line), 1 anything that failed while running.
+func exitCode(err error, stdout, stderr io.Writer) int {
+	var ce *configError
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.Is(err, errVersion):
+		fmt.Fprintln(stdout, versionString())
+		return 0
+	case errors.As(err, &ce):
+		fmt.Fprintf(stderr, "signal-hub: %v (see \"signal-hub -h\")\n", err)
+		return 2
+	}
+	fmt.Fprintln(stderr, "signal-hub:", err)
+	return 1
+}
+
+// versionString is the module version and VCS revision from the build info.
+func versionString() string {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "signal-hub (no build info)"
+	}
+	out := "signal-hub " + bi.Main.Version
+	for _, s := range bi.Settings {
+		if s.Key == "vcs.revision" || (s.Key == "vcs.modified" && s.Value == "true") {
+			out += " " + strings.TrimPrefix(s.Key+"="+s.Value, "vcs.revision=")
+		}
+	}
+	return out + " " + bi.GoVersion
+}
+
+const helpText = `signal-hub runs an a2al signaling hub: nodes behind NATs keep a WebSocket
+to it, and it relays the candidate exchange that lets two of them punch a
+direct path. It also answers STUN on UDP 3478/3479 so nodes learn their
+public address and NAT type. It never carries application traffic.
+
+Usage:
+  signal-hub [flags]
+
+Every flag also reads A2AL_<FLAG> (dashes as underscores), e.g.
+A2AL_PUBLIC_URL=wss://hub.example.org/v2/signal; the flag wins. Numbers and
+durations must be positive unless the flag says 0 is allowed.
+
+Flags:
+`
+
+const helpExample = `
+Example:
+  signal-hub -listen :4122 -public-url wss://hub.example.org/v2/signal \
+    -tls-cert /etc/a2al/hub.crt -tls-key /etc/a2al/hub.key
+`
+
+// zeroAllowed lists numeric flags for which 0 is meaningful; every other
+// numeric flag must be positive.
+var zeroAllowed = map[string]bool{"stun-reply-slack": true, "stun-alt-port": true}
 
 type options struct {
 	listen, tlsCert, tlsKey     string
@@ -48,19 +118,26 @@ type options struct {
 	stunAltPort, stunSlack      int
 	stunAdvertise, stunAdvAltIP string
 	logLevel, logFormat         string
+	version                     bool
 	hub                         signal.HubConfig
 }
 
+// parseFlags reads A2AL_* variables, then args, and checks every value;
+// errors are *configError (or flag.ErrHelp after printing help to out).
+// To add a flag: one fs.XxxVar line below (numbers must then be positive
+// unless listed in zeroAllowed), plus a check in checkOptions if it needs one.
 func parseFlags(args []string, out io.Writer) (*options, error) {
 	o := &options{hub: signal.DefaultHubConfig()}
 	fs := flag.NewFlagSet("signal-hub", flag.ContinueOnError)
-	fs.SetOutput(out)
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
+	fs.BoolVar(&o.version, "version", false, "print the version and exit")
 	fs.StringVar(&o.listen, "listen", ":4122", "TCP address for WebSocket signaling, /healthz and /metrics")
 	fs.StringVar(&o.tlsCert, "tls-cert", "", "TLS certificate file (PEM); with -tls-key serves wss:// and https://")
 	fs.StringVar(&o.tlsKey, "tls-key", "", "TLS private key file (PEM)")
 	fs.StringVar(&o.publicURLs, "public-url", "", "comma-separated URLs nodes dial (e.g. wss://hub.example.org/v2/signal); signatures must name one. Empty: accept the Host header form")
 	fs.StringVar(&o.stunAddr, "stun-addr", ":3478", `STUN primary UDP address ("off" disables STUN)`)
-	fs.IntVar(&o.stunAltPort, "stun-alt-port", 3479, "STUN alternate port (CHANGE-REQUEST change-port)")
+	fs.IntVar(&o.stunAltPort, "stun-alt-port", 3479, "STUN alternate port (CHANGE-REQUEST change-port; 0 = any free port)")
 	fs.StringVar(&o.stunAltIP, "stun-alt-ip", "", "optional second local IP for STUN change-IP (full RFC 5780 behaviour discovery)")
 	fs.StringVar(&o.stunAdvertise, "stun-advertise-ip", "", "IP advertised in RESPONSE-ORIGIN/OTHER-ADDRESS (default: the -stun-addr IP, or the outbound interface IP)")
 	fs.StringVar(&o.stunAdvAltIP, "stun-advertise-alt-ip", "", "advertised form of -stun-alt-ip (behind a 1:1 NAT)")
@@ -83,12 +160,15 @@ func parseFlags(args []string, out io.Writer) (*options, error) {
 	fs.DurationVar(&h.IdleTimeout, "idle-timeout", h.IdleTimeout, "close connections silent for this long")
 	fs.IntVar(&h.SendQueue, "send-queue", h.SendQueue, "frames queued per connection before it is dropped")
 
+	fs.VisitAll(func(f *flag.Flag) { f.Value = described{f.Value.(flag.Getter)} })
 	var envErr error
 	fs.VisitAll(func(f *flag.Flag) {
 		name := "A2AL_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
-		if v, ok := os.LookupEnv(name); ok && envErr == nil {
+		if v, ok := os.LookupEnv(name); ok && envErr == nil && f.Name != "version" {
 			if err := fs.Set(f.Name, v); err != nil {
-				envErr = fmt.Errorf("environment %s=%q: %w", name, v, err)
+				envErr = configErrorf("invalid value %q for %s (-%s): %v", v, name, f.Name, err)
+			} else if err := checkNumber(f); err != nil {
+				envErr = configErrorf("invalid value %q for %s (-%s): %v", v, name, f.Name, err)
 			}
 		}
 	})
@@ -96,20 +176,139 @@ func parseFlags(args []string, out io.Writer) (*options, error) {
 		return nil, envErr
 	}
 	if err := fs.Parse(args); err != nil {
-		return nil, err
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprint(helpOut, helpText)
+			fs.SetOutput(helpOut)
+			fs.PrintDefaults()
+			fs.SetOutput(io.Discard)
+			fmt.Fprint(helpOut, helpExample)
+			return nil, err
+		}
+		return nil, configErrorf("%v", err)
+	}
+	if o.version {
+		return nil, errVersion
+	}
+	var bad error
+	fs.Visit(func(f *flag.Flag) {
+		if err := checkNumber(f); err != nil && bad == nil {
+			bad = configErrorf("invalid value %q for -%s: %v", f.Value.String(), f.Name, err)
+		}
+	})
+	if bad != nil {
+		return nil, bad
 	}
 	if fs.NArg() > 0 {
-		return nil, fmt.Errorf("unexpected arguments %q", fs.Args())
-	}
-	if (o.tlsCert == "") != (o.tlsKey == "") {
-		return nil, errors.New("-tls-cert and -tls-key go together")
+		return nil, configErrorf("unexpected arguments %q: signal-hub takes only flags", fs.Args())
 	}
 	for _, u := range strings.Split(o.publicURLs, ",") {
 		if u = strings.TrimSpace(u); u != "" {
 			h.PublicURLs = append(h.PublicURLs, u)
 		}
 	}
+	if err := checkOptions(o); err != nil {
+		return nil, &configError{err}
+	}
 	return o, nil
+}
+
+// helpOut receives -h output (stdout; tests replace it).
+var helpOut io.Writer = os.Stdout
+
+// described replaces the flag package's "parse error" with what is accepted.
+type described struct{ flag.Getter }
+
+func (d described) Set(v string) error {
+	if err := d.Getter.Set(v); err != nil {
+		switch d.Get().(type) {
+		case int, int64:
+			return errors.New("want a whole number")
+		case float64:
+			return errors.New("want a number")
+		case time.Duration:
+			return errors.New("want a duration such as 30s or 2m")
+		case bool:
+			return errors.New("want true or false")
+		}
+		return err
+	}
+	return nil
+}
+
+func (d described) IsBoolFlag() bool {
+	b, ok := d.Getter.(interface{ IsBoolFlag() bool })
+	return ok && b.IsBoolFlag()
+}
+
+// checkNumber refuses a numeric flag value that is not positive (or
+// negative, for the flags in zeroAllowed).
+func checkNumber(f *flag.Flag) error {
+	g, ok := f.Value.(flag.Getter)
+	if !ok {
+		return nil
+	}
+	var v float64
+	switch x := g.Get().(type) {
+	case int:
+		v = float64(x)
+	case int64:
+		v = float64(x)
+	case float64:
+		v = x
+	case time.Duration:
+		v = float64(x)
+	default:
+		return nil
+	}
+	switch {
+	case zeroAllowed[f.Name] && v < 0:
+		return errors.New("want 0 or more")
+	case !zeroAllowed[f.Name] && v <= 0:
+		return errors.New("want a value above 0")
+	}
+	return nil
+}
+
+// checkOptions checks the values that are not plain numbers: addresses,
+// URLs, TLS files (loaded here, so a bad file is refused before listening).
+func checkOptions(o *options) error {
+	if (o.tlsCert == "") != (o.tlsKey == "") {
+		return errors.New("-tls-cert and -tls-key go together")
+	}
+	if o.tlsCert != "" {
+		if _, err := tls.LoadX509KeyPair(o.tlsCert, o.tlsKey); err != nil {
+			return fmt.Errorf("-tls-cert %q / -tls-key %q: %w", o.tlsCert, o.tlsKey, err)
+		}
+	}
+	if _, _, err := net.SplitHostPort(o.listen); err != nil {
+		return fmt.Errorf("-listen %q: want host:port or :port", o.listen)
+	}
+	if o.stunAddr != "off" && o.stunAddr != "" {
+		if _, _, err := net.SplitHostPort(o.stunAddr); err != nil {
+			return fmt.Errorf(`-stun-addr %q: want host:port, :port or "off"`, o.stunAddr)
+		}
+	}
+	if o.stunAltPort > 65535 {
+		return fmt.Errorf("-stun-alt-port %d: want 0-65535", o.stunAltPort)
+	}
+	for name, ip := range map[string]string{"stun-alt-ip": o.stunAltIP, "stun-advertise-ip": o.stunAdvertise, "stun-advertise-alt-ip": o.stunAdvAltIP} {
+		if ip != "" && net.ParseIP(ip) == nil {
+			return fmt.Errorf("-%s %q: want an IP address", name, ip)
+		}
+	}
+	for _, u := range o.hub.PublicURLs {
+		if _, err := signal.CanonicalURL(u); err != nil {
+			return fmt.Errorf("-public-url %q: %w", u, err)
+		}
+	}
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(o.logLevel)); err != nil {
+		return fmt.Errorf("-log-level %q: want debug, info, warn or error", o.logLevel)
+	}
+	if o.logFormat != "text" && o.logFormat != "json" {
+		return fmt.Errorf("-log-format %q: want text or json", o.logFormat)
+	}
+	return nil
 }
 
 func newLogger(o *options, out io.Writer) (*slog.Logger, error) {
@@ -227,17 +426,17 @@ func run(ctx context.Context, args []string, logOut io.Writer, ready chan<- stri
 	}
 	scheme := "ws"
 	if o.tlsCert != "" {
+		cert, err := tls.LoadX509KeyPair(o.tlsCert, o.tlsKey)
+		if err != nil {
+			ln.Close()
+			return &configError{fmt.Errorf("-tls-cert %q / -tls-key %q: %w", o.tlsCert, o.tlsKey, err)}
+		}
 		scheme = "wss"
-		srv.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+		srv.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}
+		ln = tls.NewListener(ln, srv.TLSConfig)
 	}
 	serveErr := make(chan error, 1)
-	go func() {
-		if o.tlsCert != "" {
-			serveErr <- srv.ServeTLS(ln, o.tlsCert, o.tlsKey)
-		} else {
-			serveErr <- srv.Serve(ln)
-		}
-	}()
+	go func() { serveErr <- srv.Serve(ln) }()
 
 	attrs := []any{"signal", fmt.Sprintf("%s://%s%s", scheme, ln.Addr(), signal.SignalPath), "subprotocol", signal.Subprotocol,
 		"health", "/healthz", "metrics", "/metrics"}
