@@ -7,6 +7,7 @@ import (
 	"net"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/a2alnode/a2al/natprobe"
@@ -167,6 +168,18 @@ func (h *Host) ClassifyNAT(ctx context.Context) (natprobe.Result, error) {
 	if err != nil {
 		return res, fmt.Errorf("host: NAT classification: %w", err)
 	}
+	if res.Type == natprobe.TypeUDPBlocked {
+		// No STUN server answered. That means UDP is blocked only if the
+		// server is known to be up (a hub on its host is registered) and no
+		// peer has reached us over UDP either; else the server is what is
+		// unreachable, and our NAT type is simply unknown.
+		rx := h.node.DebugStatsData().RxPackets
+		if rx > 0 || h.HubsRegistered() == 0 {
+			return natprobe.Result{Type: natprobe.TypeUnknown}, fmt.Errorf(
+				"host: no STUN server answered (%s), so the NAT type is unknown (not udp-blocked: %d DHT packets received, %d hubs registered)",
+				strings.Join(h.stun, ", "), rx, h.HubsRegistered())
+		}
+	}
 	h.mu.Lock()
 	prev := h.nat
 	h.nat, h.natKnown = res, true
@@ -262,7 +275,8 @@ func (h *Host) maintain() {
 		case <-natT.C:
 			step(h.ctx, true)
 		case <-pubT.C:
-			step(h.ctx, false)
+			_, known := h.NATResult()
+			step(h.ctx, !known) // an unknown NAT type is retried every minute
 		case <-kick:
 			step(h.ctx, false)
 		case <-bootT.C:
