@@ -311,3 +311,52 @@ func TestDialReasonTyped(t *testing.T) {
 		t.Fatalf("dial after Close: %d %s", rec.Code, rec.Body.String())
 	}
 }
+
+// TestControlAPIRefusesForeignHost (DNS rebinding): a page on evil.example
+// whose name resolves to 127.0.0.1 reaches the control port with its own
+// Host header. Every route must refuse it (403) and keep serving requests
+// that name the loopback interface.
+func TestControlAPIRefusesForeignHost(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	n := startAPINode(t, ctx, "127.0.0.1:0")
+	port := n.base[strings.LastIndex(n.base, ":")+1:]
+	get := func(path, hostHdr string) int {
+		t.Helper()
+		req, err := http.NewRequest("GET", n.base+path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Host = hostHdr
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			resp, err := apiClient.Do(req)
+			if err == nil {
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				return resp.StatusCode
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("GET %s: %v", path, err)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	routes := []string{"/api/status", "/api/punches", "/api/conns", "/api/resolve?timeout=1s&addr=" + n.addr,
+		"/healthz", "/metrics", "/debug/host", "/debug/routing", "/debug/store", "/debug/stats", "/api/nope", "/"}
+	for _, r := range routes {
+		for _, h := range []string{"evil.example", "evil.example:" + port, "127.0.0.1.evil.example:" + port, "localhost.evil.example", "10.0.0.1:" + port} {
+			if code := get(r, h); code != http.StatusForbidden {
+				t.Errorf("GET %s with Host %q: HTTP %d, want 403", r, h, code)
+			}
+		}
+	}
+	for _, h := range []string{"127.0.0.1:" + port, "localhost:" + port, "[::1]:" + port, "LOCALHOST", "127.0.0.2", "node.localhost:" + port} {
+		if code := get("/api/status", h); code != http.StatusOK {
+			t.Errorf("GET /api/status with Host %q: HTTP %d, want 200", h, code)
+		}
+		if code := get("/metrics", h); code != http.StatusOK {
+			t.Errorf("GET /metrics with Host %q: HTTP %d, want 200", h, code)
+		}
+	}
+}
