@@ -177,11 +177,11 @@ func parseFlags(args []string, out io.Writer) (*options, error) {
 	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			fmt.Fprint(helpOut, helpText)
-			fs.SetOutput(helpOut)
+			fmt.Fprint(out, helpText)
+			fs.SetOutput(out)
 			fs.PrintDefaults()
 			fs.SetOutput(io.Discard)
-			fmt.Fprint(helpOut, helpExample)
+			fmt.Fprint(out, helpExample)
 			return nil, err
 		}
 		return nil, configErrorf("%v", err)
@@ -211,9 +211,6 @@ func parseFlags(args []string, out io.Writer) (*options, error) {
 	}
 	return o, nil
 }
-
-// helpOut receives -h output (stdout; tests replace it).
-var helpOut io.Writer = os.Stdout
 
 // described replaces the flag package's "parse error" with what is accepted.
 type described struct{ flag.Getter }
@@ -383,7 +380,7 @@ func stunCollector(s *natprobe.Server) []prometheus.Collector {
 // run starts everything and blocks until ctx ends; ready (tests) receives the
 // bound HTTP address.
 func run(ctx context.Context, args []string, logOut io.Writer, ready chan<- string) error {
-	o, err := parseFlags(args, logOut)
+	o, err := parseFlags(args, os.Stdout)
 	if err != nil {
 		return err
 	}

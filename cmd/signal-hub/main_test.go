@@ -4,9 +4,13 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"errors"
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -61,7 +65,7 @@ func TestRunServesHubSTUNHealthMetrics(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	m := get("/metrics")
-	for _, want := range []string{"a2al_signal_registered_nodes 1", "a2al_stun_requests_total", "go_goroutines"} {
+	for _, want := range []string{"a2al_signal_registered_nodes 1", "a2al_stun_requests_total", "go_goroutines", "process_resident_memory_bytes"} {
 		if !strings.Contains(m, want) {
 			t.Fatalf("metrics lack %q", want)
 		}
@@ -121,5 +125,59 @@ func TestFlagsFromEnv(t *testing.T) {
 	t.Setenv("A2AL_MSG_RATE", "fast")
 	if _, err := parseFlags(nil, io.Discard); err == nil {
 		t.Fatal("bad env value accepted")
+	}
+}
+
+// TestBinaryExitCodes runs the built hub: help exits 0 on stdout, bad
+// configuration exits 2 with one line before anything listens.
+func TestBinaryExitCodes(t *testing.T) {
+	bin := filepath.Join(t.TempDir(), "signal-hub")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	run := func(env []string, args ...string) (int, string, string) {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, bin, args...)
+		cmd.Env = append([]string{"PATH=" + os.Getenv("PATH")}, env...)
+		var out, errb strings.Builder
+		cmd.Stdout, cmd.Stderr = &out, &errb
+		err := cmd.Run()
+		code := 0
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			code = ee.ExitCode()
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		return code, out.String(), errb.String()
+	}
+	if code, out, errs := run(nil, "-h"); code != 0 || errs != "" || !strings.Contains(out, "Usage:") || !strings.Contains(out, "Example:") || !strings.Contains(out, "-public-url") {
+		t.Errorf("-h: exit %d stderr %q stdout:\n%s", code, errs, out)
+	}
+	if code, out, _ := run(nil, "-version"); code != 0 || !strings.HasPrefix(out, "signal-hub ") {
+		t.Errorf("-version: exit %d %q", code, out)
+	}
+	for _, c := range []struct {
+		env  []string
+		args []string
+		want string
+	}{
+		{nil, []string{"-foo"}, "-foo"},
+		{nil, []string{"-tls-cert", "/nonexistent.pem", "-tls-key", "/nonexistent.key", "-listen", "127.0.0.1:0", "-stun-addr", "off"}, "/nonexistent.pem"},
+		{nil, []string{"-tls-cert", "/nonexistent.pem"}, "go together"},
+		{[]string{"A2AL_MSG_RATE=fast"}, nil, "A2AL_MSG_RATE"},
+		{nil, []string{"-max-conns", "0"}, "-max-conns"},
+		{nil, []string{"-idle-timeout", "-1s"}, "-idle-timeout"},
+		{nil, []string{"-public-url", "http://hub.example/v2/signal"}, "-public-url"},
+		{nil, []string{"-log-format", "xml"}, "-log-format"},
+		{nil, []string{"-stun-advertise-ip", "nope"}, "-stun-advertise-ip"},
+		{nil, []string{"extra"}, "unexpected arguments"},
+	} {
+		code, out, errs := run(c.env, c.args...)
+		lines := strings.Split(strings.TrimSpace(errs), "\n")
+		if code != 2 || out != "" || len(lines) != 1 || !strings.Contains(lines[0], c.want) || strings.Contains(errs, "listening") {
+			t.Errorf("%v %v: exit %d stdout %q stderr %q; want exit 2 and one line naming %q", c.env, c.args, code, out, errs, c.want)
+		}
 	}
 }
