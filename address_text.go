@@ -115,6 +115,11 @@ func isHex(s string) bool {
 	return true
 }
 
+// errChecksumText explains a case-checksum mismatch. It never suggests a
+// corrected form: the checksummed form of a mistyped address would look
+// valid and name someone else.
+const errChecksumText = "checksum mismatch: the letter case does not match, so a character is probably mistyped; copy the address again"
+
 func parseNative(s string) (Address, error) {
 	if !isHex(s) {
 		return Address{}, fmt.Errorf("%w: %q contains non-hex characters", ErrInvalidAddress, truncate(s))
@@ -127,7 +132,7 @@ func parseNative(s string) (Address, error) {
 		return Address{}, fmt.Errorf("%w: version byte %#02x outside 0xa0-0xaf", ErrInvalidAddress, a[0])
 	}
 	if s != strings.ToLower(s) && s != nativeText(a) {
-		return Address{}, fmt.Errorf("%w: checksum (letter case) mismatch; want %s or all lowercase", ErrInvalidAddress, nativeText(a))
+		return Address{}, fmt.Errorf("%w: %s", ErrInvalidAddress, errChecksumText)
 	}
 	return a, nil
 }
@@ -142,7 +147,7 @@ func parseEthereum(body string) (Address, error) {
 		return Address{}, fmt.Errorf("%w: %w", ErrInvalidAddress, err)
 	}
 	if body != strings.ToLower(body) && body != eip55(a[1:]) {
-		return Address{}, fmt.Errorf("%w: EIP-55 checksum mismatch; want 0x%s or all lowercase", ErrInvalidAddress, eip55(a[1:]))
+		return Address{}, fmt.Errorf("%w: EIP-55 %s", ErrInvalidAddress, errChecksumText)
 	}
 	return a, nil
 }

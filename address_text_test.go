@@ -216,3 +216,40 @@ func FuzzAddressRoundTrip(f *testing.F) {
 		}
 	})
 }
+
+// TestParseAddressMistypeHasNoHint: a mistyped checksummed address is
+// refused without offering the (valid-looking) checksummed form of the typo.
+func TestParseAddressMistypeHasNoHint(t *testing.T) {
+	var a Address
+	a[0] = 0xA0
+	for i := 1; i < len(a); i++ {
+		a[i] = byte(i * 37)
+	}
+	good := a.String()
+	for i := 2; i < len(good); i++ {
+		c := good[i]
+		var repl byte
+		switch {
+		case c >= '0' && c <= '8':
+			repl = c + 1
+		case c == '9':
+			repl = '0'
+		default:
+			continue
+		}
+		typo := good[:i] + string(repl) + good[i+1:]
+		parsed, err := ParseAddress(typo)
+		if err == nil {
+			if parsed == a {
+				t.Fatalf("typo %s parsed as the original", typo)
+			}
+			continue // the typo happens to be a valid checksum (rare); nothing to hint
+		}
+		fixed, _ := ParseAddress(strings.ToLower(typo))
+		if strings.Contains(err.Error(), fixed.String()) {
+			t.Fatalf("error for %s suggests %s: %v", typo, fixed.String(), err)
+		}
+		return
+	}
+	t.Fatal("no digit to mistype")
+}

@@ -149,3 +149,22 @@ func TestDataDirLockRefusesSecondNode(t *testing.T) {
 	}
 	unlock2()
 }
+
+// TestAddressArgUppercase: people may type an address all in capitals; the
+// CLI reads it as the unchecksummed lowercase form (the wire parser keeps
+// refusing it).
+func TestAddressArgUppercase(t *testing.T) {
+	for _, s := range []string{"a0aabbccddeeff00112233445566778899aabbccdd", "0x52908400098527886E0F7030069857D2E4169EE7"} {
+		want, err := parseAddressArg(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := parseAddressArg(strings.ToUpper(s))
+		if err != nil || got != want {
+			t.Fatalf("%s: %v %v, want %v", strings.ToUpper(s), got, err, want)
+		}
+	}
+	if _, err := parseAddressArg("a0aaBBccddeeff00112233445566778899aabbccdd"); err == nil {
+		t.Fatal("mixed case with a wrong checksum accepted")
+	}
+}
