@@ -160,9 +160,8 @@ func (h *Host) ClassifyNAT(ctx context.Context) (natprobe.Result, error) {
 		Timeout:  h.cfg.NATTimeout,
 		LocalIPs: locals,
 		Logger:   h.log,
-		InstallHook: func(handler func([]byte, net.Addr) bool) func() {
-			h.demux.SetSTUNHook(handler)
-			return func() { h.demux.SetSTUNHook(nil) }
+		InstallHook: func(handler func([]byte, net.Addr) bool) (func(), error) {
+			return h.demux.AddSTUNHook(handler)
 		},
 	})
 	if err != nil {

@@ -47,12 +47,13 @@ type ClassifyConfig struct {
 	EchoTimeout time.Duration
 	// InstallHook, when set, is called with the classifier's packet handler
 	// and must route incoming STUN packets to it until the returned remove
-	// function is called (wire it to transport.Demux.SetSTUNHook). The
-	// handler returns true only for answers to its own transactions. When
+	// function is called (wire it to transport.Demux.AddSTUNHook). The
+	// handler returns true only for answers to its own transactions, so
+	// several classifications may share one socket. When
 	// nil, Classify reads Conn itself for the duration of the run and
 	// discards packets that are not its answers, so only do that on a
 	// socket that carries nothing else meanwhile.
-	InstallHook func(handler func(pkt []byte, from net.Addr) bool) (remove func())
+	InstallHook func(handler func(pkt []byte, from net.Addr) bool) (remove func(), err error)
 	// LocalIPs are this host's addresses, used to recognise "open" when Conn
 	// is bound to the unspecified address; nil means net.InterfaceAddrs().
 	LocalIPs []net.IP
@@ -101,7 +102,10 @@ func Classify(ctx context.Context, cfg ClassifyConfig) (Result, error) {
 		return Result{Type: TypeUnknown}, err
 	}
 	if cfg.InstallHook != nil {
-		remove := cfg.InstallHook(c.p.handle)
+		remove, err := cfg.InstallHook(c.p.handle)
+		if err != nil {
+			return Result{Type: TypeUnknown}, fmt.Errorf("natprobe: installing the STUN hook: %w", err)
+		}
 		if remove != nil {
 			defer remove()
 		}

@@ -192,7 +192,7 @@ func (m *testMux) run() {
 	}
 }
 
-func (m *testMux) install(h func([]byte, net.Addr) bool) func() {
+func (m *testMux) install(h func([]byte, net.Addr) bool) (func(), error) {
 	m.mu.Lock()
 	m.hook = h
 	m.mu.Unlock()
@@ -200,7 +200,7 @@ func (m *testMux) install(h func([]byte, net.Addr) bool) func() {
 		m.mu.Lock()
 		m.hook = nil
 		m.mu.Unlock()
-	}
+	}, nil
 }
 
 func (m *testMux) close() {

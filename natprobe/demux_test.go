@@ -62,9 +62,8 @@ func TestClassifyThroughDemux(t *testing.T) {
 				Servers:   servers,
 				Timeout:   testTimeout,
 				EchoProbe: echo,
-				InstallHook: func(hook func([]byte, net.Addr) bool) func() {
-					d.SetSTUNHook(hook)
-					return func() { d.SetSTUNHook(nil) }
+				InstallHook: func(hook func([]byte, net.Addr) bool) (func(), error) {
+					return d.AddSTUNHook(hook)
 				},
 			})
 			if err != nil {

@@ -118,6 +118,16 @@ func (c *classCounters) snapshot() ClassStats {
 // consumes it. It runs on the read goroutine and must not block.
 type STUNHook func(pkt []byte, from net.Addr) (consumed bool)
 
+// MaxSTUNHooks bounds the hooks installed at once (one per concurrent NAT
+// classification, each claiming only its own transactions).
+const MaxSTUNHooks = 8
+
+// ErrTooManyHooks is returned by AddSTUNHook when MaxSTUNHooks are installed.
+var ErrTooManyHooks = errors.New("transport: too many STUN hooks installed")
+
+// stunHook is one installed hook; its pointer identifies it for removal.
+type stunHook struct{ fn STUNHook }
+
 // Demux shares one packet socket between the DHT, STUN and QUIC (DESIGN D5).
 // One goroutine reads the socket and sorts datagrams into bounded per-class
 // queues; a full queue drops the datagram and counts it, so a slow consumer
@@ -127,7 +137,9 @@ type Demux struct {
 	log  *slog.Logger
 
 	dhtQ, quicQ, stunQ chan packet
-	hook               atomic.Pointer[STUNHook]
+
+	hookMu sync.Mutex                 // serialises AddSTUNHook and removals
+	hooks  atomic.Pointer[[]*stunHook] // copy-on-write; read lock-free per datagram
 
 	quit      chan struct{} // closed by Close
 	loopDone  chan struct{} // closed when the read loop has exited
@@ -203,14 +215,58 @@ func (d *Demux) STUN() net.PacketConn {
 	return d.stunView
 }
 
-// SetSTUNHook installs h (nil removes it); it sees every STUN datagram first.
-func (d *Demux) SetSTUNHook(h func(pkt []byte, from net.Addr) (consumed bool)) {
+// AddSTUNHook installs h in front of the STUN view: every STUN datagram is
+// offered to the installed hooks in installation order until one consumes it.
+// Several hooks may be installed at once (concurrent classifications each
+// claim their own transactions); remove uninstalls exactly this hook and is
+// safe to call more than once.
+func (d *Demux) AddSTUNHook(h STUNHook) (remove func(), err error) {
 	if h == nil {
-		d.hook.Store(nil)
+		return nil, errors.New("transport: nil STUN hook")
+	}
+	d.hookMu.Lock()
+	defer d.hookMu.Unlock()
+	var cur []*stunHook
+	if p := d.hooks.Load(); p != nil {
+		cur = *p
+	}
+	if len(cur) >= MaxSTUNHooks {
+		return nil, fmt.Errorf("%w (%d)", ErrTooManyHooks, MaxSTUNHooks)
+	}
+	me := &stunHook{fn: h}
+	next := append(append(make([]*stunHook, 0, len(cur)+1), cur...), me)
+	d.hooks.Store(&next)
+	return func() { d.removeSTUNHook(me) }, nil
+}
+
+func (d *Demux) removeSTUNHook(me *stunHook) {
+	d.hookMu.Lock()
+	defer d.hookMu.Unlock()
+	p := d.hooks.Load()
+	if p == nil {
 		return
 	}
-	hh := STUNHook(h)
-	d.hook.Store(&hh)
+	next := make([]*stunHook, 0, len(*p))
+	for _, h := range *p {
+		if h != me {
+			next = append(next, h)
+		}
+	}
+	d.hooks.Store(&next)
+}
+
+// offerSTUN gives a STUN datagram to the installed hooks; true if one consumed it.
+func (d *Demux) offerSTUN(pkt []byte, from net.Addr) bool {
+	p := d.hooks.Load()
+	if p == nil {
+		return false
+	}
+	for _, h := range *p {
+		if h.fn(pkt, from) {
+			return true
+		}
+	}
+	return false
 }
 
 // LocalAddr is the shared socket's address.
@@ -324,7 +380,7 @@ func (d *Demux) dispatch(b []byte, from net.Addr) {
 	case ClassSTUN:
 		q, c = d.stunQ, &d.stunC
 		c.received.Add(1)
-		if h := d.hook.Load(); h != nil && (*h)(p.data, p.from) {
+		if d.offerSTUN(p.data, p.from) {
 			d.hooked.Add(1)
 			return
 		}

@@ -232,12 +232,15 @@ func TestDemuxSTUNHook(t *testing.T) {
 	defer p.d.Close()
 	var mu sync.Mutex
 	var seen [][]byte
-	p.d.SetSTUNHook(func(pkt []byte, from net.Addr) bool {
+	remove, err := p.d.AddSTUNHook(func(pkt []byte, from net.Addr) bool {
 		mu.Lock()
 		defer mu.Unlock()
 		seen = append(seen, pkt)
 		return len(seen) == 1 // consume only the first
 	})
+	if err != nil {
+		t.Fatal(err)
+	}
 	first, second := stunBinding(t), stunBinding(t)
 	p.send(t, first)
 	waitStats(t, p.d, func(s DemuxStats) bool { return s.STUNHooked == 1 })
@@ -250,7 +253,7 @@ func TestDemuxSTUNHook(t *testing.T) {
 		t.Fatalf("hook saw %d packets", len(seen))
 	}
 	mu.Unlock()
-	p.d.SetSTUNHook(nil)
+	remove()
 	third := stunBinding(t)
 	p.send(t, third)
 	if got, _ := readWithin(t, p.d.STUN(), 5*time.Second); !bytes.Equal(got, third) {
@@ -425,5 +428,73 @@ func TestDemuxEchoProbe(t *testing.T) {
 	s := waitStats(t, p.d, func(s DemuxStats) bool { return s.Echoed+s.Unknown == 3 })
 	if s.Echoed != 2 || s.Unknown != 1 {
 		t.Fatalf("rate limit not applied: %+v", s)
+	}
+}
+
+// Two classifications share the socket: each hook claims only its own
+// packets, and removing one leaves the other installed (a single hook slot
+// let the first classification to finish cut off the second).
+func TestDemuxConcurrentSTUNHooks(t *testing.T) {
+	p := newDemuxPair(t, "udp4", "127.0.0.1", DemuxOptions{})
+	defer p.d.Close()
+	a, b := stunBinding(t), stunBinding(t)
+	var mu sync.Mutex
+	got := map[string]int{}
+	claim := func(name string, mine []byte) STUNHook {
+		return func(pkt []byte, _ net.Addr) bool {
+			if !bytes.Equal(pkt, mine) {
+				return false
+			}
+			mu.Lock()
+			got[name]++
+			mu.Unlock()
+			return true
+		}
+	}
+	removeA, err := p.d.AddSTUNHook(claim("a", a))
+	if err != nil {
+		t.Fatal(err)
+	}
+	removeB, err := p.d.AddSTUNHook(claim("b", b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer removeB()
+	p.send(t, a)
+	p.send(t, b)
+	waitStats(t, p.d, func(s DemuxStats) bool { return s.STUNHooked == 2 })
+	removeA()
+	removeA() // idempotent
+	p.send(t, b)
+	waitStats(t, p.d, func(s DemuxStats) bool { return s.STUNHooked == 3 })
+	p.send(t, a) // nobody claims it any more: it reaches the STUN view
+	if pkt, _ := readWithin(t, p.d.STUN(), 5*time.Second); !bytes.Equal(pkt, a) {
+		t.Fatal("packet of the removed hook not delivered to the STUN view")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if got["a"] != 1 || got["b"] != 2 {
+		t.Fatalf("claims %v, want a=1 b=2", got)
+	}
+}
+
+func TestDemuxSTUNHookLimit(t *testing.T) {
+	p := newDemuxPair(t, "udp4", "127.0.0.1", DemuxOptions{})
+	defer p.d.Close()
+	none := func([]byte, net.Addr) bool { return false }
+	var removes []func()
+	for i := 0; i < MaxSTUNHooks; i++ {
+		r, err := p.d.AddSTUNHook(none)
+		if err != nil {
+			t.Fatalf("hook %d: %v", i, err)
+		}
+		removes = append(removes, r)
+	}
+	if _, err := p.d.AddSTUNHook(none); !errors.Is(err, ErrTooManyHooks) {
+		t.Fatalf("hook past the limit: err %v, want ErrTooManyHooks", err)
+	}
+	removes[0]()
+	if _, err := p.d.AddSTUNHook(none); err != nil {
+		t.Fatalf("hook after a removal: %v", err)
 	}
 }
