@@ -138,7 +138,7 @@ type Demux struct {
 
 	dhtQ, quicQ, stunQ chan packet
 
-	hookMu sync.Mutex                 // serialises AddSTUNHook and removals
+	hookMu sync.Mutex                  // serialises AddSTUNHook and removals
 	hooks  atomic.Pointer[[]*stunHook] // copy-on-write; read lock-free per datagram
 
 	quit      chan struct{} // closed by Close
