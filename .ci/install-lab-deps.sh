@@ -20,6 +20,9 @@ command -v nft       >/dev/null 2>&1 || need+=(nftables)
 command -v conntrack >/dev/null 2>&1 || need+=(conntrack)
 command -v sysctl    >/dev/null 2>&1 || need+=(procps)
 command -v tc        >/dev/null 2>&1 || need+=(iproute2)
+# systemd-analyze verify checks deploy/*.service (nothing is started: the
+# package only brings the tool here; no init runs in CI).
+command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 if [ "${LAB_DEPS_DOCKER:-1}" != 0 ]; then
   command -v dockerd        >/dev/null 2>&1 || need+=(docker.io)
   command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
