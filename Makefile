@@ -13,9 +13,15 @@ fmt-check:
 vet:
 	$(GO) vet $(PKGS)
 
-# Unit, simulation and (as root with the kernel features) the netns NAT lab.
+# Unit and simulation tests print one line per package as each finishes.
+# The netns NAT lab (as root with the kernel features) runs last, in -v mode
+# so its output streams; the filter keeps its one "natlab:" line per
+# scenario, skip reasons, failures with their logs, and the summary
+# (.ci/lab-progress.awk).
+LAB := ./integration/natlab
 unit:
-	$(GO) test -race -count=1 -timeout 15m $(PKGS)
+	$(GO) test -race -count=1 -timeout 15m $$($(GO) list $(PKGS) | grep -v '/integration/natlab$$')
+	bash -o pipefail -c '$(GO) test -race -count=1 -timeout 15m -v $(LAB) 2>&1 | awk -f .ci/lab-progress.awk'
 
 # Static binaries in bin/ (what the image and the systemd units use).
 build:

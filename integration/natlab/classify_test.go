@@ -52,7 +52,9 @@ func TestClassifyRealNAT(t *testing.T) {
 			want := typ.ClassifiesAs()
 			got := string(res.Type)
 			mu.Lock()
-			rows = append(rows, fmt.Sprintf("%-20s %-20s %-20s %s", typ, want, got, res))
+			line := fmt.Sprintf("%-20s %-20s %-20s %s", typ, want, got, res)
+			rows = append(rows, line)
+			progress("classify " + line)
 			mu.Unlock()
 			if err != nil && typ != UDPBlocked {
 				t.Fatalf("Classify behind %s: %v", typ, err)

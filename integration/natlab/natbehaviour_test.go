@@ -42,6 +42,7 @@ func TestNATBehaviour(t *testing.T) {
 			}
 			mu.Lock()
 			table = append(table, b.Row(typ))
+			progress("behaviour " + b.Row(typ))
 			mu.Unlock()
 		})
 	}

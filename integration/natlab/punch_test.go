@@ -220,6 +220,7 @@ func TestPunchMatrix(t *testing.T) {
 			defer wg.Done()
 			defer func() { <-sem }()
 			results[i] = dialPair(t, callers[p.a], callees[p.b], p.a, p.b)
+			progress("punch " + results[i].row())
 		}()
 	}
 	wg.Wait()

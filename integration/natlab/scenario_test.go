@@ -2,6 +2,7 @@ package natlab
 
 import (
 	"fmt"
+	"os"
 	"sort"
 	"strings"
 	"sync"
@@ -41,7 +42,19 @@ func row(step string, ok bool, took time.Duration, detail string) string {
 	if !ok {
 		res = "FAIL"
 	}
-	return fmt.Sprintf("%-36s %-6s %10s  %s", step, res, took.Round(time.Millisecond), detail)
+	return progress(fmt.Sprintf("%-36s %-6s %10s  %s", step, res, took.Round(time.Millisecond), detail))
+}
+
+var progressMu sync.Mutex
+
+// progress prints one result line to stderr as soon as it is known (make
+// test shows these while the lab runs; t.Log output waits for the test's
+// end) and returns it for the summary table.
+func progress(line string) string {
+	progressMu.Lock()
+	defer progressMu.Unlock()
+	fmt.Fprintf(os.Stderr, "natlab: %s\n", line)
+	return line
 }
 
 // TestKeepalive: with the routers' conntrack UDP timeouts at 30 s, a
