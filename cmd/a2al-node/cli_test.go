@@ -482,3 +482,35 @@ func TestCLIConnectEndsWhenPeerCloses(t *testing.T) {
 		t.Fatalf("connect: %v %q", err, out)
 	}
 }
+
+// TestCLIRunEndsOnSIGTERMWithJSONLogs: run with --log-format json writes
+// one JSON object per line, and SIGTERM ends it cleanly (exit 0) within 2 s.
+func TestCLIRunEndsOnSIGTERMWithJSONLogs(t *testing.T) {
+	n := startNode(t, cliEnv(t), "--data-dir", t.TempDir(), "--listen", "127.0.0.1:0", "--debug-addr", "127.0.0.1:0",
+		"--log-format", "json")
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(n.stderr.String(), `"msg":"status"`) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no JSON status line:\n%s", n.stderr.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err := n.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-n.waitErr:
+		if err != nil {
+			t.Fatalf("run after SIGTERM: %v\n%s", err, n.stderr.String())
+		}
+		n.waitErr <- err // for the cleanup
+	case <-time.After(2 * time.Second):
+		t.Fatalf("run still running 2 s after SIGTERM:\n%s", n.stderr.String())
+	}
+	for _, l := range strings.Split(strings.TrimSpace(n.stderr.String()), "\n") {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(l), &m); err != nil || m["level"] == nil || m["msg"] == nil {
+			t.Fatalf("not a JSON log line: %q (%v)", l, err)
+		}
+	}
+}

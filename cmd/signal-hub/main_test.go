@@ -1,9 +1,11 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"encoding/json"
 	"errors"
 	"io"
 	"net"
@@ -12,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -179,5 +182,50 @@ func TestBinaryExitCodes(t *testing.T) {
 		if code != 2 || out != "" || len(lines) != 1 || !strings.Contains(lines[0], c.want) || strings.Contains(errs, "listening") {
 			t.Errorf("%v %v: exit %d stdout %q stderr %q; want exit 2 and one line naming %q", c.env, c.args, code, out, errs, c.want)
 		}
+	}
+
+	// JSON logs, and SIGTERM ends the hub cleanly within 2 s.
+	cmd := exec.Command(bin, "-listen", "127.0.0.1:0", "-stun-addr", "off", "-log-format", "json")
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	lines := make(chan string, 64)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+	}()
+	var first map[string]any
+	select {
+	case l := <-lines:
+		if err := json.Unmarshal([]byte(l), &first); err != nil || first["msg"] != "signal-hub listening" {
+			t.Fatalf("first log line %q: %v", l, err)
+		}
+	case <-time.After(10 * time.Second):
+		_ = cmd.Process.Kill()
+		t.Fatal("hub printed nothing")
+	}
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan error, 1)
+	go func() {
+		for range lines {
+		}
+		done <- cmd.Wait()
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("hub after SIGTERM: %v", err)
+		}
+	case <-time.After(2 * time.Second):
+		_ = cmd.Process.Kill()
+		t.Fatal("hub still running 2 s after SIGTERM")
 	}
 }
