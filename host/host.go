@@ -127,6 +127,11 @@ func New(cfg Config) (*Host, error) {
 		cfg.RecordTTL = 3600
 	}
 	cfg.ICE = cfg.ICE.withDefaults()
+	for _, u := range cfg.HubURLs { // refused before anything binds or is published
+		if _, err := signal.CanonicalURL(u); err != nil {
+			return nil, fmt.Errorf("host: hub URL %q: %w", u, err)
+		}
+	}
 	id, err := NewIdentity(cfg.Key, cfg.Now())
 	if err != nil {
 		return nil, err

@@ -201,7 +201,10 @@ func (f *flagSet) printDefaults(w io.Writer) {
 		}
 		fmt.Fprintln(w, head)
 		usage := fl.Usage
-		if def := fl.DefValue; def != "" && def != "false" && def != "[]" {
+		switch def := fl.DefValue; {
+		case def == "true" && f.meta[n] == "":
+			usage += fmt.Sprintf(" (default true; --%s=false turns it off)", n)
+		case def != "" && def != "false":
 			usage += fmt.Sprintf(" (default %s)", def)
 		}
 		if !f.noEnv[n] {

@@ -52,3 +52,16 @@ func TestUnreachableSTUNIsUnknownNotUDPBlocked(t *testing.T) {
 		t.Fatalf("classification ran out of time: %v", err)
 	}
 }
+
+// TestNewRefusesBadHubURL: a hub URL nodes could not dial is a
+// configuration error, not a warning followed by publishing it.
+func TestNewRefusesBadHubURL(t *testing.T) {
+	_, key, _ := ed25519.GenerateKey(rand.Reader)
+	for _, u := range []string{"http://hub.example/v2/signal", "hub.example:4122"} {
+		h, err := New(Config{Key: key, ListenAddr: "127.0.0.1:0", HubURLs: []string{u}, DisableMaintenance: true})
+		if err == nil {
+			h.Close()
+			t.Fatalf("hub URL %q accepted", u)
+		}
+	}
+}
