@@ -13,10 +13,11 @@ import (
 	"io"
 	"net"
 	"net/netip"
-	"net/url"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/a2alnode/a2al/signal"
 )
 
 // usageError is a bad command line or environment: exit code 2.
@@ -374,14 +375,11 @@ func checkListenAddr(s string) error {
 	return nil
 }
 
-// hubURL accepts ws:// or wss:// URLs with a host.
+// hubURL accepts what the signaling client can dial: a ws:// or wss:// URL
+// with a host (signal.CanonicalURL is the one rule).
 func hubURL(s string) (string, error) {
-	u, err := url.Parse(s)
-	if err != nil || u.Host == "" || (u.Scheme != "ws" && u.Scheme != "wss") {
-		return "", errors.New("want a ws:// or wss:// URL, e.g. wss://hub.example.org/v2/signal")
-	}
-	if u.User != nil || u.Fragment != "" {
-		return "", errors.New("want a ws:// or wss:// URL without user info or fragment")
+	if _, err := signal.CanonicalURL(s); err != nil {
+		return "", errors.New("want a ws:// or wss:// URL with a host, e.g. wss://hub.example.org/v2/signal")
 	}
 	return s, nil
 }

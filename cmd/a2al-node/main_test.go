@@ -168,3 +168,28 @@ func TestAddressArgUppercase(t *testing.T) {
 		t.Fatal("mixed case with a wrong checksum accepted")
 	}
 }
+
+func TestHostPortDefault(t *testing.T) {
+	norm := hostPortDefault(4121)
+	for in, want := range map[string]string{"127.0.0.1": "127.0.0.1:4121", "127.0.0.1:9": "127.0.0.1:9", "::1": "[::1]:4121",
+		"[::1]": "[::1]:4121", "[::1]:7": "[::1]:7", "node.example": "node.example:4121", "node.example:5": "node.example:5"} {
+		if got, err := norm(in); err != nil || got != want {
+			t.Errorf("%q -> %q, %v; want %q", in, got, err, want)
+		}
+	}
+	for _, bad := range []string{":4121", "host:0", "host:x", "host:70000", "a/b"} {
+		if got, err := norm(bad); err == nil {
+			t.Errorf("%q accepted as %q", bad, got)
+		}
+	}
+	for _, u := range []string{"ws://h:4122", "WSS://h/v2/signal"} {
+		if _, err := hubURL(u); err != nil {
+			t.Errorf("hub %q refused: %v", u, err)
+		}
+	}
+	for _, u := range []string{"http://h", "h:4122", "ws://", "ws://u@h"} {
+		if _, err := hubURL(u); err == nil {
+			t.Errorf("hub %q accepted", u)
+		}
+	}
+}
