@@ -175,7 +175,7 @@ endpoint record of <address>: where it listens, its NAT type and its hubs.
 		var asJSON bool
 		o.register(fs)
 		fs.Bool(&asJSON, "json", false, "print the record as JSON")
-		fs.noEnv["json"] = true
+		fs.NoEnv("json")
 		return func(ctx context.Context, std stdio, args []string) error {
 			target, err := addressArg("resolve", args)
 			if err != nil {
@@ -239,7 +239,7 @@ node may be behind a NAT: try connect, which punches through it).`,
 		o.register(fs)
 		fs.Int(&count, "c", 1, 1, 1000, "PINGs per endpoint, one second apart")
 		fs.Bool(&asJSON, "json", false, "print the results as JSON")
-		fs.noEnv["json"], fs.noEnv["c"] = true, true
+		fs.NoEnv("json", "c")
 		return func(ctx context.Context, std stdio, args []string) error {
 			target, err := addressArg("ping", args)
 			if err != nil {

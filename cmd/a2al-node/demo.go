@@ -34,7 +34,7 @@ step is printed as it happens.`,
 		var verbose bool
 		fs.Duration(&latency, "latency", 5*time.Millisecond, 0, "simulated one-way delay per router hop")
 		fs.Bool(&verbose, "v", false, "show node logs")
-		fs.noEnv["v"] = true
+		fs.NoEnv("v")
 		return func(ctx context.Context, std stdio, args []string) error {
 			if len(args) > 0 {
 				return usagef("demo takes no arguments, got %q", args)

@@ -87,6 +87,13 @@ func (f *flagSet) Var(v flag.Value, name, meta, usage string) {
 	f.meta[name] = meta
 }
 
+// NoEnv exempts per-invocation switches (--json, -c) from A2AL_* variables.
+func (f *flagSet) NoEnv(names ...string) {
+	for _, n := range names {
+		f.noEnv[n] = true
+	}
+}
+
 // Check adds a validation run after all flags are set (for rules that
 // involve several flags).
 func (f *flagSet) Check(fn func() error) { f.checks = append(f.checks, fn) }

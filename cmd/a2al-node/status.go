@@ -34,7 +34,7 @@ ping and connect to.`,
 		var asJSON bool
 		o.register(fs)
 		fs.Bool(&asJSON, "json", false, "print as JSON")
-		fs.noEnv["json"] = true
+		fs.NoEnv("json")
 		return func(_ context.Context, std stdio, args []string) error {
 			if len(args) > 0 {
 				return usagef("id takes no arguments, got %q", args)
@@ -79,7 +79,7 @@ docs/cli.md). Exits 1 when no node answers.`,
 		fs.Listen(&addr, "debug-addr", DefaultDebugAddr, false, "control API address of the running node")
 		fs.Duration(&timeout, "timeout", 5*time.Second, time.Millisecond, "time limit for the request")
 		fs.Bool(&asJSON, "json", false, "print the status as JSON")
-		fs.noEnv["json"] = true
+		fs.NoEnv("json")
 		return func(ctx context.Context, std stdio, args []string) error {
 			if len(args) > 0 {
 				return usagef("status takes no arguments, got %q", args)
