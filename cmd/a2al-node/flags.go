@@ -1,7 +1,7 @@
 package main
 
 // Flag and environment parsing shared by every command. A command declares its
-// flags in its own flags function (one line per flag, see commands.go); each
+// flags in its flags function (one line per flag; see command in main.go); each
 // flag's value type checks the value when it is set, so a bad flag or A2AL_*
 // variable is refused before anything starts, with one line naming the flag,
 // the value and what is accepted (exit 2).
@@ -28,10 +28,9 @@ func (e *usageError) Error() string { return e.msg }
 func usagef(format string, a ...any) error { return &usageError{fmt.Sprintf(format, a...)} }
 
 // flagSet is a command's flags. Every flag has an environment variable
-// A2AL_<NAME> (dashes as underscores) as its default unless registered with
-// noEnv (per-invocation switches like --json).
+// A2AL_<NAME> (dashes as underscores) as its default unless exempted with
+// NoEnv (per-invocation switches like --json).
 type flagSet struct {
-	cmd    string
 	fs     *flag.FlagSet
 	noEnv  map[string]bool
 	order  []string          // registration order, for help
@@ -44,7 +43,7 @@ func newFlagSet(cmd string) *flagSet {
 	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
 	fs.SetOutput(io.Discard) // we print errors and help ourselves
 	fs.Usage = func() {}
-	return &flagSet{cmd: cmd, fs: fs, noEnv: map[string]bool{}, meta: map[string]string{}}
+	return &flagSet{fs: fs, noEnv: map[string]bool{}, meta: map[string]string{}}
 }
 
 // envName is the environment variable of flag name.
