@@ -381,9 +381,13 @@ func (o *clientOptions) connect(ctx context.Context, std stdio, target a2al.Addr
 	}
 	// The stdin copy may stay blocked in a read the runtime cannot cancel
 	// (a terminal); it is not waited for, the process exits after us.
+	in := std.in
+	if in == nil {
+		in = strings.NewReader("")
+	}
 	inDone := make(chan error, 1)
 	go func() {
-		_, err := io.Copy(s, std.in)
+		_, err := io.Copy(s, in)
 		_ = s.Close() // FIN: the peer sees EOF
 		inDone <- err
 	}()
@@ -396,13 +400,16 @@ func (o *clientOptions) connect(ctx context.Context, std stdio, target a2al.Addr
 	for {
 		select {
 		case err := <-outDone:
-			if err != nil && ctx.Err() == nil && c.Context().Err() == nil {
+			switch {
+			case ctx.Err() != nil:
+				return ctx.Err()
+			case err == nil:
+				return nil // the peer closed its side
+			case c.Context().Err() != nil:
+				return fmt.Errorf("connection to %s ended: %w", target.String(), context.Cause(c.Context()))
+			default:
 				return fmt.Errorf("read stream: %w", err)
 			}
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			return nil
 		case <-inDone:
 			inDone = nil
 			linger = time.After(connectLinger)
