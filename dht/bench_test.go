@@ -54,28 +54,3 @@ func BenchmarkDecodeFindNodeResp(b *testing.B) {
 		}
 	}
 }
-
-func TestPreTrimMatchesCodecTrim(t *testing.T) {
-	resp, _ := benchResp(nil)
-	for _, port := range []uint16{0, 20, 200, 4000} {
-		for _, v6 := range []bool{false, true} {
-			r := resp
-			r.Nodes = append([]protocol.NodeInfo(nil), resp.Nodes...)
-			for i := range r.Nodes {
-				r.Nodes[i].Port = port
-				if v6 {
-					r.Nodes[i].IP = net.ParseIP("2001:db8::1")
-				}
-			}
-			want := r
-			want.Nodes = append([]protocol.NodeInfo(nil), r.Nodes...)
-			if err := protocol.TrimFindNodeResp(&want); err != nil {
-				t.Fatal(err)
-			}
-			got := preTrim(r.Nodes, 5+len(r.ObservedAddr))
-			if len(got) != len(want.Nodes) {
-				t.Fatalf("port %d v6 %v: preTrim kept %d, codec %d", port, v6, len(got), len(want.Nodes))
-			}
-		}
-	}
-}

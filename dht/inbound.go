@@ -274,7 +274,6 @@ func (n *Node) handleRequest(msg *protocol.Message, from net.Addr, injected bool
 			return
 		}
 		resp := protocol.BodyFindNodeResp{Nodes: n.answerContacts(b.Target, id), ObservedAddr: ObservedAddr(from)}
-		resp.Nodes = preTrim(resp.Nodes, 5+len(resp.ObservedAddr))
 		if err := protocol.TrimFindNodeResp(&resp); err != nil {
 			n.log.Debug("dht: trim FIND_NODE_RESP", "err", err)
 			return
@@ -403,39 +402,4 @@ func sortInfos(ns []protocol.NodeInfo, target a2al.NodeID) {
 			ns[j], ns[j-1] = ns[j-1], ns[j]
 		}
 	}
-}
-
-// cborUintLen is the length of a CBOR unsigned integer head for v.
-func cborUintLen(v uint64) int {
-	switch {
-	case v < 24:
-		return 1
-	case v < 1<<8:
-		return 2
-	case v < 1<<16:
-		return 3
-	case v < 1<<32:
-		return 5
-	}
-	return 9
-}
-
-// nodeInfoLen is the exact canonical CBOR size of a NodeInfo map
-// {1: address, 2: node_id, 3: ip, 4: port}.
-func nodeInfoLen(ni protocol.NodeInfo) int {
-	return 1 + 1 + 1 + len(ni.Address) + 1 + 2 + len(ni.NodeID) + 1 + cborUintLen(uint64(len(ni.IP))) + len(ni.IP) + 1 + cborUintLen(uint64(ni.Port))
-}
-
-// preTrim cuts the contact list to the longest prefix that fits the answer
-// budget, so the codec's trim loop (which re-encodes per dropped contact)
-// normally encodes once. overhead is the size of the other fields.
-func preTrim(nodes []protocol.NodeInfo, overhead int) []protocol.NodeInfo {
-	size := overhead
-	for i, ni := range nodes {
-		size += nodeInfoLen(ni)
-		if size+cborUintLen(uint64(i+1)) > protocol.ResponseBodyBudget && i > 0 {
-			return nodes[:i]
-		}
-	}
-	return nodes
 }
