@@ -284,11 +284,7 @@ func (n *Node) handleRequest(msg *protocol.Message, from net.Addr, injected bool
 			n.cnt.dropRate.Add(1)
 			return
 		}
-		resp := protocol.BodyFindValueResp{
-			Nodes:        n.answerContacts(b.Target, id),
-			Records:      n.store.GetAll(b.Target, b.RecType, now),
-			ObservedAddr: ObservedAddr(from),
-		}
+		resp := n.findValueAnswer(b, id, from, now)
 		if err := protocol.TrimFindValueResp(&resp); err != nil {
 			n.log.Debug("dht: trim FIND_VALUE_RESP", "err", err)
 			return
@@ -317,6 +313,20 @@ func (n *Node) handleRequest(msg *protocol.Message, from net.Addr, injected bool
 		return
 	}
 	n.remember(msg, from, injected)
+}
+
+// findValueAnswer builds a FIND_VALUE answer: the nearest contacts and the
+// records Store.AnswerRecords picks within what is left of the body budget
+// once one contact is kept (contacts are trimmed first, as the reference
+// does), so trimming never has to drop a record.
+func (n *Node) findValueAnswer(b protocol.BodyFindValue, requester a2al.NodeID, from net.Addr, now time.Time) protocol.BodyFindValueResp {
+	resp := protocol.BodyFindValueResp{Nodes: n.answerContacts(b.Target, requester), ObservedAddr: ObservedAddr(from)}
+	budget := protocol.ResponseBodyBudget - protocol.FindValueRespOverhead(resp.ObservedAddr)
+	if len(resp.Nodes) > 0 {
+		budget -= protocol.NodeInfoWireLen(resp.Nodes[0])
+	}
+	resp.Records = n.store.AnswerRecords(b.Target, b.RecType, budget, now)
+	return resp
 }
 
 // storeResponse applies a STORE and maps the outcome to STORE_RESP:

@@ -71,6 +71,14 @@ func TrimFindValueResp(b *BodyFindValueResp) error {
 	return nil
 }
 
+// FindValueRespOverhead is the size of a FIND_VALUE answer with observed
+// address observed and no contacts, records or legacy record, plus the
+// heads of both lists at their largest (so records chosen within
+// ResponseBodyBudget minus this and the contacts kept always fit).
+func FindValueRespOverhead(observed []byte) int {
+	return 1 + 1 + uintLen(0xffff) + 1 + bytesLen(observed) + 1 + uintLen(0xffff)
+}
+
 // listFit returns the body size with the longest prefix of list (at least
 // min elements when present) that keeps it within ResponseBodyBudget, and
 // that prefix length. fixed is the size of everything else; the list is
