@@ -41,8 +41,10 @@ func (s *sinkTransport) Receive() ([]byte, net.Addr, error) {
 	<-s.closed
 	return nil, nil, transport.ErrClosed
 }
-func (s *sinkTransport) LocalAddr() net.Addr { return &net.UDPAddr{IP: net.IPv4(127, 9, 9, 9), Port: 4121} }
-func (s *sinkTransport) Close() error       { s.once.Do(func() { close(s.closed) }); return nil }
+func (s *sinkTransport) LocalAddr() net.Addr {
+	return &net.UDPAddr{IP: net.IPv4(127, 9, 9, 9), Port: 4121}
+}
+func (s *sinkTransport) Close() error { s.once.Do(func() { close(s.closed) }); return nil }
 
 func (s *sinkTransport) take() [][]byte {
 	s.mu.Lock()
