@@ -8,14 +8,20 @@ import (
 	"github.com/a2alnode/a2al"
 )
 
-// Dial-address ranks. A binding is only replaced by evidence of equal or
-// higher rank, so hearsay can never redirect a peer we verified (W-6) and a
-// punch-derived address never overrides a verified one (dht.md §17.4).
+// Dial-address ranks. A binding is only replaced by evidence of higher
+// rank, or of equal rank when that evidence is an answer to our own fresh
+// tx_id (rankAnswered, rankPinned). Signed requests carry no timestamp and
+// can be replayed from anywhere, so a request (rankInbound) never moves an
+// existing binding: the node challenges the new address instead
+// (docs/dht-security.md, "Address moves"). Hearsay can never redirect a
+// peer we heard from first-hand (W-6), and a punch-derived address never
+// overrides a verified one (dht.md §17.4).
 const (
 	rankHearsay  uint8 = 1 // from someone's FIND_* answer
 	rankPunch    uint8 = 2 // ICE-selected remote of a punched connection
-	rankVerified uint8 = 3 // peer signed a datagram from / answered at this address
-	rankPinned   uint8 = 4 // AddContact / BindPeerAddr by the embedder
+	rankInbound  uint8 = 3 // peer's signed request arrived from this address (replayable)
+	rankAnswered uint8 = 4 // peer answered our fresh tx_id sent to this address
+	rankPinned   uint8 = 5 // AddContact / BindPeerAddr by the embedder
 )
 
 const maxAddrBook = 8192
@@ -38,8 +44,9 @@ func (b *addrBook) init() {
 	b.byAddr = make(map[string]a2al.NodeID)
 }
 
-// bind sets id's dial address if rank is at least the stored rank. It
-// reports whether the binding changed.
+// bind sets id's dial address per the rank rule above. It reports whether
+// the binding changed. The same address is refreshed at the higher of
+// the two ranks.
 func (b *addrBook) bind(id a2al.NodeID, addr net.Addr, rank uint8, now time.Time) bool {
 	if addr == nil {
 		return false
@@ -47,7 +54,13 @@ func (b *addrBook) bind(id a2al.NodeID, addr net.Addr, rank uint8, now time.Time
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	old, ok := b.byID[id]
-	if ok && old.rank > rank {
+	if ok && old.addr.String() == addr.String() {
+		old.rank = max(old.rank, rank)
+		old.at = now
+		b.byID[id] = old
+		return false
+	}
+	if ok && (old.rank > rank || old.rank == rank && rank == rankInbound) {
 		return false
 	}
 	if !ok && len(b.byID) >= maxAddrBook {

@@ -126,22 +126,30 @@ func (n *Node) debugHealth() map[string]any {
 	n.repl.mu.Lock()
 	sets := len(n.repl.sets)
 	n.repl.mu.Unlock()
+	replayEntries, replayEarly := n.replay.stats()
 	return map[string]any{
-		"drop_decode":      n.cnt.dropDecode.Load(),
-		"drop_unknown":     n.cnt.dropUnknown.Load(),
-		"drop_signature":   n.cnt.dropSig.Load(),
-		"drop_rate_limit":  n.cnt.dropRate.Load(),
-		"drop_wrong_peer":  n.cnt.dropWrongPeer.Load(),
-		"drop_evict_queue": n.cnt.dropEvictQueue.Load(),
-		"drop_task_queue":  n.cnt.dropTaskQueue.Load(),
-		"punches":          n.cnt.punches.Load(),
-		"pending_rpcs":     pend,
-		"health_entries":   hl,
-		"addr_book":        n.book.len(),
-		"rep_sets":         sets,
-		"outage":           outage,
-		"outage_events":    events,
-		"store_keys":       n.store.Len(),
+		"replay_cache":        replayEntries,
+		"replay_early_rotate": replayEarly,
+		"drop_decode":         n.cnt.dropDecode.Load(),
+		"drop_unknown":        n.cnt.dropUnknown.Load(),
+		"drop_signature":      n.cnt.dropSig.Load(),
+		"drop_rate_limit":     n.cnt.dropRate.Load(),
+		"drop_wrong_peer":     n.cnt.dropWrongPeer.Load(),
+		"drop_evict_queue":    n.cnt.dropEvictQueue.Load(),
+		"drop_task_queue":     n.cnt.dropTaskQueue.Load(),
+		"punches":             n.cnt.punches.Load(),
+		"drop_replay":         n.cnt.dropReplay.Load(),
+		"drop_unproven":       n.cnt.dropUnproven.Load(),
+		"drop_challenge":      n.cnt.dropChallenge.Load(),
+		"addr_challenges":     n.cnt.challenges.Load(),
+		"addr_moves":          n.cnt.addrMoves.Load(),
+		"pending_rpcs":        pend,
+		"health_entries":      hl,
+		"addr_book":           n.book.len(),
+		"rep_sets":            sets,
+		"outage":              outage,
+		"outage_events":       events,
+		"store_keys":          n.store.Len(),
 	}
 }
 

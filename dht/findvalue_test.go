@@ -80,6 +80,7 @@ func fullKeyNode(tb testing.TB, keep bool) (*Node, *sinkTransport, a2al.NodeID) 
 	tb.Cleanup(func() { _ = n.Close() })
 	n.limiter.setSpec(classPacket, rateSpec{rate: 1e9, burst: 1e9})
 	n.limiter.setSpec(classAmplify, rateSpec{rate: 1e9, burst: 1e9})
+	n.limiter.setSpec(classAmplifyUnproven, rateSpec{rate: 1e9, burst: 1e9})
 	key := protocol.TopicKey("crowded")
 	now := time.Now()
 	for i := 0; i < 100; i++ {

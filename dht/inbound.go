@@ -112,6 +112,10 @@ func (n *Node) handlePacket(data []byte, from net.Addr, injected bool) {
 		n.deliver(msg, from, injected, len(data))
 		return
 	}
+	if n.replay.seen(a2al.NodeIDFromAddress(msg.SenderAddr), msg.Header.TxID, n.now()) {
+		n.cnt.dropReplay.Add(1)
+		return
+	}
 	n.handleRequest(msg, from, injected)
 }
 
@@ -225,13 +229,15 @@ func (n *Node) checkEviction(j *evictJob) {
 	n.tab.Replace(cur.Info.NodeID, j.cand, n.now())
 }
 
-// remember records the sender of a verified request.
+// remember records the sender of a verified request. Only a request from
+// the address we already dial (or from a peer we never heard from
+// first-hand) counts as a sign of life and refreshes the routing entry.
 func (n *Node) remember(msg *protocol.Message, from net.Addr, injected bool) a2al.NodeID {
 	id := a2al.NodeIDFromAddress(msg.SenderAddr)
-	n.noteInbound(id)
 	ni := contactFor(msg.SenderAddr, id, from)
 	now := n.now()
 	if injected {
+		n.noteInbound(id)
 		// Punched channel: evidence of life, but its address never
 		// overrides a better dial address and never clears the punched
 		// flag (W-18, §17.4 "M6").
@@ -249,8 +255,17 @@ func (n *Node) remember(msg *protocol.Message, from net.Addr, injected bool) a2a
 		n.tabMu.Unlock()
 		return id
 	}
-	n.book.bind(id, from, rankVerified, now)
-	n.tabAddDirect(ni, from, true)
+	switch known, rank := n.knownAddr(id); {
+	case rank <= rankHearsay, known == from.String():
+		// First first-hand contact, or the address we already dial.
+		n.noteInbound(id)
+		n.book.bind(id, from, rankInbound, now)
+		n.tabAddDirect(ni, from, true)
+	default:
+		// A request from somewhere else moves nothing by itself: it may
+		// be a replay. Challenge the new address (docs/dht-security.md).
+		n.challengeAddr(id, from)
+	}
 	return id
 }
 
@@ -269,8 +284,7 @@ func (n *Node) handleRequest(msg *protocol.Message, from net.Addr, injected bool
 	case protocol.BodyPing:
 		n.reply(from, injected, id, msg.Header.TxID, protocol.BodyPong{Address: n.addr, ObservedAddr: ObservedAddr(from)})
 	case protocol.BodyFindNode:
-		if !n.limiter.allow(src, classAmplify, now) {
-			n.cnt.dropRate.Add(1)
+		if !n.allowAnswer(id, src, from, injected, now) {
 			return
 		}
 		resp := protocol.BodyFindNodeResp{Nodes: n.answerContacts(b.Target, id), ObservedAddr: ObservedAddr(from)}
@@ -280,8 +294,7 @@ func (n *Node) handleRequest(msg *protocol.Message, from net.Addr, injected bool
 		}
 		n.reply(from, injected, id, msg.Header.TxID, resp)
 	case protocol.BodyFindValue:
-		if !n.limiter.allow(src, classAmplify, now) {
-			n.cnt.dropRate.Add(1)
+		if !n.allowAnswer(id, src, from, injected, now) {
 			return
 		}
 		resp := n.findValueAnswer(b, id, from, now)
@@ -313,6 +326,28 @@ func (n *Node) handleRequest(msg *protocol.Message, from net.Addr, injected bool
 		return
 	}
 	n.remember(msg, from, injected)
+}
+
+// allowAnswer spends the budget for an answer several times larger than
+// its request. A source not yet proven to be the sender's address (it never
+// answered our own tx_id there) may be a spoofed victim, so it gets the
+// tighter classAmplifyUnproven budget (docs/dht-security.md). Punched
+// channels are authenticated and count as proven.
+func (n *Node) allowAnswer(id a2al.NodeID, src string, from net.Addr, injected bool, now time.Time) bool {
+	if !injected {
+		if a, rank := n.book.get(id); rank < rankAnswered || a.String() != from.String() {
+			if !n.limiter.allow(src, classAmplifyUnproven, now) {
+				n.cnt.dropRate.Add(1)
+				n.cnt.dropUnproven.Add(1)
+				return false
+			}
+		}
+	}
+	if !n.limiter.allow(src, classAmplify, now) {
+		n.cnt.dropRate.Add(1)
+		return false
+	}
+	return true
 }
 
 // findValueAnswer builds a FIND_VALUE answer: the nearest contacts and the

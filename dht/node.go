@@ -83,6 +83,59 @@ type Config struct {
 	// Clock drives timers, expiry and back-off; nil uses the wall clock.
 	// (Addition to the reference API for deterministic tests.)
 	Clock Clock
+
+	// Security limits (docs/dht-security.md). Zero means the default.
+
+	// ReplayWindow is how long a verified request's (sender, tx_id) is
+	// remembered so that a replay of it is dropped. Default 10 min.
+	ReplayWindow time.Duration
+	// ReplayCacheSize bounds the replay cache: entries per generation (two
+	// are kept). Default 65536 (about 2 MB at most).
+	ReplayCacheSize int
+	// MaxAddrChallenges bounds the PINGs in flight that check a peer's new
+	// address before its dial address moves there. Default 64.
+	MaxAddrChallenges int
+	// AddrChallengeRate is the global budget, per second, of those PINGs
+	// (burst twice as many). Default 20.
+	AddrChallengeRate float64
+	// UnprovenAnswerRate is the per-source-IP budget, per second, of
+	// answers larger than their request (FIND_NODE, FIND_VALUE) sent to a
+	// source not yet proven to be the sender's address (burst twice as
+	// many). Proven sources get the amplify budget of 100/s. Default 10.
+	UnprovenAnswerRate float64
+}
+
+// Security defaults (see the Config fields).
+const (
+	DefaultReplayWindow       = 10 * time.Minute
+	DefaultReplayCacheSize    = 1 << 16
+	DefaultMaxAddrChallenges  = 64
+	DefaultAddrChallengeRate  = 20
+	DefaultUnprovenAnswerRate = 10
+)
+
+// fillSecurity replaces zero security limits by their defaults and rejects
+// negative ones.
+func (c *Config) fillSecurity() error {
+	if c.ReplayWindow < 0 || c.ReplayCacheSize < 0 || c.MaxAddrChallenges < 0 || c.AddrChallengeRate < 0 || c.UnprovenAnswerRate < 0 {
+		return fmt.Errorf("%w: negative security limit in dht.Config", errConfig)
+	}
+	if c.ReplayWindow == 0 {
+		c.ReplayWindow = DefaultReplayWindow
+	}
+	if c.ReplayCacheSize == 0 {
+		c.ReplayCacheSize = DefaultReplayCacheSize
+	}
+	if c.MaxAddrChallenges == 0 {
+		c.MaxAddrChallenges = DefaultMaxAddrChallenges
+	}
+	if c.AddrChallengeRate == 0 {
+		c.AddrChallengeRate = DefaultAddrChallengeRate
+	}
+	if c.UnprovenAnswerRate == 0 {
+		c.UnprovenAnswerRate = DefaultUnprovenAnswerRate
+	}
+	return nil
 }
 
 // BootstrapSeed is a known dial address plus wire NodeInfo (legacy seed form).
@@ -104,6 +157,9 @@ type counters struct {
 	dropRate, dropWrongPeer          atomic.Uint64
 	dropEvictQueue, dropTaskQueue    atomic.Uint64
 	dropSelf, punches                atomic.Uint64
+	dropReplay, dropChallenge        atomic.Uint64
+	challenges, addrMoves            atomic.Uint64
+	dropUnproven                     atomic.Uint64
 }
 
 // Node is a single DHT participant (routing + local store + wire handler).
@@ -143,6 +199,8 @@ type Node struct {
 	repl    replState
 	cnt     counters
 	size    sizeEstimator
+	replay  replayCache
+	chal    challenges
 
 	evictQ chan *evictJob
 	inQ    chan inPacket
@@ -164,6 +222,9 @@ type Node struct {
 func NewNode(cfg Config) (*Node, error) {
 	if cfg.Transport == nil || cfg.Keystore == nil {
 		return nil, errConfig
+	}
+	if err := cfg.fillSecurity(); err != nil {
+		return nil, err
 	}
 	ids := cfg.Keystore.List()
 	if len(ids) != 1 {
@@ -211,7 +272,11 @@ func NewNode(cfg Config) (*Node, error) {
 	n.rpc.init()
 	n.book.init()
 	n.health.init()
-	n.limiter.init(defaultRateLimits)
+	limits := defaultRateLimits
+	limits[classAmplifyUnproven] = rateSpec{rate: cfg.UnprovenAnswerRate, burst: 2 * cfg.UnprovenAnswerRate}
+	n.limiter.init(limits)
+	n.replay.init(cfg.ReplayWindow, cfg.ReplayCacheSize)
+	n.chal.init(cfg.MaxAddrChallenges, rateSpec{rate: cfg.AddrChallengeRate, burst: 2 * cfg.AddrChallengeRate})
 	n.nat.init()
 	n.repl.init()
 	n.seen.init(cfg.SeenPeersPath, n.id)

@@ -124,7 +124,7 @@ func (n *Node) OnPunchComplete(nodeID a2al.NodeID, peerLogicalAddr a2al.Address,
 	}
 	ni := contactFor(peerLogicalAddr, nodeID, peerNetAddr)
 	if isDirect {
-		n.book.bind(nodeID, peerNetAddr, rankVerified, now)
+		n.book.bind(nodeID, peerNetAddr, rankAnswered, now)
 		n.tabAddDirect(ni, peerNetAddr, true)
 	} else {
 		n.book.bind(nodeID, peerNetAddr, rankPunch, now)

@@ -295,7 +295,7 @@ func (q *queryRun) onResult(r rpcResult) {
 	n.cnt.rpcOK.Add(1)
 	id := n.onRPCSuccess(r)
 	if !r.injected {
-		n.book.bind(id, c.addr, rankVerified, n.now())
+		n.book.bind(id, c.addr, rankAnswered, n.now())
 		n.tabAddDirect(contactFor(r.msg.SenderAddr, id, c.addr), c.addr, false)
 	}
 	var nodes []protocol.NodeInfo

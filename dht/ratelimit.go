@@ -11,6 +11,9 @@ const (
 	classPacket  = iota // every datagram, checked before signature verification
 	classStore          // STORE: record + delegation verification
 	classAmplify        // FIND_* answers, several times larger than the request
+	// classAmplifyUnproven: FIND_* answers to a source not yet proven to be
+	// the sender's address (docs/dht-security.md, "Answers to unproven sources").
+	classAmplifyUnproven
 	numClasses
 )
 
@@ -23,6 +26,7 @@ var defaultRateLimits = [numClasses]rateSpec{
 	classPacket:  {rate: 400, burst: 800},
 	classStore:   {rate: 20, burst: 40},
 	classAmplify: {rate: 100, burst: 200},
+	// classAmplifyUnproven comes from Config.UnprovenAnswerRate.
 }
 
 const limiterCap = 4096 // entries per generation (two generations kept)
@@ -86,17 +90,7 @@ func (l *rateLimiter) allow(key string, class int, now time.Time) bool {
 		}
 		l.cur[key] = b
 	}
-	tb := &b[class]
-	s := l.spec[class]
-	if dt := now.Sub(tb.last).Seconds(); dt > 0 {
-		tb.tokens = min(s.burst, tb.tokens+dt*s.rate)
-	}
-	tb.last = now
-	if tb.tokens < 1 {
-		return false
-	}
-	tb.tokens--
-	return true
+	return b[class].take(l.spec[class], now)
 }
 
 // rotate ages the generations: sources idle for two rotations are dropped.

@@ -36,7 +36,7 @@ func (n *Node) PingIdentity(ctx context.Context, peer net.Addr) (*PeerIdentity, 
 	}
 	now := n.now()
 	if !r.injected {
-		n.book.bind(id, peer, rankVerified, now)
+		n.book.bind(id, peer, rankAnswered, now)
 		n.tabAddDirect(contactFor(r.msg.SenderAddr, id, peer), peer, true)
 	}
 	n.observed(id, pong.ObservedAddr)
@@ -78,7 +78,7 @@ func (n *Node) storeAt(ctx context.Context, peer net.Addr, storeKey a2al.NodeID,
 	}
 	id := n.onRPCSuccess(r)
 	if !r.injected {
-		n.book.bind(id, peer, rankVerified, n.now())
+		n.book.bind(id, peer, rankAnswered, n.now())
 		n.tabAddDirect(contactFor(r.msg.SenderAddr, id, peer), peer, false)
 	}
 	return resp, id, nil
@@ -195,6 +195,9 @@ func (n *Node) absorbHearsay(ni protocol.NodeInfo) net.Addr {
 
 // BootstrapCandidateAddrs returns up to max UDP dial addresses from the
 // routing table, Good before Unknown before Bad, stable within a class.
+// Only addresses where the peer answered our own request (or pinned ones)
+// qualify: a request's source may be a replay or spoofed, and hearsay is
+// someone else's word, so neither ends up in peers.cache.
 func (n *Node) BootstrapCandidateAddrs(max int) []net.Addr {
 	if n == nil || max <= 0 {
 		return nil
@@ -210,12 +213,10 @@ func (n *Node) BootstrapCandidateAddrs(max int) []net.Addr {
 	var cs []cand
 	for _, c := range all {
 		var a net.Addr
-		if b, _ := n.book.get(c.Info.NodeID); b != nil {
+		if b, rank := n.book.get(c.Info.NodeID); b != nil && rank >= rankAnswered {
 			if u, ok := b.(*net.UDPAddr); ok && u.Port != 0 {
 				a = u
 			}
-		} else if c.Info.Port != 0 {
-			a = &net.UDPAddr{IP: c.Info.IP, Port: int(c.Info.Port)}
 		}
 		if a == nil || seen[a.String()] {
 			continue
