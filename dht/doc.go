@@ -7,11 +7,15 @@
 //
 //   - Contacts enter the routing table only when NodeID == SHA-256(Address)
 //     and the IP is usable; at most 2 contacts of one IPv4 /24 (IPv6 /64) per
-//     bucket and 10 per table. Loopback simulations give every node its own
-//     127.N.M.0/24. In-memory transports are keyed per endpoint name.
-//   - Dial addresses carry a rank (hearsay < punch < verified < pinned):
-//     hearsay never redirects a known peer, a punch never overrides a
-//     verified address, and datagrams from a punched channel never rebind.
+//     bucket and 10 per table, 4 of one /16 (/48) per bucket and 24 per
+//     table. Loopback simulations give every node its own 127.A.B.0/24,
+//     spread over the /16s. In-memory transports are keyed per endpoint name.
+//   - Dial addresses carry a rank (hearsay < punch < inbound request <
+//     answered < pinned): hearsay never redirects a known peer, a punch never
+//     overrides a verified address, datagrams from a punched channel never
+//     rebind, and a request from a new address (possibly a replay) moves
+//     nothing until the peer answers our challenge there. Replayed requests
+//     (same sender and tx_id) are dropped (docs/dht-security.md).
 //   - Responses are accepted only from the peer asked (its NodeID when
 //     known, else the address we sent to) and only for a live tx_id.
 //   - Eviction pings for full buckets run on a bounded worker queue, never on

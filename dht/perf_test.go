@@ -90,7 +90,8 @@ func TestLookupPerfUDP(t *testing.T) {
 }
 
 // buildUDPNet starts size nodes on loopback UDP (each on its own
-// 127.A.B.1, so the /24 diversity limits stay on), bootstraps them through
+// 127.A.B.1 with A varying fastest, so the /24 and /16 diversity limits
+// stay on), bootstraps them through
 // three seeds and lets every node run a second self-lookup. Close runs at
 // cleanup.
 func buildUDPNet(tb testing.TB, size int) []*Node {
@@ -101,7 +102,7 @@ func buildUDPNet(tb testing.TB, size int) []*Node {
 		}
 	})
 	for i := 0; i < size; i++ {
-		ip := fmt.Sprintf("127.%d.%d.1", 1+i/250, 1+i%250)
+		ip := fmt.Sprintf("127.%d.%d.1", 1+i%250, 1+i/250)
 		tr, err := transport.ListenUDP("udp4", ip+":0")
 		if err != nil {
 			tb.Fatalf("listen %s: %v", ip, err)

@@ -1,8 +1,8 @@
 // Package routing is the Kademlia routing table of the DHT: 256 buckets of
 // K contacts indexed by common prefix length, a small replacement cache per
 // bucket, a "punched" zone for peers only reachable through hole punching,
-// and IP-diversity limits (per /24 IPv4 and /64 IPv6, per bucket and per
-// table) against Sybil take-over (DESIGN D2). The table never reads the
+// and IP-diversity limits (per /24 and /16 IPv4, /64 and /48 IPv6, per
+// bucket and per table; see Limits) against Sybil take-over (DESIGN D2). The table never reads the
 // clock; callers pass times. It is not safe for concurrent use.
 package routing
 
@@ -26,15 +26,31 @@ const (
 	NumBuckets = 256
 )
 
-// Limits bounds how many main entries may share one subnet (see SubnetKey).
+// Limits bounds how many main entries may share one network prefix, at two
+// widths: the subnet (IPv4 /24, IPv6 /64; see SubnetKey) and the wider
+// block around it (IPv4 /16, IPv6 /48; see WideKey).
+//
+// Why two widths: the /24 (/64) limits stop one host or one small network
+// from taking over a bucket, but an attacker renting many /24s of one /16
+// (one provider, one data centre) still got 168 of 178 table entries in a
+// Sybil run. Honest nodes are spread over many providers, so capping each
+// /16 (/48) at a quarter of a bucket and at a small share of the table
+// costs honest peers almost nothing, while an attacker now needs addresses
+// in many unrelated /16s, which is far more expensive than more /24s in
+// one. An IPv6 /48 is the usual allocation to one site, like an IPv4 /16
+// is the usual unit of one provider's region.
 type Limits struct {
-	BucketPerSubnet int // per bucket; <= 0 means unlimited
-	TablePerSubnet  int // whole table; <= 0 means unlimited
+	BucketPerSubnet int // per bucket and /24 (/64); <= 0 means unlimited
+	TablePerSubnet  int // whole table and /24 (/64); <= 0 means unlimited
+	BucketPerWide   int // per bucket and /16 (/48); <= 0 means unlimited
+	TablePerWide    int // whole table and /16 (/48); <= 0 means unlimited
 }
 
-// DefaultLimits: two contacts of one /24 (/64) per bucket, ten per table.
-// Loopback simulations give every node its own 127.N.M.0/24.
-var DefaultLimits = Limits{BucketPerSubnet: 2, TablePerSubnet: 10}
+// DefaultLimits: two contacts of one /24 (/64) per bucket and ten per
+// table; four of one /16 (/48) per bucket and twenty-four per table.
+// Loopback simulations give every node its own 127.A.B.0/24 with A varying
+// fastest, so they spread over the /16s of 127.0.0.0/8 (DESIGN D2).
+var DefaultLimits = Limits{BucketPerSubnet: 2, TablePerSubnet: 10, BucketPerWide: 4, TablePerWide: 24}
 
 // Contact is one routing entry.
 type Contact struct {
@@ -102,6 +118,18 @@ func SubnetKey(ip net.IP) string {
 	return ""
 }
 
+// WideKey is the /16 (IPv4) or /48 (IPv6) block of a SubnetKey, or "" for
+// keys that are not IP subnets (exempt from the wide limits).
+func WideKey(subnet string) string {
+	switch {
+	case len(subnet) == 4 && subnet[0] == 4:
+		return subnet[:3]
+	case len(subnet) == 9 && subnet[0] == 6:
+		return subnet[:7]
+	}
+	return ""
+}
+
 // ValidInfo reports whether ni may enter a table or a FIND answer: a 0xA0
 // style 21-byte address whose SHA-256 is the NodeID (W-4), and a 4- or
 // 16-byte IP (W-3).
@@ -149,45 +177,62 @@ func (b *bucket) find(id a2al.NodeID) int {
 	return -1
 }
 
-func (b *bucket) subnetCount(s string) int {
-	n := 0
+// prefixCounts returns how many entries of b share s, and its wide block w.
+func (b *bucket) prefixCounts(s, w string) (sub, wide int) {
 	for i := range b.nodes {
 		if b.nodes[i].Subnet == s {
-			n++
+			sub++
+		}
+		if w != "" && WideKey(b.nodes[i].Subnet) == w {
+			wide++
 		}
 	}
-	return n
+	return sub, wide
 }
 
+// subnetAllowed reports whether one more entry of subnet s fits b and the
+// table under both prefix widths.
 func (t *Table) subnetAllowed(b *bucket, s string) bool {
 	if s == "" {
 		return true
 	}
-	if t.limits.BucketPerSubnet > 0 && b.subnetCount(s) >= t.limits.BucketPerSubnet {
+	w := WideKey(s)
+	sub, wide := b.prefixCounts(s, w)
+	l := t.limits
+	if l.BucketPerSubnet > 0 && sub >= l.BucketPerSubnet || l.TablePerSubnet > 0 && t.subnets[s] >= l.TablePerSubnet {
 		return false
 	}
-	if t.limits.TablePerSubnet > 0 && t.subnets[s] >= t.limits.TablePerSubnet {
+	if w != "" && (l.BucketPerWide > 0 && wide >= l.BucketPerWide || l.TablePerWide > 0 && t.subnets[w] >= l.TablePerWide) {
 		return false
 	}
 	return true
 }
 
+// count adds d to the table counters of subnet s and of its wide block.
+func (t *Table) count(s string, d int) {
+	if s == "" {
+		return
+	}
+	for _, k := range [2]string{s, WideKey(s)} {
+		if k == "" {
+			continue
+		}
+		if t.subnets[k] += d; t.subnets[k] <= 0 {
+			delete(t.subnets, k)
+		}
+	}
+}
+
 func (t *Table) insert(b *bucket, c Contact, now time.Time) {
 	c.AddedAt = now
 	b.nodes = append(b.nodes, c)
-	if c.Subnet != "" {
-		t.subnets[c.Subnet]++
-	}
+	t.count(c.Subnet, 1)
 	t.n++
 	b.dropPending(c.Info.NodeID)
 }
 
 func (t *Table) removeAt(b *bucket, i int) {
-	if s := b.nodes[i].Subnet; s != "" {
-		if t.subnets[s]--; t.subnets[s] <= 0 {
-			delete(t.subnets, s)
-		}
-	}
+	t.count(b.nodes[i].Subnet, -1)
 	b.nodes = append(b.nodes[:i], b.nodes[i+1:]...)
 	t.n--
 }
@@ -201,8 +246,10 @@ func (b *bucket) dropPending(id a2al.NodeID) {
 	}
 }
 
-// Add inserts or refreshes c. direct=true means first-hand evidence (the
-// contact signed something to us from c's address); only direct evidence
+// Add inserts or refreshes c. direct=true means first-hand evidence for c's
+// address: the contact answered our own request there, or it is the first
+// address we hear from it (callers challenge a request from a new address
+// before calling Add, since requests can be replayed). Only direct evidence
 // changes a stored address, clears the punched flag or reorders the bucket
 // (hearsay can neither redirect a peer nor keep a dead entry young).
 // On BucketFull the LRU entry is returned so the caller can ping it off the
@@ -274,14 +321,8 @@ func (t *Table) retag(e *Contact, s string) {
 	if e.Subnet == s {
 		return
 	}
-	if e.Subnet != "" {
-		if t.subnets[e.Subnet]--; t.subnets[e.Subnet] <= 0 {
-			delete(t.subnets, e.Subnet)
-		}
-	}
-	if s != "" {
-		t.subnets[s]++
-	}
+	t.count(e.Subnet, -1)
+	t.count(s, 1)
 	e.Subnet = s
 }
 

@@ -248,3 +248,41 @@ func TestNearestAndMaintenance(t *testing.T) {
 		t.Fatalf("random id bucket %d", tb.BucketIndex(id))
 	}
 }
+
+func TestWideLimits(t *testing.T) {
+	self := addrN(0).NodeID()
+	tb := New(self, Limits{BucketPerSubnet: 2, TablePerSubnet: 10, BucketPerWide: 2, TablePerWide: 3})
+	now := time.Unix(1000, 0)
+	// Bucket 0: two of 10.1.0.0/16 (different /24s) fit, the third does not.
+	ids := findInBucket(self, 0, 4, 1)
+	for i, id := range ids[:3] {
+		r, _ := tb.Add(contact(id, net.IPv4(10, 1, byte(i), 1)), true, now)
+		if want := i < 2; (r == Added) != want {
+			t.Fatalf("bucket /16 limit: contact %d got %v", i, r)
+		}
+	}
+	// Table: one more of the /16 fits elsewhere, then no more.
+	ids1 := findInBucket(self, 1, 2, 1)
+	if r, _ := tb.Add(contact(ids1[0], net.IPv4(10, 1, 7, 1)), true, now); r != Added {
+		t.Fatalf("third of the /16 in another bucket: %v", r)
+	}
+	if r, _ := tb.Add(contact(ids1[1], net.IPv4(10, 1, 8, 1)), true, now); r != Rejected {
+		t.Fatalf("fourth of the /16: %v", r)
+	}
+	// Another /16 is fine; removing frees the count.
+	if r, _ := tb.Add(contact(ids[3], net.IPv4(10, 2, 0, 1)), true, now); r != Added {
+		t.Fatalf("other /16: %v", r)
+	}
+	tb.Remove(addrN(ids1[0]).NodeID())
+	if r, _ := tb.Add(contact(ids1[1], net.IPv4(10, 1, 8, 1)), true, now); r != Added {
+		t.Fatalf("after remove: %v", r)
+	}
+	// IPv6 /48 grouping.
+	w := func(s string) string { return WideKey(SubnetKey(net.ParseIP(s))) }
+	if w("2001:db8:1:2::1") != w("2001:db8:1:ffff::1") || w("2001:db8:1::1") == w("2001:db8:2::1") || w("2001:db8:1::1") == "" {
+		t.Fatal("IPv6 /48 keys wrong")
+	}
+	if WideKey("a:mem:n1") != "" {
+		t.Fatal("non-IP keys must be exempt")
+	}
+}

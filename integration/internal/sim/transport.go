@@ -11,11 +11,12 @@ import (
 )
 
 // NodeAddr returns the simulated address of node i: 127.A.B.1 with a
-// distinct /24 per node (so the DHT's IP-diversity limits stay on; all of
-// 127.0.0.0/8 is local on Linux) and the given port.
+// distinct /24 per node and A varying fastest, so nodes spread over the
+// /16s of 127.0.0.0/8 and the DHT's per-/24 and per-/16 diversity limits
+// stay on (all of 127.0.0.0/8 is local on Linux; 127.0.x.x is left alone).
+// Distinct for i < 255*256.
 func NodeAddr(i int, port int) *net.UDPAddr {
-	i++ // 127.0.x.x is left alone
-	return &net.UDPAddr{IP: net.IPv4(127, byte(i>>8), byte(i), 1).To4(), Port: port}
+	return &net.UDPAddr{IP: net.IPv4(127, byte(1+i%255), byte(i/255), 1).To4(), Port: port}
 }
 
 // MemUDP presents a transport.MemTransport with UDP addresses: the endpoint
