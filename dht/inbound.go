@@ -312,7 +312,7 @@ func (n *Node) handleRequest(msg *protocol.Message, from net.Addr, injected bool
 		if b.Key != nil {
 			key = *b.Key
 		}
-		n.reply(from, injected, id, msg.Header.TxID, n.storeResponse(key, b.Record, now))
+		n.reply(from, injected, id, msg.Header.TxID, n.storeResponse(key, b.Record, from, now))
 	case protocol.BodyNATProbeReq:
 		n.remember(msg, from, injected)
 		n.handleNATProbeReq(b, from)
@@ -364,10 +364,14 @@ func (n *Node) findValueAnswer(b protocol.BodyFindValue, requester a2al.NodeID, 
 	return resp
 }
 
-// storeResponse applies a STORE and maps the outcome to STORE_RESP:
-// AlreadyHad counts as stored; policy refusals say so (reason 1).
-func (n *Node) storeResponse(key a2al.NodeID, rec protocol.SignedRecord, now time.Time) protocol.BodyStoreResp {
-	err := n.store.Put(key, rec, now)
+// storeResponse applies a STORE from src and maps the outcome to
+// STORE_RESP: AlreadyHad counts as stored; policy refusals say so (reason 1).
+func (n *Node) storeResponse(key a2al.NodeID, rec protocol.SignedRecord, src net.Addr, now time.Time) protocol.BodyStoreResp {
+	resp := key
+	if resp.IsZero() {
+		resp = a2al.NodeIDFromAddress(rec.Address)
+	}
+	err := n.store.putFrom(key, rec, now, originOf(src, n.responsibleFor(resp)))
 	switch {
 	case err == nil:
 		return protocol.BodyStoreResp{Stored: true}
@@ -378,6 +382,16 @@ func (n *Node) storeResponse(key a2al.NodeID, rec protocol.SignedRecord, now tim
 	default:
 		return protocol.BodyStoreResp{Reason: protocol.StoreReasonRecordInvalid}
 	}
+}
+
+// responsibleFor reports whether we are among the K nodes closest to key
+// that we know of (verified contacts), i.e. a node that should hold its
+// records. It protects those records from eviction by other keys' floods.
+func (n *Node) responsibleFor(key a2al.NodeID) bool {
+	n.tabMu.RLock()
+	cs := n.tab.Nearest(key, routing.K, func(c *routing.Contact) bool { return c.Verified() })
+	n.tabMu.RUnlock()
+	return len(cs) < routing.K || routing.Less(n.id, cs[len(cs)-1].Info.NodeID, key)
 }
 
 // reply answers a request on the channel it arrived on: injected requests

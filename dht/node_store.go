@@ -44,7 +44,7 @@ func (n *Node) PublishMailboxRecord(ctx context.Context, storeKey a2al.NodeID, r
 }
 
 func (n *Node) publish(key a2al.NodeID, rec protocol.SignedRecord) error {
-	err := n.store.Put(key, rec, n.now())
+	err := n.store.putFrom(key, rec, n.now(), ownOrigin)
 	stale := errors.Is(err, ErrStaleRecord)
 	if err != nil && !stale {
 		return fmt.Errorf("dht: publish at %x: %w", key[:4], err)

@@ -42,7 +42,7 @@ const (
 	MaxStoredRecordBytes = 64 << 10
 
 	// DefaultMaxStoreBytes bounds the approximate memory held by a Store;
-	// least recently used keys are evicted beyond it.
+	// records are evicted fairly per source prefix beyond it (store_fair.go).
 	DefaultMaxStoreBytes = 256 << 20
 
 	// MaxKeysPerAddress bounds the number of keys at which records of one
@@ -66,6 +66,7 @@ var (
 	ErrRecordTooLarge       = fmt.Errorf("%w: record larger than %d bytes", ErrStorePolicy, MaxStoredRecordBytes)
 	ErrKeyFull              = fmt.Errorf("%w: per-key record cap reached and the new record is the oldest", ErrStorePolicy)
 	ErrAddressQuota         = fmt.Errorf("%w: address holds records at too many keys", ErrStorePolicy)
+	ErrStoreFull            = fmt.Errorf("%w: store full of records this source may not evict", ErrStorePolicy)
 )
 
 // RecordAuthFunc decides whether rec may be stored at key. It runs after the
@@ -87,8 +88,9 @@ type StoreRecordDebug struct {
 // Store is the local record store: records per DHT key, merged by slot
 // (dht.md §10, wire.md §8.7). Stored slices are never modified in place
 // (readers get copies), expired records are really removed (fixing the
-// reference's in-place filter, W-2), keys are evicted in O(1) by an LRU list,
-// and an expiry heap frees expired data without scanning. Safe for concurrent use.
+// reference's in-place filter, W-2), records are evicted fairly per source
+// prefix in O(log n) (store_fair.go), and an expiry heap frees expired data
+// without scanning. Safe for concurrent use.
 type Store struct {
 	auth RecordAuthFunc
 
@@ -98,18 +100,17 @@ type Store struct {
 	bytes    int64
 	keys     map[a2al.NodeID]*storeEntry
 	byAddr   map[a2al.Address]map[a2al.NodeID]int // records of an address per key
-	lru      storeEntry                           // sentinel: lru.next = most recent
+	fair     fairness
 	expiry   expiryHeap
 }
 
 // storeEntry holds one key's records. recs is replaced, never mutated.
 type storeEntry struct {
-	key        a2al.NodeID
-	recs       []protocol.SignedRecord
-	bytes      int64
-	expiresAt  uint64 // earliest Timestamp+TTL of recs
-	heapIndex  int
-	prev, next *storeEntry
+	key       a2al.NodeID
+	recs      []protocol.SignedRecord
+	bytes     int64
+	expiresAt uint64 // earliest Timestamp+TTL of recs
+	heapIndex int
 }
 
 // NewStore returns an empty Store. auth may be nil (no authority check, for
@@ -125,7 +126,7 @@ func NewStore(auth RecordAuthFunc, maxKeys int) *Store {
 		keys:     make(map[a2al.NodeID]*storeEntry),
 		byAddr:   make(map[a2al.Address]map[a2al.NodeID]int),
 	}
-	s.lru.next, s.lru.prev = &s.lru, &s.lru
+	s.fair.init()
 	return s
 }
 
@@ -133,8 +134,14 @@ func NewStore(auth RecordAuthFunc, maxKeys int) *Store {
 // NodeID(rec.Address)). It returns ErrStaleRecord when the slot already holds
 // an equal or newer record (nothing changes; on the wire this is "already
 // had"), an error wrapping ErrStorePolicy for node-local refusals, and any
-// other error for an invalid or unauthorised record.
+// other error for an invalid or unauthorised record. The record is an
+// anonymous local write for eviction purposes (see putFrom).
 func (s *Store) Put(key a2al.NodeID, rec protocol.SignedRecord, now time.Time) error {
+	return s.putFrom(key, rec, now, storeOrigin{})
+}
+
+// putFrom is Put for a record of the given origin (store_fair.go).
+func (s *Store) putFrom(key a2al.NodeID, rec protocol.SignedRecord, now time.Time, origin storeOrigin) error {
 	if err := protocol.VerifySignedRecord(rec, now); err != nil {
 		return fmt.Errorf("dht: store: %w", err)
 	}
@@ -178,16 +185,28 @@ func (s *Store) Put(key a2al.NodeID, rec protocol.SignedRecord, now time.Time) e
 	if e == nil {
 		e = &storeEntry{key: key, heapIndex: -1}
 		s.keys[key] = e
-		s.lruPushFront(e)
-	} else {
-		s.lruMoveFront(e)
 	}
+	// A newer version of a record keeps the protection of the one it
+	// replaces (it has the same publisher).
+	for i := range old {
+		if storeCategory(old[i].RecType) == cat && sameSlot(&old[i], &rec, cat) {
+			if t := s.fair.tierOf(&old[i]); t == tierOwn {
+				origin = ownOrigin
+			} else {
+				origin.tier = max(origin.tier, t)
+			}
+		}
+	}
+	s.fair.pending = origin
 	s.setRecords(e, merged)
-	s.evict(e)
+	s.fair.pending = storeOrigin{}
+	if !s.evict(origin.tier, sigID(&rec)) {
+		return ErrStoreFull
+	}
 	return nil
 }
 
-// Get bumps key and returns its newest visible endpoint record, or nil.
+// Get returns the newest visible endpoint record at key, or nil.
 func (s *Store) Get(key a2al.NodeID, now time.Time) *protocol.SignedRecord {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -213,7 +232,7 @@ func (s *Store) Get(key a2al.NodeID, now time.Time) *protocol.SignedRecord {
 	return &c
 }
 
-// GetAll bumps key and returns copies of its visible records of recType
+// GetAll returns copies of the visible records at key of recType
 // (0 = all) in storage order.
 func (s *Store) GetAll(key a2al.NodeID, recType uint8, now time.Time) []protocol.SignedRecord {
 	s.mu.Lock()
@@ -226,20 +245,16 @@ func (s *Store) GetAll(key a2al.NodeID, recType uint8, now time.Time) []protocol
 	return appendVisible(nil, e.recs, nil, recType, nowSec)
 }
 
-// readLocked drops expired records, then returns key's entry moved to the
-// LRU front, or nil. s.mu must be held.
+// readLocked drops expired records, then returns key's entry or nil.
+// s.mu must be held.
 func (s *Store) readLocked(key a2al.NodeID, nowSec uint64) *storeEntry {
 	s.sweep(nowSec)
-	e := s.keys[key]
-	if e != nil {
-		s.lruMoveFront(e)
-	}
-	return e
+	return s.keys[key]
 }
 
 // GetAllByAddress returns copies of the visible records signed for addr at
 // any key, optionally filtered by recType (0 = all). It uses an address index,
-// so it costs O(records of addr), and does not bump LRU order.
+// so it costs O(records of addr).
 func (s *Store) GetAllByAddress(addr a2al.Address, recType uint8, now time.Time) []protocol.SignedRecord {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -297,9 +312,9 @@ func (s *Store) Len() int {
 	return len(s.keys)
 }
 
-// SetMaxKeys changes the key limit and evicts least recently used keys down
-// to it at once. n ≤ 0 restores DefaultMaxTotalKeys (rather than evicting
-// everything, W-30).
+// SetMaxKeys changes the key limit and evicts records (fairly, never the
+// node's own) down to it at once. n ≤ 0 restores DefaultMaxTotalKeys
+// (rather than evicting everything, W-30).
 func (s *Store) SetMaxKeys(n int) {
 	if n <= 0 {
 		n = DefaultMaxTotalKeys
@@ -307,11 +322,11 @@ func (s *Store) SetMaxKeys(n int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.maxKeys = n
-	s.evict(nil)
+	s.evict(tierOwn, nil)
 }
 
 // SetMaxBytes changes the approximate memory budget (≤ 0 restores
-// DefaultMaxStoreBytes) and evicts least recently used keys down to it.
+// DefaultMaxStoreBytes) and evicts records down to it as SetMaxKeys does.
 func (s *Store) SetMaxBytes(n int64) {
 	if n <= 0 {
 		n = DefaultMaxStoreBytes
@@ -319,7 +334,7 @@ func (s *Store) SetMaxBytes(n int64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.maxBytes = n
-	s.evict(nil)
+	s.evict(tierOwn, nil)
 }
 
 // DebugRecords returns one row per visible record, ordered by key then
@@ -492,8 +507,10 @@ func countWhere(list []protocol.SignedRecord, pred func(*protocol.SignedRecord) 
 
 // --- bookkeeping (callers hold s.mu) ---
 
-// setRecords installs recs (non-empty) on e and updates indexes and budgets.
+// setRecords installs recs (non-empty) on e and updates indexes, budgets
+// and the eviction bookkeeping.
 func (s *Store) setRecords(e *storeEntry, recs []protocol.SignedRecord) {
+	s.fair.update(e.key, e.recs, recs)
 	s.unindex(e)
 	e.recs = recs
 	e.bytes = 0
@@ -536,32 +553,51 @@ func (s *Store) unindex(e *storeEntry) {
 }
 
 func (s *Store) removeEntry(e *storeEntry) {
+	s.fair.update(e.key, e.recs, nil)
 	s.unindex(e)
 	e.recs = nil
 	if e.heapIndex >= 0 {
 		heap.Remove(&s.expiry, e.heapIndex)
 	}
-	e.prev.next, e.next.prev = e.next, e.prev
-	e.prev, e.next = nil, nil
 	delete(s.keys, e.key)
 }
 
-// evict drops least recently used keys while over the key or byte limit,
-// never keep (the key just written).
-func (s *Store) evict(keep *storeEntry) {
+// evict drops records while over the key or byte limit, each chosen by
+// fairness.victim for an incoming record of tier in. When nothing may be
+// evicted, the record identified by incoming (just stored, nil for none)
+// is taken out again unless it is the node's own; evict then reports false.
+func (s *Store) evict(in int, incoming *byte) bool {
 	for len(s.keys) > s.maxKeys || s.bytes > s.maxBytes {
-		victim := s.lru.prev
-		if victim == &s.lru {
-			return
-		}
-		if victim == keep {
-			if victim.prev == &s.lru {
-				return
+		v := s.fair.victim(in)
+		if v == nil {
+			if n := s.fair.nodes[incoming]; n != nil && in != tierOwn {
+				s.dropRecord(n)
+				return false
 			}
-			victim = victim.prev
+			return true
 		}
-		s.removeEntry(victim)
+		s.dropRecord(v)
+		if v.sig == incoming {
+			return false
+		}
 	}
+	return true
+}
+
+// dropRecord removes the record of n from its key.
+func (s *Store) dropRecord(n *recNode) {
+	e := s.keys[n.key]
+	kept := make([]protocol.SignedRecord, 0, len(e.recs))
+	for i := range e.recs {
+		if sigID(&e.recs[i]) != n.sig {
+			kept = append(kept, e.recs[i])
+		}
+	}
+	if len(kept) == 0 {
+		s.removeEntry(e)
+		return
+	}
+	s.setRecords(e, kept)
 }
 
 // sweep removes records that expired before nowSec, key by key in order of
@@ -582,20 +618,6 @@ func (s *Store) sweep(nowSec uint64) {
 		}
 		s.setRecords(e, kept)
 	}
-}
-
-func (s *Store) lruPushFront(e *storeEntry) {
-	e.prev, e.next = &s.lru, s.lru.next
-	s.lru.next.prev = e
-	s.lru.next = e
-}
-
-func (s *Store) lruMoveFront(e *storeEntry) {
-	if s.lru.next == e {
-		return
-	}
-	e.prev.next, e.next.prev = e.next, e.prev
-	s.lruPushFront(e)
 }
 
 // expiryHeap orders entries by earliest record expiry.

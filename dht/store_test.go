@@ -177,16 +177,7 @@ func checkInvariants(t *testing.T, s *Store) {
 			t.Fatalf("expiry heap order broken at %d", i)
 		}
 	}
-	n := 0
-	for e := s.lru.next; e != &s.lru; e = e.next {
-		if s.keys[e.key] != e || e.next.prev != e {
-			t.Fatalf("LRU list corrupt at %x", e.key[:4])
-		}
-		n++
-	}
-	if n != len(s.keys) {
-		t.Fatalf("LRU list has %d entries for %d keys", n, len(s.keys))
-	}
+	checkFairness(t, s)
 	if len(addrKeys) != len(s.byAddr) {
 		t.Fatalf("address index has %d addresses, want %d", len(s.byAddr), len(addrKeys))
 	}
@@ -529,7 +520,58 @@ func TestStoreMailboxCaps(t *testing.T) {
 	checkInvariants(t, s)
 }
 
-func TestStoreLRUEviction(t *testing.T) {
+// checkFairness verifies the eviction bookkeeping against the records.
+func checkFairness(t *testing.T, s *Store) {
+	t.Helper()
+	recs := 0
+	for k, e := range s.keys {
+		for i := range e.recs {
+			n := s.fair.nodes[sigID(&e.recs[i])]
+			if n == nil || n.key != k {
+				t.Fatalf("key %x record %d untracked", k[:4], i)
+			}
+			recs++
+		}
+	}
+	if recs != len(s.fair.nodes) {
+		t.Fatalf("%d tracked records for %d stored", len(s.fair.nodes), recs)
+	}
+	seen := 0
+	for tier := range s.fair.tiers {
+		h := s.fair.tiers[tier]
+		for i, w := range h {
+			if w.idx != i || w.tier != tier || i > 0 && h.Less(i, (i-1)/2) {
+				t.Fatalf("tier %d heap broken at %d", tier, i)
+			}
+			var wb int64
+			for j, sg := range w.subs {
+				if sg.idx != j || sg.wide != w || j > 0 && w.subs.Less(j, (j-1)/2) {
+					t.Fatalf("sub heap broken at %d", j)
+				}
+				var sb int64
+				for n := sg.head; n != nil; n = n.next {
+					if n.sub != sg || s.fair.nodes[n.sig] != n {
+						t.Fatal("FIFO list corrupt")
+					}
+					sb += n.size
+					seen++
+				}
+				if sb != sg.bytes || sb == 0 {
+					t.Fatalf("sub bytes %d, want %d", sg.bytes, sb)
+				}
+				wb += sb
+			}
+			if wb != w.bytes {
+				t.Fatalf("wide bytes %d, want %d", w.bytes, wb)
+			}
+		}
+	}
+	if seen != recs {
+		t.Fatalf("groups hold %d records, store %d", seen, recs)
+	}
+}
+
+func TestStoreFIFOEviction(t *testing.T) {
 	s := NewStore(nil, 3)
 	now := at(testT0)
 	ks := []testKey{newTestKey(1), newTestKey(2), newTestKey(3), newTestKey(4)}
@@ -542,15 +584,12 @@ func TestStoreLRUEviction(t *testing.T) {
 	put(ks[0])
 	put(ks[1])
 	put(ks[2])
-	if s.Get(ks[0].id, now) == nil { // bump ks[0]
-		t.Fatal("record missing")
-	}
-	put(ks[3]) // evicts ks[1], the least recently used
-	if s.Len() != 3 || s.Get(ks[1].id, now) != nil || s.Get(ks[0].id, now) == nil || s.Get(ks[3].id, now) == nil {
+	put(ks[3]) // one source: evicts ks[0], its oldest record
+	if s.Len() != 3 || s.Get(ks[0].id, now) != nil || s.Get(ks[1].id, now) == nil || s.Get(ks[3].id, now) == nil {
 		t.Fatalf("wrong key evicted (Len %d)", s.Len())
 	}
 	checkInvariants(t, s)
-	s.SetMaxKeys(1) // immediate, keeps the most recently used (ks[3])
+	s.SetMaxKeys(1) // immediate, keeps the newest (ks[3])
 	if s.Len() != 1 || s.Get(ks[3].id, now) == nil {
 		t.Fatalf("SetMaxKeys(1): Len %d", s.Len())
 	}
