@@ -3,6 +3,7 @@ package dht
 import (
 	"fmt"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -165,5 +166,121 @@ func BenchmarkFindValueAnswer(b *testing.B) {
 				n.handleRequest(msg, from, false)
 			}
 		})
+	}
+}
+
+// BenchmarkFindValueFlood is attack 2 end to end on loopback UDP: three
+// sources send FIND_VALUE for a key holding 100 near-maximal topic records
+// at 100 requests/s each (the per-source amplify budget), while a legitimate
+// peer sends one PING per iteration and waits up to 2 s for the PONG. It
+// reports the fraction of PINGs answered and their p50/p99 round trip.
+// "proven" lifts the tighter budget for unproven sources, so that all 300
+// requests/s are answered and only the cost of answering is measured.
+//
+//	go test -run '^$' -bench FindValueFlood -benchtime 200x ./dht/
+func BenchmarkFindValueFlood(b *testing.B) {
+	b.Run("sources=unproven", func(b *testing.B) { findValueFlood(b, false) })
+	b.Run("sources=proven", func(b *testing.B) { findValueFlood(b, true) })
+}
+
+func findValueFlood(b *testing.B, proven bool) {
+	tr, err := transport.ListenUDP("udp4", "127.0.21.1:0")
+	if err != nil {
+		b.Skip(err)
+	}
+	v, err := NewNode(Config{Transport: tr, Keystore: newTestKeys(1), Logger: quietLogger()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	v.Start()
+	defer v.Close()
+	if proven {
+		v.limiter.setSpec(classAmplifyUnproven, defaultRateLimits[classAmplify])
+	}
+	key := protocol.TopicKey("crowded")
+	now := time.Now()
+	for i := 0; i < 100; i++ {
+		if err := v.store.Put(key, topicRecord(b, newTestKeys(uint64(1000+i)), "crowded", now), now); err != nil {
+			b.Fatal(err)
+		}
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for i := 0; i < 3; i++ {
+		at, err := transport.ListenUDP("udp4", fmt.Sprintf("127.0.%d.1:0", 22+i))
+		if err != nil {
+			b.Skip(err)
+		}
+		k := newTestKeys(uint64(50 + i))
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer at.Close()
+			tick := time.NewTicker(10 * time.Millisecond)
+			defer tick.Stop()
+			for {
+				select {
+				case <-stop:
+					return
+				case <-tick.C:
+				}
+				h := protocol.Header{Version: 1, MsgType: protocol.MsgFindValue, TxID: newTxID()}
+				raw, err := protocol.EncodeMessage(h, protocol.BodyFindValue{Target: key}, k.pub(), k.sign)
+				if err == nil {
+					_ = at.Send(v.LocalAddr(), raw)
+				}
+			}
+		}()
+	}
+	lt, err := transport.ListenUDP("udp4", "127.0.25.1:0")
+	if err != nil {
+		b.Skip(err)
+	}
+	legit := newTestKeys(60)
+	pongs := make(chan [protocol.TxIDLen]byte, 64)
+	go func() {
+		for {
+			data, _, err := lt.Receive()
+			if err != nil {
+				return
+			}
+			if m, err := protocol.DecodeMessage(data); err == nil && m.Header.MsgType == protocol.MsgPong {
+				pongs <- m.Header.TxID
+			}
+		}
+	}()
+	time.Sleep(time.Second) // let the flood reach its rate
+	var rtts []time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		tx := newTxID()
+		h := protocol.Header{Version: 1, MsgType: protocol.MsgPing, TxID: tx}
+		raw, _ := protocol.EncodeMessage(h, protocol.BodyPing{Address: legit.addr}, legit.pub(), legit.sign)
+		t0 := time.Now()
+		_ = lt.Send(v.LocalAddr(), raw)
+		deadline := time.After(2 * time.Second)
+	wait:
+		for {
+			select {
+			case got := <-pongs:
+				if got == tx {
+					rtts = append(rtts, time.Since(t0))
+					break wait
+				}
+			case <-deadline:
+				break wait
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	b.StopTimer()
+	close(stop)
+	wg.Wait()
+	_ = lt.Close()
+	slices.Sort(rtts)
+	b.ReportMetric(float64(len(rtts))/float64(b.N), "answered")
+	if len(rtts) > 0 {
+		b.ReportMetric(float64(rtts[len(rtts)/2].Microseconds())/1000, "p50-ms")
+		b.ReportMetric(float64(rtts[len(rtts)*99/100].Microseconds())/1000, "p99-ms")
 	}
 }
