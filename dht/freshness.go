@@ -153,21 +153,21 @@ func (n *Node) challengeAddr(id a2al.NodeID, from net.Addr) {
 
 // knownAddr is where we dial id today: its address-book binding, else its
 // routing-table entry (rank 0 when none).
-func (n *Node) knownAddr(id a2al.NodeID) (string, uint8) {
+func (n *Node) knownAddr(id a2al.NodeID) (net.Addr, uint8) {
 	if a, rank := n.book.get(id); a != nil {
-		return a.String(), rank
+		return a, rank
 	}
 	n.tabMu.RLock()
 	c, ok := n.tab.Get(id)
 	n.tabMu.RUnlock()
 	if !ok || c.Info.Port == 0 {
-		return "", 0
+		return nil, 0
 	}
 	rank := rankHearsay
 	if c.Verified() {
 		rank = rankInbound
 	}
-	return (&net.UDPAddr{IP: c.Info.IP, Port: int(c.Info.Port)}).String(), rank
+	return &net.UDPAddr{IP: c.Info.IP, Port: int(c.Info.Port)}, rank
 }
 
 // take spends one token of b refilled per spec; false when empty.

@@ -256,7 +256,7 @@ func (n *Node) remember(msg *protocol.Message, from net.Addr, injected bool) a2a
 		return id
 	}
 	switch known, rank := n.knownAddr(id); {
-	case rank <= rankHearsay, known == from.String():
+	case rank <= rankHearsay, sameAddr(known, from):
 		// First first-hand contact, or the address we already dial.
 		n.noteInbound(id)
 		n.book.bind(id, from, rankInbound, now)
@@ -335,7 +335,7 @@ func (n *Node) handleRequest(msg *protocol.Message, from net.Addr, injected bool
 // channels are authenticated and count as proven.
 func (n *Node) allowAnswer(id a2al.NodeID, src string, from net.Addr, injected bool, now time.Time) bool {
 	if !injected {
-		if a, rank := n.book.get(id); rank < rankAnswered || a.String() != from.String() {
+		if a, rank := n.book.get(id); rank < rankAnswered || !sameAddr(a, from) {
 			if !n.limiter.allow(src, classAmplifyUnproven, now) {
 				n.cnt.dropRate.Add(1)
 				n.cnt.dropUnproven.Add(1)
@@ -348,6 +348,16 @@ func (n *Node) allowAnswer(id a2al.NodeID, src string, from net.Addr, injected b
 		return false
 	}
 	return true
+}
+
+// sameAddr compares two dial addresses without formatting UDP ones.
+func sameAddr(a, b net.Addr) bool {
+	ua, ok1 := a.(*net.UDPAddr)
+	ub, ok2 := b.(*net.UDPAddr)
+	if ok1 && ok2 {
+		return ua.Port == ub.Port && ua.IP.Equal(ub.IP) && ua.Zone == ub.Zone
+	}
+	return a != nil && b != nil && a.String() == b.String()
 }
 
 // findValueAnswer builds a FIND_VALUE answer: the nearest contacts and the
