@@ -377,11 +377,11 @@ func (n *Node) findValueAnswer(b protocol.BodyFindValue, requester a2al.NodeID, 
 // storeResponse applies a STORE from src and maps the outcome to
 // STORE_RESP: AlreadyHad counts as stored; policy refusals say so (reason 1).
 func (n *Node) storeResponse(key a2al.NodeID, rec protocol.SignedRecord, src net.Addr, now time.Time) protocol.BodyStoreResp {
-	resp := key
-	if resp.IsZero() {
-		resp = a2al.NodeIDFromAddress(rec.Address)
+	at := key
+	if at.IsZero() {
+		at = a2al.NodeIDFromAddress(rec.Address)
 	}
-	err := n.store.putFrom(key, rec, now, originOf(src, n.responsibleFor(resp)))
+	err := n.store.putFrom(key, rec, now, originOf(src, n.responsibleFor(at)))
 	switch {
 	case err == nil:
 		return protocol.BodyStoreResp{Stored: true}
