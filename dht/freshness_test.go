@@ -196,3 +196,60 @@ func TestUnprovenSourcesGetSmallAnswerBudget(t *testing.T) {
 		t.Fatalf("%d of 50 answers to a proven source", got)
 	}
 }
+
+// TestReplayCacheBounded: entries live for at least the window unless a
+// generation fills, memory never exceeds two generations.
+func TestReplayCacheBounded(t *testing.T) {
+	var c replayCache
+	c.init(time.Minute, 100)
+	t0 := time.Unix(1000, 0)
+	id := a2al.NodeID{1}
+	tx := func(i int) (x [protocol.TxIDLen]byte) { x[0], x[1] = byte(i), byte(i>>8); return }
+	if c.seen(id, tx(0), t0) || !c.seen(id, tx(0), t0.Add(59*time.Second)) {
+		t.Fatal("replay within the window not detected")
+	}
+	if !c.seen(id, tx(0), t0.Add(90*time.Second)) {
+		t.Fatal("entry dropped before one full window passed")
+	}
+	if c.seen(id, tx(0), t0.Add(5*time.Minute)) {
+		t.Fatal("entry kept after two windows")
+	}
+	if c.seen(a2al.NodeID{2}, tx(0), t0.Add(5*time.Minute)) {
+		t.Fatal("same tx_id from another sender taken as a replay")
+	}
+	for i := 0; i < 1000; i++ {
+		c.seen(id, tx(i+1), t0.Add(6*time.Minute))
+	}
+	if n, early := c.stats(); n > 200 || early == 0 {
+		t.Fatalf("%d entries, %d early rotations (cap 2×100)", n, early)
+	}
+}
+
+// TestChallengeBudget: one challenge per peer at a time, a bound on those
+// in flight, and a global rate.
+func TestChallengeBudget(t *testing.T) {
+	var c challenges
+	c.init(3, rateSpec{rate: 1, burst: 5})
+	now := time.Unix(1000, 0)
+	if !c.begin(a2al.NodeID{1}, now) || c.begin(a2al.NodeID{1}, now) {
+		t.Fatal("second challenge for one peer allowed")
+	}
+	c.begin(a2al.NodeID{2}, now)
+	c.begin(a2al.NodeID{3}, now)
+	if c.begin(a2al.NodeID{4}, now) {
+		t.Fatal("more than 3 in flight")
+	}
+	for i := 1; i <= 3; i++ {
+		c.end(a2al.NodeID{byte(i)})
+	}
+	ok := 0
+	for i := 10; i < 20; i++ {
+		if c.begin(a2al.NodeID{byte(i)}, now) {
+			ok++
+			c.end(a2al.NodeID{byte(i)})
+		}
+	}
+	if ok != 2 { // burst 5, three spent above
+		t.Fatalf("%d challenges past the budget", ok)
+	}
+}
