@@ -47,7 +47,7 @@ func (s *Store) AnswerRecords(key a2al.NodeID, recType uint8, budget int, now ti
 		}
 		sz := protocol.RecordWireLen(*r)
 		total += sz
-		cs = append(cs, cand{idx: i, size: sz, pub: binary.BigEndian.Uint64(r.Pubkey)})
+		cs = append(cs, cand{idx: i, size: sz, pub: pubPrefix(r.Pubkey)})
 	}
 	if total <= budget {
 		out := make([]protocol.SignedRecord, len(cs))
@@ -57,8 +57,9 @@ func (s *Store) AnswerRecords(key a2al.NodeID, recType uint8, budget int, now ti
 		return out
 	}
 	// Random order of publishers, and of records within a publisher. Keys
-	// sharing a prefix count as one publisher, which only hurts whoever
-	// ground them.
+	// sharing a 64-bit prefix count as one publisher: sharing it with
+	// someone else's key takes about 2^64 work, with one's own keys it only
+	// lowers one's own share.
 	rand.Shuffle(len(cs), func(i, j int) { cs[i], cs[j] = cs[j], cs[i] })
 	slices.SortFunc(cs, func(a, b cand) int { return cmp.Compare(a.pub, b.pub) })
 	var groupOrder uint32
@@ -95,4 +96,11 @@ func (s *Store) AnswerRecords(key a2al.NodeID, recType uint8, budget int, now ti
 		out[i] = e.recs[c.idx]
 	}
 	return out
+}
+
+// pubPrefix is the first 8 bytes of a signing key (zero-padded).
+func pubPrefix(pub []byte) uint64 {
+	var b [8]byte
+	copy(b[:], pub)
+	return binary.BigEndian.Uint64(b[:])
 }
