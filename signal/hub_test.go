@@ -284,7 +284,8 @@ func counterValue(t testing.TB, c prometheus.Counter) float64 {
 
 func TestSlowReaderIsDropped(t *testing.T) {
 	cfg := fastConfig()
-	cfg.SendQueue = 2
+	cfg.MsgBurst, cfg.MaxSessionsPerNode, cfg.MaxSessionsPerSource = 1, 1, 1
+	cfg.SendQueue = cfg.ownReserve() + 1
 	th := startHub(t, cfg)
 	a := newIdent(t)
 	rc := dialRaw(t, th)
