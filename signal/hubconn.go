@@ -59,7 +59,7 @@ type hubConn struct {
 	lastPing   int64
 	sessions   map[string]*hubSession
 	calls      bucket                      // calls rung through to this node
-	callers    map[netip.Addr]*callerState // per caller address; bounded, see admitCall
+	callers    map[netip.Addr]*callerState // per caller address; bounded, see callerState
 }
 
 func newHubConn(h *Hub, ws *websocket.Conn, ip netip.Addr, r *http.Request) *hubConn {
