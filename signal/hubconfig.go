@@ -1,7 +1,6 @@
 package signal
 
 import (
-	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -185,17 +184,13 @@ func (c *HubConfig) fill() error {
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
-	var errs []error
 	if r := c.ownReserve(); c.SendQueue <= r {
-		errs = append(errs, fmt.Errorf("SendQueue %d must exceed MsgBurst + 2*MaxSessionsPerNode + 8 = %d, "+
-			"or a node within its frame allowance could be dropped", c.SendQueue, r))
+		return fmt.Errorf("signal: hub config: SendQueue %d must exceed MsgBurst + 2*MaxSessionsPerNode + 8 = %d, "+
+			"or a node within its frame allowance could be dropped", c.SendQueue, r)
 	}
 	if c.IdleTimeout <= c.PingInterval {
-		errs = append(errs, fmt.Errorf("IdleTimeout %v must exceed PingInterval %v, or idle nodes are dropped before they can answer a ping",
-			c.IdleTimeout, c.PingInterval))
-	}
-	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("signal: hub config: %w", err)
+		return fmt.Errorf("signal: hub config: IdleTimeout %v must exceed PingInterval %v, "+
+			"or idle nodes are dropped before they can answer a ping", c.IdleTimeout, c.PingInterval)
 	}
 	return nil
 }

@@ -144,7 +144,7 @@ func parseFlags(args []string, out io.Writer) (*options, error) {
 	fs.StringVar(&o.stunAdvertise, "stun-advertise-ip", "", "IP advertised in RESPONSE-ORIGIN/OTHER-ADDRESS (default: the -stun-addr IP, or the outbound interface IP)")
 	fs.StringVar(&o.stunAdvAltIP, "stun-advertise-alt-ip", "", "advertised form of -stun-alt-ip (behind a 1:1 NAT)")
 	fs.IntVar(&o.stunSlack, "stun-reply-slack", 12, "bytes a STUN reply may exceed its request (12 serves plain 20-byte ICE requests; 0 = no amplification)")
-	fs.Float64Var(&o.stunRate, "stun-rate", natprobe.DefaultRatePerSource, "STUN requests answered per second per source IP (negative: no limit)")
+	fs.Float64Var(&o.stunRate, "stun-rate", natprobe.DefaultRatePerSource, "STUN requests answered per second per source IP")
 	fs.IntVar(&o.stunBurst, "stun-burst", natprobe.DefaultBurstPerSource, "STUN request burst per source IP")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&o.logFormat, "log-format", "text", "text or json")
@@ -410,7 +410,7 @@ func run(ctx context.Context, args []string, logOut io.Writer, ready chan<- stri
 	o.hub.Logger = log
 	hub, err := signal.NewHub(o.hub)
 	if err != nil {
-		return err
+		return &configError{err} // limits that contradict each other
 	}
 	defer hub.Close()
 
