@@ -500,3 +500,41 @@ func isTimeout(err error) bool {
 	ne, ok := err.(net.Error)
 	return ok && ne.Timeout()
 }
+
+// Over TLS the hub finds its listener's connection under the *tls.Conn and
+// lifts the handshake limit too: a wss node is not cut off after it.
+func TestHandshakeLimitLiftedOverTLS(t *testing.T) {
+	cfg := fastConfig()
+	cfg.HandshakeTimeout = 200 * time.Millisecond
+	h, err := NewHub(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewUnstartedServer(h.Handler())
+	srv.Listener = h.Listener(srv.Listener)
+	srv.StartTLS()
+	t.Cleanup(func() { h.Close(); srv.Close() })
+	th := &testHub{Hub: h, srv: srv, base: "wss" + strings.TrimPrefix(srv.URL, "https")}
+	d := websocket.Dialer{Subprotocols: []string{Subprotocol}, HandshakeTimeout: testWait,
+		TLSClientConfig: srv.Client().Transport.(*http.Transport).TLSClientConfig}
+	dial := func() *rawConn {
+		ws, _, err := d.Dial(th.signalURL(t), nil)
+		if err != nil {
+			t.Fatalf("dial: %v", err)
+		}
+		t.Cleanup(func() { ws.Close() })
+		rc := &rawConn{t: t, ws: ws}
+		rc.nonce = rc.read().Nonce
+		return rc
+	}
+	callee := newIdent(t)
+	ce := dial()
+	ce.auth(th, callee, true)
+	time.Sleep(3 * cfg.HandshakeTimeout)
+	ca := dial()
+	ca.auth(th, newIdent(t), false)
+	ca.write(Frame{T: TCall, CID: 1, Target: callee.idHex()})
+	if f := ce.read(); f.T != TIncoming {
+		t.Fatalf("wss connection past the handshake timeout: want incoming, got %+v", f)
+	}
+}
