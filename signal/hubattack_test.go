@@ -340,7 +340,8 @@ func TestSlowCalleeRefusesCallsNotDropped(t *testing.T) {
 	unblock := sync.OnceFunc(gate.Unlock)
 	defer unblock()
 	// The callee's writer blocks on the first incoming; frames being written
-	// still count, so 4 incoming fit and 2 calls are refused.
+	// still count, so at most 4 incoming fit and at least 2 calls are
+	// refused (3 if the writer has not yet counted the welcome as written).
 	for i := 1; i <= 6; i++ {
 		ca.write(Frame{T: TCall, CID: uint64(i), Target: callee.idHex()})
 	}
@@ -348,10 +349,11 @@ func TestSlowCalleeRefusesCallsNotDropped(t *testing.T) {
 		return metricSum(t, th, "a2al_signal_sessions_total", nil)+metricSum(t, th, "a2al_signal_calls_refused_total", nil) == 6
 	})
 	unblock()
-	if got := metricSum(t, th, "a2al_signal_calls_refused_total", map[string]string{"reason": refuseCalleeQueue}); got != 2 {
-		t.Fatalf("calls refused for the callee's queue = %v, want 2", got)
+	refused := int(metricSum(t, th, "a2al_signal_calls_refused_total", map[string]string{"reason": refuseCalleeQueue}))
+	if refused < 2 || refused > 3 {
+		t.Fatalf("calls refused for the callee's queue = %v, want 2 or 3", refused)
 	}
-	for i := 0; i < 4; i++ {
+	for i := 0; i < 6-refused; i++ {
 		if f := ce.read(); f.T != TIncoming {
 			t.Fatalf("callee: want incoming, got %+v", f)
 		}
