@@ -56,14 +56,15 @@ type ServerConfig struct {
 	// the minimal IPv4 reply.
 	ReplySlack int
 	// RatePerSource is the sustained number of requests per second the
-	// server answers from one source (IPv4 address or IPv6 /64), with
-	// bursts of BurstPerSource; the rest are dropped and counted. Sources
-	// can be forged, so this bounds what the server sends to any one
-	// address. Zero means the defaults, DefaultRatePerSource (50/s) and
-	// DefaultBurstPerSource (100): a NAT classification takes about ten
-	// requests, an ICE gathering one or two, so many nodes behind one
-	// address fit. Negative RatePerSource disables the limit.
-	RatePerSource  float64
+	// server answers from one source (IPv4 address or IPv6 /64); the rest
+	// are dropped and counted. Sources can be forged, so this bounds what
+	// the server sends to any one address. Zero means DefaultRatePerSource
+	// (50/s): a NAT classification takes about ten requests, an ICE
+	// gathering one or two, so many nodes behind one address fit.
+	// Negative disables the limit.
+	RatePerSource float64
+	// BurstPerSource is the bucket size of RatePerSource; zero means
+	// DefaultBurstPerSource (100).
 	BurstPerSource int
 	// Logger receives debug logs; nil discards them.
 	Logger *slog.Logger
