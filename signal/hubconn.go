@@ -27,6 +27,8 @@ type outMsg struct {
 }
 
 // hubConn is one node connection. Fields are grouped by who may touch them.
+// Lock order: h.mu before qmu (frames are queued while h.mu is held); qmu
+// is never held while taking another lock.
 type hubConn struct {
 	h       *Hub
 	ws      *websocket.Conn
