@@ -55,6 +55,17 @@ type ServerConfig struct {
 	// clients send 20-byte requests and need a slack of at least 12 for
 	// the minimal IPv4 reply.
 	ReplySlack int
+	// RatePerSource is the sustained number of requests per second the
+	// server answers from one source (IPv4 address or IPv6 /64); the rest
+	// are dropped and counted. Sources can be forged, so this bounds what
+	// the server sends to any one address. Zero means DefaultRatePerSource
+	// (50/s): a NAT classification takes about ten requests, an ICE
+	// gathering one or two, so many nodes behind one address fit.
+	// Negative disables the limit.
+	RatePerSource float64
+	// BurstPerSource is the bucket size of RatePerSource; zero means
+	// DefaultBurstPerSource (100).
+	BurstPerSource int
 	// Logger receives debug logs; nil discards them.
 	Logger *slog.Logger
 }
@@ -65,6 +76,7 @@ type ServerStats struct {
 	Responses         uint64 // replies sent
 	Malformed         uint64 // undecodable packets (dropped)
 	Ignored           uint64 // well-formed STUN that is not a Binding request
+	RateLimited       uint64 // packets dropped by the per-source limit (before decoding)
 	DroppedAmplify    uint64 // requests too small for even the minimal reply
 	ChangeRequests    uint64 // requests with CHANGE-REQUEST flags set
 	ChangeUnsupported uint64 // change-IP asked of a server without a second IP
@@ -85,13 +97,14 @@ type Server struct {
 	addrs     [numSockets]netip.AddrPort // advertised address of each socket
 	owned     bool
 	slack     int
+	limit     *sourceLimiter // nil: no per-source limit
 	log       *slog.Logger
 	wg        sync.WaitGroup
 	closing   atomic.Bool
 	closeOnce sync.Once
 	closeErr  error
 
-	requests, responses, malformed, ignored, dropAmp, changes, changeUnsup, writeErrs atomic.Uint64
+	requests, responses, malformed, ignored, dropAmp, changes, changeUnsup, writeErrs, rateLimited atomic.Uint64
 }
 
 // NewServer opens (or adopts) the socket grid and starts one reader per socket.
@@ -99,6 +112,16 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	s := &Server{slack: max(cfg.ReplySlack, 0), log: cfg.Logger}
 	if s.log == nil {
 		s.log = discardLogger()
+	}
+	if cfg.RatePerSource >= 0 {
+		rate, burst := cfg.RatePerSource, cfg.BurstPerSource
+		if rate == 0 {
+			rate = DefaultRatePerSource
+		}
+		if burst <= 0 {
+			burst = DefaultBurstPerSource
+		}
+		s.limit = newSourceLimiter(rate, burst, time.Now)
 	}
 	if cfg.Conns.Primary != nil {
 		if cfg.Conns.AltPort == nil || (cfg.Conns.AltIP == nil) != (cfg.Conns.AltIPAltPort == nil) {
@@ -210,7 +233,7 @@ func (s *Server) Stats() ServerStats {
 	return ServerStats{
 		Requests: s.requests.Load(), Responses: s.responses.Load(), Malformed: s.malformed.Load(),
 		Ignored: s.ignored.Load(), DroppedAmplify: s.dropAmp.Load(), ChangeRequests: s.changes.Load(),
-		ChangeUnsupported: s.changeUnsup.Load(), WriteErrors: s.writeErrs.Load(),
+		ChangeUnsupported: s.changeUnsup.Load(), WriteErrors: s.writeErrs.Load(), RateLimited: s.rateLimited.Load(),
 	}
 }
 
@@ -279,6 +302,10 @@ func (s *Server) serve(idx int, c net.PacketConn) {
 		}
 		if n == len(buf) { // possibly truncated; never a valid request of ours
 			s.malformed.Add(1)
+			continue
+		}
+		if src, ok := addrPortOf(from); ok && s.limit != nil && !s.limit.allow(src.Addr()) {
+			s.rateLimited.Add(1)
 			continue
 		}
 		reply, out, ok := s.handle(buf[:n], from, idx)

@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"net"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -87,9 +88,13 @@ type rawConn struct {
 	nonce []byte
 }
 
-func dialRaw(t testing.TB, th *testHub) *rawConn {
+func dialRaw(t testing.TB, th *testHub) *rawConn { t.Helper(); return dialRawFrom(t, th, "") }
+
+// dialRawFrom dials from a chosen loopback source address (any 127/8
+// address is local on Linux), so tests can act as callers at several IPs.
+func dialRawFrom(t testing.TB, th *testHub, srcIP string) *rawConn {
 	t.Helper()
-	d := websocket.Dialer{Subprotocols: []string{Subprotocol}, HandshakeTimeout: testWait}
+	d := websocket.Dialer{Subprotocols: []string{Subprotocol}, HandshakeTimeout: testWait, NetDialContext: sourceDialer(srcIP)}
 	ws, _, err := d.Dial(th.signalURL(t), nil)
 	if err != nil {
 		t.Fatalf("dial: %v", err)
@@ -188,6 +193,45 @@ func newClient(t testing.TB, th *testHub, who ident, onCall func(*Session)) *Cli
 	t.Cleanup(func() { c.Close() })
 	waitFor(t, "client registered", c.Registered)
 	return c
+}
+
+// sourceDialer dials from srcIP ("" = the system's choice).
+func sourceDialer(srcIP string) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	d := net.Dialer{Timeout: testWait}
+	if srcIP != "" {
+		d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(srcIP)}
+	}
+	return d.DialContext
+}
+
+// metricSum adds up the samples of a counter or gauge family in the hub's
+// registry whose labels include want (nil: all samples).
+func metricSum(t testing.TB, th *testHub, name string, want map[string]string) float64 {
+	t.Helper()
+	mfs, err := th.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := 0.0
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	metrics:
+		for _, m := range mf.GetMetric() {
+			labels := map[string]string{}
+			for _, l := range m.GetLabel() {
+				labels[l.GetName()] = l.GetValue()
+			}
+			for k, v := range want {
+				if labels[k] != v {
+					continue metrics
+				}
+			}
+			sum += m.GetCounter().GetValue() + m.GetGauge().GetValue()
+		}
+	}
+	return sum
 }
 
 func ctxT(t testing.TB) context.Context {

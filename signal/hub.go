@@ -18,110 +18,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// HubConfig configures a Hub. Zero fields take the DefaultHubConfig value.
-type HubConfig struct {
-	// PublicURLs are the URLs nodes dial to reach this hub (e.g.
-	// "wss://hub.example.org/v2/signal"). A node's signature must name one of
-	// them, so a signature obtained by another hub cannot be replayed here.
-	// Empty: accept the URL formed from the request's Host header and path
-	// (convenient, but an attacker who controls the Host header it sends
-	// could relay a signature made for its own hub; configure this in production).
-	PublicURLs []string
-
-	MaxConns       int     // total WebSocket connections
-	MaxConnsPerIP  int     // connections per remote IPv4 address or IPv6 /64
-	MaxMessageSize int64   // larger frames close the connection (1009)
-	MsgRate        float64 // sustained frames per second per connection
-	MsgBurst       int     // token bucket size
-
-	AuthTimeout     time.Duration // time to answer the challenge
-	PairTimeout     time.Duration // time for the callee to accept a call
-	SessionLifetime time.Duration // hard cap on a session, from call to end
-	MaxSessionBytes int           // relayed signal bytes per session (both directions)
-
-	MaxSessionsPerNode int // concurrent sessions a NodeID takes part in
-	MaxSessions        int // concurrent sessions in the hub
-
-	PingInterval  time.Duration // hub sends a WebSocket ping this often
-	IdleTimeout   time.Duration // nothing read (not even a pong) for this long: close
-	WriteTimeout  time.Duration // per frame write
-	SweepInterval time.Duration // period of the shared timeout sweeper
-	SendQueue     int           // frames queued per connection; overflow drops the connection
-
-	ReadBufferSize  int // gorilla read buffer per connection
-	WriteBufferSize int // gorilla write buffer (pooled, held only while writing)
-
-	Logger     *slog.Logger
-	Registerer prometheus.Registerer // nil: the hub's own registry (Hub.Registry)
-}
-
-// DefaultHubConfig returns limits sized for a public hub with a few
-// thousand nodes; signaling sessions are short and small.
-func DefaultHubConfig() HubConfig {
-	return HubConfig{
-		MaxConns:           20000,
-		MaxConnsPerIP:      64,
-		MaxMessageSize:     8 << 10,
-		MsgRate:            20,
-		MsgBurst:           60,
-		AuthTimeout:        10 * time.Second,
-		PairTimeout:        15 * time.Second,
-		SessionLifetime:    60 * time.Second,
-		MaxSessionBytes:    64 << 10,
-		MaxSessionsPerNode: 32,
-		MaxSessions:        20000,
-		PingInterval:       25 * time.Second,
-		IdleTimeout:        60 * time.Second,
-		WriteTimeout:       10 * time.Second,
-		SweepInterval:      time.Second,
-		SendQueue:          32,
-		ReadBufferSize:     1024,
-		WriteBufferSize:    2048,
-	}
-}
-
-func (c *HubConfig) fill() {
-	d := DefaultHubConfig()
-	setI := func(p *int, v int) {
-		if *p <= 0 {
-			*p = v
-		}
-	}
-	setD := func(p *time.Duration, v time.Duration) {
-		if *p <= 0 {
-			*p = v
-		}
-	}
-	setI(&c.MaxConns, d.MaxConns)
-	setI(&c.MaxConnsPerIP, d.MaxConnsPerIP)
-	if c.MaxMessageSize <= 0 {
-		c.MaxMessageSize = d.MaxMessageSize
-	}
-	if c.MsgRate <= 0 {
-		c.MsgRate = d.MsgRate
-	}
-	setI(&c.MsgBurst, d.MsgBurst)
-	setD(&c.AuthTimeout, d.AuthTimeout)
-	setD(&c.PairTimeout, d.PairTimeout)
-	setD(&c.SessionLifetime, d.SessionLifetime)
-	setI(&c.MaxSessionBytes, d.MaxSessionBytes)
-	setI(&c.MaxSessionsPerNode, d.MaxSessionsPerNode)
-	setI(&c.MaxSessions, d.MaxSessions)
-	setD(&c.PingInterval, d.PingInterval)
-	setD(&c.IdleTimeout, d.IdleTimeout)
-	setD(&c.WriteTimeout, d.WriteTimeout)
-	setD(&c.SweepInterval, d.SweepInterval)
-	setI(&c.SendQueue, d.SendQueue)
-	setI(&c.ReadBufferSize, d.ReadBufferSize)
-	setI(&c.WriteBufferSize, d.WriteBufferSize)
-	if c.Logger == nil {
-		c.Logger = slog.New(slog.DiscardHandler)
-	}
-}
-
 // HubStats is a snapshot of hub state.
 type HubStats struct {
 	Connections int // open (and upgrading) WebSocket connections
+	Pending     int // TCP connections accepted by Hub.Listener and not (yet) WebSockets
 	Registered  int // NodeIDs registered as callees
 	Sessions    int // sessions ringing or active
 }
@@ -141,6 +41,8 @@ type Hub struct {
 	nconns       int // reserved + open connections
 	conns        map[*hubConn]struct{}
 	perIP        map[netip.Addr]int
+	npending     int                // connections counted by Hub.Listener, not yet upgraded
+	pendingIP    map[netip.Addr]int // npending per address key
 	registered   map[a2al.NodeID]*hubConn
 	sessions     map[string]*hubSession
 	nodeSessions map[a2al.NodeID]int
@@ -152,13 +54,16 @@ type Hub struct {
 
 // NewHub validates cfg and starts the hub's sweeper.
 func NewHub(cfg HubConfig) (*Hub, error) {
-	cfg.fill()
+	if err := cfg.fill(); err != nil {
+		return nil, err
+	}
 	h := &Hub{
 		cfg:          cfg,
 		log:          cfg.Logger,
 		publicURLs:   map[string]bool{},
 		conns:        map[*hubConn]struct{}{},
 		perIP:        map[netip.Addr]int{},
+		pendingIP:    map[netip.Addr]int{},
 		registered:   map[a2al.NodeID]*hubConn{},
 		sessions:     map[string]*hubSession{},
 		nodeSessions: map[a2al.NodeID]int{},
@@ -183,7 +88,7 @@ func NewHub(cfg HubConfig) (*Hub, error) {
 	}
 	h.m = m
 	h.upgrader = websocket.Upgrader{
-		HandshakeTimeout: cfg.AuthTimeout,
+		HandshakeTimeout: cfg.HandshakeTimeout,
 		ReadBufferSize:   cfg.ReadBufferSize,
 		WriteBufferSize:  cfg.WriteBufferSize,
 		WriteBufferPool:  &sync.Pool{},
@@ -204,7 +109,7 @@ func (h *Hub) Registry() *prometheus.Registry { return h.reg }
 func (h *Hub) Stats() HubStats {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return HubStats{Connections: h.nconns, Registered: len(h.registered), Sessions: len(h.sessions)}
+	return HubStats{Connections: h.nconns, Pending: h.npending, Registered: len(h.registered), Sessions: len(h.sessions)}
 }
 
 // Handler serves SignalPath, and answers the reference hub's /signal and /ice
@@ -239,10 +144,15 @@ func (h *Hub) Close() error {
 	return nil
 }
 
-func remoteIP(r *http.Request) netip.Addr {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
+func remoteIP(r *http.Request) netip.Addr { return addrKey(r.RemoteAddr) }
+
+// addrKey is the key of per-address limits: the IPv4 address, or the IPv6
+// /64 (one IPv6 host usually owns a whole /64). Invalid input gives the
+// zero Addr, one shared key.
+func addrKey(hostport string) netip.Addr {
+	host, _, err := net.SplitHostPort(hostport)
 	if err != nil {
-		host = r.RemoteAddr
+		host = hostport
 	}
 	ip, err := netip.ParseAddr(host)
 	if err != nil {
@@ -250,7 +160,6 @@ func remoteIP(r *http.Request) netip.Addr {
 	}
 	ip = ip.Unmap().WithZone("")
 	if ip.Is6() {
-		// One IPv6 host usually owns a whole /64; limit per prefix, not per address.
 		ip = netip.PrefixFrom(ip, 64).Masked().Addr()
 	}
 	return ip
@@ -307,6 +216,7 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.mu.Unlock()
 		return
 	}
+	liftHandshakeLimit(ws.NetConn())
 	c := newHubConn(h, ws, ip, r)
 	h.mu.Lock()
 	if h.closed {
@@ -400,6 +310,9 @@ func (h *Hub) endSession(s *hubSession, reason string) {
 	delete(h.sessions, s.id)
 	delete(s.caller.sessions, s.id)
 	delete(s.callee.sessions, s.id)
+	if cs := s.callee.callers[s.caller.ip]; cs != nil {
+		cs.sessions--
+	}
 	for _, id := range []a2al.NodeID{s.caller.id, s.callee.id} {
 		if h.nodeSessions[id]--; h.nodeSessions[id] <= 0 {
 			delete(h.nodeSessions, id)
@@ -441,7 +354,7 @@ func (h *Hub) sweepOnce(now time.Time) {
 			c.shutdown()
 		case time.Duration(nowNano-c.lastPing) >= h.cfg.PingInterval:
 			c.lastPing = nowNano
-			c.enqueue(outMsg{kind: msgPing})
+			c.enqueue(outMsg{kind: msgPing}, false)
 		}
 	}
 	for _, s := range h.sessions {

@@ -284,7 +284,8 @@ func counterValue(t testing.TB, c prometheus.Counter) float64 {
 
 func TestSlowReaderIsDropped(t *testing.T) {
 	cfg := fastConfig()
-	cfg.SendQueue = 2
+	cfg.MsgBurst, cfg.MaxSessionsPerNode, cfg.MaxSessionsPerSource = 1, 1, 1
+	cfg.SendQueue = cfg.ownReserve() + 1
 	th := startHub(t, cfg)
 	a := newIdent(t)
 	rc := dialRaw(t, th)
@@ -382,5 +383,27 @@ func TestRemoteIPKey(t *testing.T) {
 		if got := remoteIP(&http.Request{RemoteAddr: in}).String(); got != want {
 			t.Errorf("remoteIP(%q) = %s, want %s", in, got, want)
 		}
+	}
+}
+
+func TestHubConfigValidated(t *testing.T) {
+	for name, mod := range map[string]func(*HubConfig){
+		"send queue within the own reserve": func(c *HubConfig) { c.SendQueue = c.MsgBurst },
+		"idle timeout below ping interval":  func(c *HubConfig) { c.IdleTimeout = c.PingInterval / 2 },
+	} {
+		cfg := DefaultHubConfig()
+		mod(&cfg)
+		if _, err := NewHub(cfg); err == nil {
+			t.Errorf("%s: NewHub accepted it", name)
+		}
+	}
+	cfg := HubConfig{MaxSessionsPerNode: 4, CalleeCallBurst: 5}
+	h, err := NewHub(cfg)
+	if err != nil {
+		t.Fatalf("zero config with two limits set: %v", err)
+	}
+	defer h.Close()
+	if h.cfg.MaxSessionsPerSource != 4 || h.cfg.SourceCallBurst != 5 || h.cfg.SendQueue != DefaultHubConfig().SendQueue {
+		t.Fatalf("fill: per-address limits not capped or defaults missing: %+v", h.cfg)
 	}
 }

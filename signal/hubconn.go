@@ -27,6 +27,8 @@ type outMsg struct {
 }
 
 // hubConn is one node connection. Fields are grouped by who may touch them.
+// Lock order: h.mu before qmu (frames are queued while h.mu is held); qmu
+// is never held while taking another lock.
 type hubConn struct {
 	h       *Hub
 	ws      *websocket.Conn
@@ -36,7 +38,10 @@ type hubConn struct {
 	reqHost string // only used when no PublicURLs are configured
 	reqPath string
 
-	sendq     chan outMsg
+	qmu       sync.Mutex
+	queue     []outMsg      // guarded by qmu; swapped out whole by the writer
+	queued    int           // guarded by qmu; frames queued or being written
+	wake      chan struct{} // capacity 1: the queue became non-empty
 	done      chan struct{}
 	closeOnce sync.Once
 	lastRead  atomic.Int64 // unix nanos of the last frame or pong
@@ -44,8 +49,8 @@ type hubConn struct {
 
 	// reader goroutine only
 	nonceUsed bool
-	tokens    float64
-	lastTok   time.Time
+	msgs      bucket // frames the node sends on its own account
+	replies   bucket // frames it sends in sessions others opened
 
 	// guarded by h.mu
 	authed     bool
@@ -55,16 +60,19 @@ type hubConn struct {
 	addrHex    string
 	lastPing   int64
 	sessions   map[string]*hubSession
+	calls      bucket                      // calls rung through to this node
+	callers    map[netip.Addr]*callerState // per caller address; bounded, see callerState
 }
 
 func newHubConn(h *Hub, ws *websocket.Conn, ip netip.Addr, r *http.Request) *hubConn {
 	now := time.Now()
 	c := &hubConn{
 		h: h, ws: ws, ip: ip, created: now,
-		sendq:    make(chan outMsg, h.cfg.SendQueue),
+		wake:     make(chan struct{}, 1),
 		done:     make(chan struct{}),
-		tokens:   float64(h.cfg.MsgBurst),
-		lastTok:  now,
+		msgs:     newBucket(h.cfg.MsgRate, h.cfg.MsgBurst, now),
+		replies:  newBucket(h.cfg.ReplyRate, h.cfg.ReplyBurst, now),
+		calls:    newBucket(h.cfg.CalleeCallRate, h.cfg.CalleeCallBurst, now),
 		lastPing: now.UnixNano(),
 	}
 	if len(h.publicURLs) == 0 {
@@ -85,23 +93,56 @@ func (c *hubConn) shutdown() {
 	})
 }
 
-// enqueue never blocks: a full queue means a slow or dead reader, and the
-// connection is dropped rather than letting it hold hub memory or the hub lock.
-func (c *hubConn) enqueue(m outMsg) {
+// enqueue never blocks. A frame the node caused itself (relay false) may
+// use the whole queue; if even that is full the node does not read and is
+// dropped rather than holding hub memory. A frame relayed from another node
+// may use only the part above the node's own reserve (HubConfig.SendQueue)
+// and is refused when it does not fit: enqueue reports false and the
+// connection stays up.
+func (c *hubConn) enqueue(m outMsg, relay bool) bool {
+	limit := c.h.cfg.SendQueue
+	if relay {
+		limit -= c.h.cfg.ownReserve()
+	}
+	c.qmu.Lock()
 	select {
 	case <-c.done:
-	case c.sendq <- m:
+		c.qmu.Unlock()
+		return false
 	default:
-		c.h.m.dropped.WithLabelValues(CodeQueueFull).Inc()
-		c.shutdown()
 	}
+	if c.queued >= limit {
+		c.qmu.Unlock()
+		if !relay {
+			c.h.m.dropped.WithLabelValues(CodeQueueFull).Inc()
+			c.shutdown()
+		}
+		return false
+	}
+	c.queue = append(c.queue, m)
+	c.queued++
+	c.qmu.Unlock()
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+	return true
 }
 
+// send queues a frame the node caused itself (see enqueue).
 func (c *hubConn) send(f Frame) {
 	if c.failed.Load() {
 		return
 	}
-	c.enqueue(outMsg{kind: msgText, data: EncodeFrame(f)})
+	c.enqueue(outMsg{kind: msgText, data: EncodeFrame(f)}, false)
+}
+
+// relay queues a frame from another node; false means it was refused.
+func (c *hubConn) relay(f Frame) bool {
+	if c.failed.Load() {
+		return false
+	}
+	return c.enqueue(outMsg{kind: msgText, data: EncodeFrame(f)}, true)
 }
 
 // fail queues an error frame and a close frame; the writer closes the socket
@@ -110,37 +151,50 @@ func (c *hubConn) fail(closeCode int, code, msg string) {
 	if c.failed.Swap(true) {
 		return
 	}
-	c.enqueue(outMsg{kind: msgText, data: EncodeFrame(Frame{T: TError, Code: code, Msg: msg})})
-	c.enqueue(outMsg{kind: msgClose, data: websocket.FormatCloseMessage(closeCode, code)})
+	c.enqueue(outMsg{kind: msgText, data: EncodeFrame(Frame{T: TError, Code: code, Msg: msg})}, false)
+	c.enqueue(outMsg{kind: msgClose, data: websocket.FormatCloseMessage(closeCode, code)}, false)
 }
 
 func (c *hubConn) writeLoop() {
 	defer c.h.wg.Done()
 	defer c.shutdown()
-	wt := c.h.cfg.WriteTimeout
 	for {
 		select {
 		case <-c.done:
 			return
-		case m := <-c.sendq:
-			deadline := time.Now().Add(wt)
-			var err error
-			switch m.kind {
-			case msgText:
-				if err = c.ws.SetWriteDeadline(deadline); err == nil {
-					err = c.ws.WriteMessage(websocket.TextMessage, m.data)
-				}
-			case msgPing:
-				err = c.ws.WriteControl(websocket.PingMessage, nil, deadline)
-			case msgClose:
-				c.ws.WriteControl(websocket.CloseMessage, m.data, deadline)
+		case <-c.wake:
+		}
+		c.qmu.Lock()
+		batch := c.queue
+		c.queue = nil
+		c.qmu.Unlock()
+		for _, m := range batch {
+			if !c.write(m) {
 				return
 			}
-			if err != nil {
-				return
-			}
+			c.qmu.Lock()
+			c.queued--
+			c.qmu.Unlock()
 		}
 	}
+}
+
+// write sends one queued message; false ends the writer.
+func (c *hubConn) write(m outMsg) bool {
+	deadline := time.Now().Add(c.h.cfg.WriteTimeout)
+	var err error
+	switch m.kind {
+	case msgText:
+		if err = c.ws.SetWriteDeadline(deadline); err == nil {
+			err = c.ws.WriteMessage(websocket.TextMessage, m.data)
+		}
+	case msgPing:
+		err = c.ws.WriteControl(websocket.PingMessage, nil, deadline)
+	case msgClose:
+		c.ws.WriteControl(websocket.CloseMessage, m.data, deadline)
+		return false
+	}
+	return err == nil
 }
 
 // readLoop runs in the HTTP handler goroutine until the connection ends.
@@ -159,11 +213,6 @@ func (c *hubConn) readLoop() {
 		if c.failed.Load() {
 			continue // draining until the writer closes the socket
 		}
-		if !c.take(now) {
-			c.h.m.dropped.WithLabelValues(CodeRateLimited).Inc()
-			c.fail(websocket.ClosePolicyViolation, CodeRateLimited, "too many messages")
-			continue
-		}
 		if mt != websocket.TextMessage {
 			c.fail(websocket.CloseUnsupportedData, CodeBadFrame, "text frames only")
 			continue
@@ -174,33 +223,43 @@ func (c *hubConn) readLoop() {
 			c.fail(websocket.CloseProtocolError, CodeBadFrame, err.Error())
 			continue
 		}
-		c.handle(f)
+		c.handle(f, now)
 	}
 }
 
-// take spends one token of the per-connection bucket.
-func (c *hubConn) take(now time.Time) bool {
-	cfg := &c.h.cfg
-	c.tokens += now.Sub(c.lastTok).Seconds() * cfg.MsgRate
-	c.lastTok = now
-	if max := float64(cfg.MsgBurst); c.tokens > max {
-		c.tokens = max
-	}
-	if c.tokens < 1 {
-		return false
-	}
-	c.tokens--
-	return true
+func (c *hubConn) rateLimited() {
+	c.h.m.dropped.WithLabelValues(CodeRateLimited).Inc()
+	c.fail(websocket.ClosePolicyViolation, CodeRateLimited, "too many messages")
 }
 
-func (c *hubConn) handle(f Frame) {
+// handle charges a frame to the right budget and acts on it. A callee's
+// answers in sessions others opened are charged to its reply budget, which
+// can end that session but never the connection; everything else is
+// charged to the connection's own budget, whose overflow is fatal.
+func (c *hubConn) handle(f Frame, now time.Time) {
 	if f.T == TAuth {
+		if !c.msgs.take(now) {
+			c.rateLimited()
+			return
+		}
 		c.handleAuth(f)
 		return
 	}
 	h := c.h
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if s := c.replyTo(f); s != nil {
+		if !c.replies.take(now) {
+			h.endSession(s, ReasonRateLimited)
+			return
+		}
+		c.handleSession(f)
+		return
+	}
+	if !c.msgs.take(now) {
+		c.rateLimited()
+		return
+	}
 	if !c.authed {
 		c.fail(websocket.ClosePolicyViolation, CodeNotAuthed, "authenticate first")
 		return
@@ -261,87 +320,4 @@ func (c *hubConn) handleAuth(f Frame) {
 		c.registered = true
 	}
 	c.send(Frame{T: TWelcome, Addr: c.addrHex, Register: c.registered})
-}
-
-// handleCall creates a session. Caller holds h.mu.
-func (c *hubConn) handleCall(f Frame) {
-	h := c.h
-	target, _ := a2al.ParseNodeID(f.Target)
-	if target == c.id {
-		c.send(Frame{T: TError, CID: f.CID, Code: CodeBadTarget, Msg: "cannot call yourself"})
-		return
-	}
-	callee := h.registered[target]
-	if callee == nil || callee.failed.Load() {
-		h.m.noAgent.Inc()
-		c.send(Frame{T: TNoAgent, CID: f.CID})
-		return
-	}
-	max := h.cfg.MaxSessionsPerNode
-	if len(h.sessions) >= h.cfg.MaxSessions || h.nodeSessions[c.id] >= max || h.nodeSessions[target] >= max {
-		c.send(Frame{T: TError, CID: f.CID, Code: CodeTooManySessions, Msg: "session limit reached"})
-		return
-	}
-	s := &hubSession{id: newSID(), cid: f.CID, caller: c, callee: callee, created: time.Now()}
-	h.sessions[s.id] = s
-	h.nodeSessions[c.id]++
-	h.nodeSessions[target]++
-	for _, p := range []*hubConn{c, callee} {
-		if p.sessions == nil {
-			p.sessions = map[string]*hubSession{}
-		}
-		p.sessions[s.id] = s
-	}
-	h.m.sessionsTotal.Inc()
-	callee.send(Frame{T: TIncoming, SID: s.id, Peer: c.addrHex})
-	c.send(Frame{T: TRinging, CID: f.CID, SID: s.id, Peer: callee.addrHex})
-}
-
-// handleSession processes accept, reject, hangup and sig. Caller holds h.mu.
-func (c *hubConn) handleSession(f Frame) {
-	h := c.h
-	s := c.sessions[f.SID]
-	if s == nil {
-		// Normal when the session just ended; not fatal.
-		c.send(Frame{T: TError, SID: f.SID, Code: CodeUnknownSession, Msg: "no such session on this connection"})
-		return
-	}
-	switch f.T {
-	case TAccept, TReject:
-		if c != s.callee || s.active {
-			c.send(Frame{T: TError, SID: f.SID, Code: CodeBadState, Msg: "only the callee answers, once"})
-			return
-		}
-		if f.T == TReject {
-			h.endSession(s, ReasonReject)
-			return
-		}
-		s.active = true
-		s.caller.send(Frame{T: TAccepted, CID: s.cid, SID: s.id, Peer: s.callee.addrHex})
-	case THangup:
-		h.endSession(s, ReasonHangup)
-	case TSig:
-		if !s.active {
-			c.send(Frame{T: TError, SID: f.SID, Code: CodeBadState, Msg: "session not accepted yet"})
-			return
-		}
-		sig, _ := f.Signal() // validated by DecodeFrame
-		s.bytes += sig.size()
-		if s.bytes > h.cfg.MaxSessionBytes {
-			h.endSession(s, ReasonLimit)
-			return
-		}
-		h.m.relayedBytes.Add(float64(sig.size()))
-		s.other(c).send(sigFrame(s.id, sig))
-		if sig.Kind == KindDone {
-			if c == s.caller {
-				s.doneCaller = true
-			} else {
-				s.doneCallee = true
-			}
-			if s.doneCaller && s.doneCallee {
-				h.endSession(s, ReasonDone)
-			}
-		}
-	}
 }

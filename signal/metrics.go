@@ -16,6 +16,7 @@ type hubMetrics struct {
 	refused       *prometheus.CounterVec // connection refused before upgrade, by reason
 	dropped       *prometheus.CounterVec // connection closed by the hub, by reason
 	sessionsEnded *prometheus.CounterVec // by reason
+	callsRefused  *prometheus.CounterVec // calls refused by a limit, by reason
 }
 
 func newHubMetrics(reg prometheus.Registerer, h *Hub) (*hubMetrics, error) {
@@ -30,13 +31,16 @@ func newHubMetrics(reg prometheus.Registerer, h *Hub) (*hubMetrics, error) {
 			Help: "Connections closed by the hub, by reason."}, []string{"reason"}),
 		sessionsEnded: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "a2al_signal_sessions_ended_total",
 			Help: "Signaling sessions ended, by reason."}, []string{"reason"}),
+		callsRefused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "a2al_signal_calls_refused_total",
+			Help: "Calls refused by a session or call-rate limit, by reason."}, []string{"reason"}),
 	}
 	gauge := func(name, help string, f func(s HubStats) int) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, func() float64 { return float64(f(h.Stats())) })
 	}
 	cs := []prometheus.Collector{
-		m.sessionsTotal, m.noAgent, m.authFailures, m.relayedBytes, m.refused, m.dropped, m.sessionsEnded,
+		m.sessionsTotal, m.noAgent, m.authFailures, m.relayedBytes, m.refused, m.dropped, m.sessionsEnded, m.callsRefused,
 		gauge("a2al_signal_connections", "Open WebSocket connections.", func(s HubStats) int { return s.Connections }),
+		gauge("a2al_signal_pending_connections", "TCP connections accepted and not yet WebSockets.", func(s HubStats) int { return s.Pending }),
 		gauge("a2al_signal_registered_nodes", "Nodes registered as callees.", func(s HubStats) int { return s.Registered }),
 		gauge("a2al_signal_sessions_active", "Sessions ringing or relaying.", func(s HubStats) int { return s.Sessions }),
 	}

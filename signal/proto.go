@@ -65,6 +65,7 @@ const (
 	CodeNotAuthed       = "not_authenticated"
 	CodeRateLimited     = "rate_limited"
 	CodeTooManySessions = "too_many_sessions"
+	CodeCalleeBusy      = "callee_busy" // the callee's call limits refused this call; retry later
 	CodeUnknownSession  = "unknown_session"
 	CodeBadState        = "bad_state"
 	CodeBadTarget       = "bad_target"
@@ -82,6 +83,9 @@ const (
 	ReasonLifetime = "lifetime" // session lived longer than allowed
 	ReasonLimit    = "limit"    // relayed bytes exceeded
 	ReasonGone     = "gone"     // the peer's connection went away
+	ReasonBusy     = "busy"     // the hub could not queue a relayed frame: the receiver reads too slowly
+	// ReasonRateLimited: the callee sent more answers than its reply budget allows.
+	ReasonRateLimited = "rate_limited"
 )
 
 // Field length limits (validated on decode, independent of the frame size limit).

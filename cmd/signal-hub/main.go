@@ -116,6 +116,8 @@ type options struct {
 	publicURLs                  string
 	stunAddr, stunAltIP         string
 	stunAltPort, stunSlack      int
+	stunRate                    float64
+	stunBurst                   int
 	stunAdvertise, stunAdvAltIP string
 	logLevel, logFormat         string
 	version                     bool
@@ -142,6 +144,8 @@ func parseFlags(args []string, out io.Writer) (*options, error) {
 	fs.StringVar(&o.stunAdvertise, "stun-advertise-ip", "", "IP advertised in RESPONSE-ORIGIN/OTHER-ADDRESS (default: the -stun-addr IP, or the outbound interface IP)")
 	fs.StringVar(&o.stunAdvAltIP, "stun-advertise-alt-ip", "", "advertised form of -stun-alt-ip (behind a 1:1 NAT)")
 	fs.IntVar(&o.stunSlack, "stun-reply-slack", 12, "bytes a STUN reply may exceed its request (12 serves plain 20-byte ICE requests; 0 = no amplification)")
+	fs.Float64Var(&o.stunRate, "stun-rate", natprobe.DefaultRatePerSource, "STUN requests answered per second per source IP")
+	fs.IntVar(&o.stunBurst, "stun-burst", natprobe.DefaultBurstPerSource, "STUN request burst per source IP")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&o.logFormat, "log-format", "text", "text or json")
 	h := &o.hub
@@ -158,7 +162,17 @@ func parseFlags(args []string, out io.Writer) (*options, error) {
 	fs.IntVar(&h.MaxSessions, "max-sessions", h.MaxSessions, "concurrent sessions in the hub")
 	fs.DurationVar(&h.PingInterval, "ping-interval", h.PingInterval, "WebSocket ping period")
 	fs.DurationVar(&h.IdleTimeout, "idle-timeout", h.IdleTimeout, "close connections silent for this long")
-	fs.IntVar(&h.SendQueue, "send-queue", h.SendQueue, "frames queued per connection before it is dropped")
+	fs.IntVar(&h.SendQueue, "send-queue", h.SendQueue, "frames queued per connection (must exceed msg-burst + 2*max-sessions-per-node + 8)")
+	fs.IntVar(&h.MaxPending, "max-pending", h.MaxPending, "TCP connections not yet upgraded to WebSocket, total")
+	fs.IntVar(&h.MaxPendingPerIP, "max-pending-per-ip", h.MaxPendingPerIP, "TCP connections not yet upgraded, per remote IP")
+	fs.DurationVar(&h.HandshakeTimeout, "handshake-timeout", h.HandshakeTimeout, "time from TCP accept to WebSocket upgrade")
+	fs.Float64Var(&h.CalleeCallRate, "callee-call-rate", h.CalleeCallRate, "calls per second rung through to one node")
+	fs.IntVar(&h.CalleeCallBurst, "callee-call-burst", h.CalleeCallBurst, "call burst to one node")
+	fs.Float64Var(&h.SourceCallRate, "source-call-rate", h.SourceCallRate, "calls per second to one node from one caller IP")
+	fs.IntVar(&h.SourceCallBurst, "source-call-burst", h.SourceCallBurst, "call burst to one node from one caller IP")
+	fs.IntVar(&h.MaxSessionsPerSource, "max-sessions-per-source", h.MaxSessionsPerSource, "concurrent sessions between one node and callers at one IP")
+	fs.Float64Var(&h.ReplyRate, "reply-rate", h.ReplyRate, "frames per second a callee may send in sessions others opened")
+	fs.IntVar(&h.ReplyBurst, "reply-burst", h.ReplyBurst, "burst of those frames")
 
 	fs.VisitAll(func(f *flag.Flag) { f.Value = described{f.Value.(flag.Getter)} })
 	var envErr error
@@ -342,7 +356,8 @@ func startSTUN(o *options, log *slog.Logger) (*natprobe.Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("-stun-addr %q: %w", o.stunAddr, err)
 	}
-	cfg := natprobe.ServerConfig{Addr: o.stunAddr, AltPort: o.stunAltPort, AltIP: o.stunAltIP, ReplySlack: o.stunSlack, Logger: log}
+	cfg := natprobe.ServerConfig{Addr: o.stunAddr, AltPort: o.stunAltPort, AltIP: o.stunAltIP, ReplySlack: o.stunSlack,
+		RatePerSource: o.stunRate, BurstPerSource: o.stunBurst, Logger: log}
 	if o.stunAdvertise != "" {
 		if cfg.AdvertiseIP = net.ParseIP(o.stunAdvertise); cfg.AdvertiseIP == nil {
 			return nil, fmt.Errorf("-stun-advertise-ip %q is not an IP", o.stunAdvertise)
@@ -374,6 +389,7 @@ func stunCollector(s *natprobe.Server) []prometheus.Collector {
 		c("malformed_total", "Undecodable packets dropped.", func(st natprobe.ServerStats) uint64 { return st.Malformed }),
 		c("change_requests_total", "Requests with CHANGE-REQUEST flags.", func(st natprobe.ServerStats) uint64 { return st.ChangeRequests }),
 		c("dropped_amplification_total", "Requests too small for a reply within the slack.", func(st natprobe.ServerStats) uint64 { return st.DroppedAmplify }),
+		c("rate_limited_total", "Packets dropped by the per-source rate limit.", func(st natprobe.ServerStats) uint64 { return st.RateLimited }),
 	}
 }
 
@@ -394,7 +410,7 @@ func run(ctx context.Context, args []string, logOut io.Writer, ready chan<- stri
 	o.hub.Logger = log
 	hub, err := signal.NewHub(o.hub)
 	if err != nil {
-		return err
+		return &configError{err} // limits that contradict each other
 	}
 	defer hub.Close()
 
@@ -421,6 +437,7 @@ func run(ctx context.Context, args []string, logOut io.Writer, ready chan<- stri
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", o.listen, err)
 	}
+	ln = hub.Listener(ln) // connection limits and handshake timeout from accept on
 	scheme := "ws"
 	if o.tlsCert != "" {
 		cert, err := tls.LoadX509KeyPair(o.tlsCert, o.tlsKey)
