@@ -14,6 +14,13 @@ func seedMessages(f *testing.F) {
 	for _, v := range append(mf.Valid, mf.EdgeCases...) {
 		f.Add(unhex(f, v.Wire))
 	}
+	var hf struct {
+		Messages []msgVector `json:"messages"`
+	}
+	loadVectors(f, "head.json", &hf)
+	for _, v := range hf.Messages {
+		f.Add(unhex(f, v.Wire))
+	}
 }
 
 func seedRecords(f *testing.F) [][]byte {

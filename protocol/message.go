@@ -52,12 +52,17 @@ func MsgTypeOf(body any) uint8 {
 		return MsgNATProbeReq
 	case BodyNATProbeEcho, *BodyNATProbeEcho:
 		return MsgNATProbeEcho
+	case BodyDHTPush, *BodyDHTPush:
+		return MsgDHTPush
+	case BodyDHTPushAck, *BodyDHTPushAck:
+		return MsgDHTPushAck
 	}
 	return 0
 }
 
-// KnownMsgType reports whether t is one of the v0.1.8 message types we implement.
-func KnownMsgType(t uint8) bool { return t >= MsgPing && t <= MsgNATProbeEcho }
+// KnownMsgType reports whether t is one of the message types we implement:
+// the v0.1.8 set plus HEAD's DHT_PUSH and DHT_PUSH_ACK.
+func KnownMsgType(t uint8) bool { return t >= MsgPing && t <= MsgDHTPushAck }
 
 // deref turns a *BodyX into BodyX so the switch below sees one form.
 func deref(body any) any {
@@ -82,6 +87,10 @@ func deref(body any) any {
 		return *b
 	case *BodyNATProbeEcho:
 		return *b
+	case *BodyDHTPush:
+		return *b
+	case *BodyDHTPushAck:
+		return *b
 	}
 	return body
 }
@@ -98,6 +107,9 @@ func checkSockAddr(what string, b []byte) error {
 func bodyToWire(body any) (any, error) {
 	if body == nil {
 		return nil, fmt.Errorf("%w: nil body", ErrShape)
+	}
+	if w, ok, err := pushToWire(deref(body)); ok {
+		return w, err
 	}
 	switch b := deref(body).(type) {
 	case BodyPing:
@@ -375,6 +387,8 @@ func decodeBody(mt uint8, raw []byte) (any, any, error) {
 		var b BodyNATProbeEcho
 		copy(b.Token[:], w.Token)
 		return b, w, nil
+	case MsgDHTPush, MsgDHTPushAck:
+		return decodePushBody(mt, raw)
 	}
 	return nil, nil, fmt.Errorf("%w: %#x", ErrUnknownMsgType, mt)
 }

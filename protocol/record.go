@@ -157,15 +157,6 @@ func checkRecordPayload(rec SignedRecord) error {
 	return nil
 }
 
-// RecordIsNewer reports whether a supersedes b in a slot (wire.md §8.6,
-// v0.1.8 rule): larger seq wins, then larger timestamp; equal is not newer.
-func RecordIsNewer(a, b SignedRecord) bool {
-	if a.Seq != b.Seq {
-		return a.Seq > b.Seq
-	}
-	return a.Timestamp > b.Timestamp
-}
-
 // CheckAuthority applies the authority policy of wire.md §8.4 for storage
 // key `key`: sovereign and unknown categories must be stored at
 // NodeID(address); then the record must be self-signed (pubkey derives the

@@ -223,10 +223,13 @@ func TestVectorRecords(t *testing.T) {
 	}
 	for i, v := range f.RecordIsNewer {
 		vc.run("is_newer/"+string(rune('a'+i)), func(t *testing.T) {
-			a := SignedRecord{Seq: v.A.Seq, Timestamp: v.A.Timestamp}
-			b := SignedRecord{Seq: v.B.Seq, Timestamp: v.B.Timestamp}
-			if got := RecordIsNewer(a, b); got != v.NewerV018 {
-				t.Fatalf("RecordIsNewer(%+v, %+v) = %v, want %v (v0.1.8 rule)", v.A, v.B, got, v.NewerV018)
+			a := newerVectorRecord(t, v.A.Seq, v.A.Timestamp, v.A.IssuedAt)
+			b := newerVectorRecord(t, v.B.Seq, v.B.Timestamp, v.B.IssuedAt)
+			if got := RecordIsNewerV018(a, b); got != v.NewerV018 {
+				t.Fatalf("RecordIsNewerV018(%+v, %+v) = %v, want %v", v.A, v.B, got, v.NewerV018)
+			}
+			if got := RecordIsNewer(a, b); got != v.NewerHead {
+				t.Fatalf("RecordIsNewer(%+v, %+v) = %v, want %v (HEAD rule)", v.A, v.B, got, v.NewerHead)
 			}
 		})
 	}
