@@ -108,7 +108,7 @@ func (n *Node) handlePacket(data []byte, from net.Addr, injected bool) {
 	}
 	n.cnt.rx.Add(1)
 	switch msg.Header.MsgType {
-	case protocol.MsgPong, protocol.MsgFindNodeResp, protocol.MsgFindValueResp, protocol.MsgStoreResp:
+	case protocol.MsgPong, protocol.MsgFindNodeResp, protocol.MsgFindValueResp, protocol.MsgStoreResp, protocol.MsgDHTPushAck:
 		n.deliver(msg, from, injected, len(data))
 		return
 	}
@@ -303,6 +303,7 @@ func (n *Node) handleRequest(msg *protocol.Message, from net.Addr, injected bool
 			return
 		}
 		n.reply(from, injected, id, msg.Header.TxID, resp)
+		n.onSubscribe(b, id, from, injected, len(resp.Records))
 	case protocol.BodyStore:
 		if !n.limiter.allow(src, classStore, now) {
 			n.cnt.dropRate.Add(1)
@@ -312,7 +313,15 @@ func (n *Node) handleRequest(msg *protocol.Message, from net.Addr, injected bool
 		if b.Key != nil {
 			key = *b.Key
 		}
-		n.reply(from, injected, id, msg.Header.TxID, n.storeResponse(key, b.Record, from, now))
+		resp := n.storeResponse(key, b.Record, from, now)
+		n.reply(from, injected, id, msg.Header.TxID, resp)
+		if resp.Stored && !resp.AlreadyHad {
+			n.onNewRecord(b.EffectiveKey(), b.Record)
+		}
+	case protocol.BodyDHTPush:
+		if !n.handlePush(b, id, from, injected, msg.Header.TxID) {
+			return
+		}
 	case protocol.BodyNATProbeReq:
 		n.remember(msg, from, injected)
 		n.handleNATProbeReq(b, from)

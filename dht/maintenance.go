@@ -52,6 +52,7 @@ func (n *Node) maintenanceLoop() {
 			return
 		case <-t.C():
 			n.replTick()
+			n.pushTick()
 			n.routingMaintenance()
 			n.limiter.rotate()
 			t.Reset(probeTick*4/5 + rand.N(probeTick/5)) // never longer than probeTick

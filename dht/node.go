@@ -197,6 +197,8 @@ type Node struct {
 	nat     natState
 	seen    seenPeers
 	repl    replState
+	subs    subTable // replica side of push subscriptions
+	own     ownSubs  // subscriptions we hold at replicas
 	cnt     counters
 	size    sizeEstimator
 	replay  replayCache
@@ -279,6 +281,8 @@ func NewNode(cfg Config) (*Node, error) {
 	n.chal.init(cfg.MaxAddrChallenges, rateSpec{rate: cfg.AddrChallengeRate, burst: 2 * cfg.AddrChallengeRate})
 	n.nat.init()
 	n.repl.init()
+	n.subs.init()
+	n.own.init()
 	n.seen.init(cfg.SeenPeersPath, n.id)
 	n.seen.load(clk.Now(), log)
 	return n, nil

@@ -112,7 +112,19 @@ func (n *Node) FindValueWithNodes(ctx context.Context, peer net.Addr, key a2al.N
 	if n == nil {
 		return nil, nil, errNilNode
 	}
-	r, err := n.roundTrip(ctx, peer, true, protocol.BodyFindValue{Target: key, RecType: recType})
+	return n.findValue(ctx, peer, key, recType, false)
+}
+
+// findValue runs one FIND_VALUE; subscribe sets the HEAD one-shot flag and
+// records the subscription so the peer's push is accepted.
+func (n *Node) findValue(ctx context.Context, peer net.Addr, key a2al.NodeID, recType uint8, subscribe bool) ([]protocol.SignedRecord, []protocol.NodeInfo, error) {
+	if peer == nil {
+		return nil, nil, fmt.Errorf("dht: nil peer address")
+	}
+	if id, ok := n.book.idOf(peer); ok && subscribe {
+		n.own.add(ownSubKey{key: key, peer: id}, n.now())
+	}
+	r, err := n.roundTrip(ctx, peer, true, protocol.BodyFindValue{Target: key, RecType: recType, OneShotSubscribe: subscribe})
 	if err != nil {
 		return nil, nil, err
 	}
@@ -121,6 +133,9 @@ func (n *Node) FindValueWithNodes(ctx context.Context, peer net.Addr, key a2al.N
 		return nil, nil, fmt.Errorf("dht: unexpected FIND_VALUE answer %T", r.msg.Body)
 	}
 	id := n.onRPCSuccess(r)
+	if subscribe {
+		n.own.add(ownSubKey{key: key, peer: id}, n.now())
+	}
 	n.observed(id, resp.ObservedAddr)
 	for _, ni := range resp.Nodes {
 		n.absorbHearsay(ni)

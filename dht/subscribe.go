@@ -1,0 +1,344 @@
+package dht
+
+import (
+	"context"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/a2alnode/a2al"
+	"github.com/a2alnode/a2al/protocol"
+)
+
+// Replica side of one-shot push subscriptions (docs/dht-push.md): a
+// FIND_VALUE with one_shot_subscribe that found records registers the
+// requester for the next record newly stored at that key; the next STORE
+// that adds one consumes the subscription and pushes the record.
+const (
+	subTTL          = 60 * time.Second // a subscription lives this long unless renewed
+	subsPerKey      = 32               // subscribers kept per key
+	subsPerPeer     = 64               // keys one subscriber may watch here
+	subsPerSource   = 128              // subscriptions from one source IP (or mem endpoint)
+	subsTotal       = 8192             // all subscriptions of this node
+	pushTimeout     = 2 * time.Second  // DHT_PUSH -> DHT_PUSH_ACK
+	pushesInFlight  = 16               // concurrent pushes; beyond, pushes are dropped and counted
+	pushRate        = 50.0             // pushes per second, all subscribers together
+	pushBurst       = 100.0            // ... with this burst
+	provenTTL       = 30 * time.Minute // how long an answered request proves (peer, address)
+	provenCap       = 4096             // proven (peer, address) pairs kept
+	proofPingsTotal = 64               // proof PINGs in flight
+)
+
+// subscription is one subscriber of one key.
+type subscription struct {
+	addr     net.Addr
+	src      string // sourceKey(addr): per-source accounting
+	injected bool   // arrived on a punched (authenticated) channel
+	recType  uint8  // 0 = any record type
+	expires  time.Time
+}
+
+// subTable holds the subscriptions this node serves and the evidence that a
+// subscriber really receives at the address it subscribed from. Pushes go
+// only to proven addresses: the source of a UDP request can be forged, and
+// pushing full records to a forged source would make us a reflector (the
+// reference's W-36). A pair (peer, address) is proven when the peer
+// answered, with its key, a request we sent to that address.
+type subTable struct {
+	mu       sync.Mutex // guards everything below
+	byKey    map[a2al.NodeID]map[a2al.NodeID]*subscription
+	total    int
+	perPeer  map[a2al.NodeID]int
+	perSrc   map[string]int
+	proven   map[provenKey]time.Time
+	probing  map[provenKey]bool
+	tokens   float64
+	tokensAt time.Time
+
+	inFlight atomic.Int32
+	cnt      pushCounters
+}
+
+type provenKey struct {
+	id   a2al.NodeID
+	addr string
+}
+
+// pushCounters are reported by DebugStatsData and /metrics.
+type pushCounters struct {
+	registered, refused, sent, acked, ackBad, dropped, unproven atomic.Uint64
+	received, unsolicited, invalid                              atomic.Uint64
+}
+
+func (s *subTable) init() {
+	s.byKey = make(map[a2al.NodeID]map[a2al.NodeID]*subscription)
+	s.perPeer = make(map[a2al.NodeID]int)
+	s.perSrc = make(map[string]int)
+	s.proven = make(map[provenKey]time.Time)
+	s.probing = make(map[provenKey]bool)
+	s.tokens = pushBurst
+}
+
+// prove records that id answered a request we sent to addr.
+func (s *subTable) prove(id a2al.NodeID, addr net.Addr, now time.Time) {
+	if addr == nil {
+		return
+	}
+	k := provenKey{id, addr.String()}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.proven[k]; !ok && len(s.proven) >= provenCap {
+		s.pruneProvenLocked(now)
+		if len(s.proven) >= provenCap {
+			return // full of fresh proofs: the next subscriber re-proves with a PING
+		}
+	}
+	s.proven[k] = now.Add(provenTTL)
+}
+
+func (s *subTable) pruneProvenLocked(now time.Time) {
+	for k, exp := range s.proven {
+		if !now.Before(exp) {
+			delete(s.proven, k)
+		}
+	}
+}
+
+func (s *subTable) isProvenLocked(id a2al.NodeID, addr net.Addr, now time.Time) bool {
+	exp, ok := s.proven[provenKey{id, addr.String()}]
+	return ok && now.Before(exp)
+}
+
+// register adds or renews id's subscription to key. It refuses (and counts)
+// when a bound is reached; existing subscriptions are never displaced.
+// needProof reports that addr is not yet proven for id.
+func (s *subTable) register(key, id a2al.NodeID, sub subscription, now time.Time) (ok, needProof bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	needProof = !sub.injected && !s.isProvenLocked(id, sub.addr, now)
+	subs := s.byKey[key]
+	if old := subs[id]; old != nil {
+		if old.src != sub.src {
+			s.perSrc[old.src]--
+			if s.perSrc[old.src] <= 0 {
+				delete(s.perSrc, old.src)
+			}
+			s.perSrc[sub.src]++
+		}
+		*old = sub
+		s.cnt.registered.Add(1)
+		return true, needProof
+	}
+	if len(subs) >= subsPerKey || s.perPeer[id] >= subsPerPeer || s.perSrc[sub.src] >= subsPerSource || s.total >= subsTotal {
+		s.sweepLocked(now)
+		subs = s.byKey[key]
+		if len(subs) >= subsPerKey || s.perPeer[id] >= subsPerPeer || s.perSrc[sub.src] >= subsPerSource || s.total >= subsTotal {
+			s.cnt.refused.Add(1)
+			return false, false
+		}
+	}
+	if subs == nil {
+		subs = make(map[a2al.NodeID]*subscription)
+		s.byKey[key] = subs
+	}
+	c := sub
+	subs[id] = &c
+	s.total++
+	s.perPeer[id]++
+	s.perSrc[sub.src]++
+	s.cnt.registered.Add(1)
+	return true, needProof
+}
+
+func (s *subTable) removeLocked(key, id a2al.NodeID) {
+	subs := s.byKey[key]
+	sub := subs[id]
+	if sub == nil {
+		return
+	}
+	delete(subs, id)
+	if len(subs) == 0 {
+		delete(s.byKey, key)
+	}
+	s.total--
+	if s.perPeer[id]--; s.perPeer[id] <= 0 {
+		delete(s.perPeer, id)
+	}
+	if s.perSrc[sub.src]--; s.perSrc[sub.src] <= 0 {
+		delete(s.perSrc, sub.src)
+	}
+}
+
+// sweepLocked drops expired subscriptions and proofs.
+func (s *subTable) sweepLocked(now time.Time) {
+	for key, subs := range s.byKey {
+		for id, sub := range subs {
+			if !now.Before(sub.expires) {
+				s.removeLocked(key, id)
+			}
+		}
+	}
+	s.pruneProvenLocked(now)
+}
+
+func (s *subTable) sweep(now time.Time) {
+	s.mu.Lock()
+	s.sweepLocked(now)
+	s.mu.Unlock()
+}
+
+// pushTarget is a consumed subscription about to receive a push.
+type pushTarget struct {
+	id  a2al.NodeID
+	sub subscription
+}
+
+// take consumes the live subscriptions of key that want rec's type and whose
+// address is proven (or whose channel is authenticated). Unproven ones stay
+// (their proof may still arrive) and are counted.
+func (s *subTable) take(key a2al.NodeID, recType uint8, now time.Time) []pushTarget {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []pushTarget
+	for id, sub := range s.byKey[key] {
+		if !now.Before(sub.expires) {
+			s.removeLocked(key, id)
+			continue
+		}
+		if sub.recType != 0 && sub.recType != recType {
+			continue
+		}
+		if !sub.injected && !s.isProvenLocked(id, sub.addr, now) {
+			s.cnt.unproven.Add(1)
+			continue
+		}
+		out = append(out, pushTarget{id: id, sub: *sub})
+		s.removeLocked(key, id)
+	}
+	return out
+}
+
+// allowPush takes one token of the node-wide push budget.
+func (s *subTable) allowPush(now time.Time) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if dt := now.Sub(s.tokensAt).Seconds(); dt > 0 {
+		s.tokens = min(pushBurst, s.tokens+dt*pushRate)
+	}
+	s.tokensAt = now
+	if s.tokens < 1 {
+		return false
+	}
+	s.tokens--
+	return true
+}
+
+// startProbe marks k as being proven; false when a probe is already running
+// or too many are.
+func (s *subTable) startProbe(k provenKey) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.probing[k] || len(s.probing) >= proofPingsTotal {
+		return false
+	}
+	s.probing[k] = true
+	return true
+}
+
+func (s *subTable) endProbe(k provenKey) {
+	s.mu.Lock()
+	delete(s.probing, k)
+	s.mu.Unlock()
+}
+
+// onSubscribe handles FIND_VALUE key 3 after the answer went out: the
+// requester is registered only when the answer carried records (as the
+// reference does). An unproven UDP source gets one PING, single attempt,
+// no larger than its request, before anything is pushed to it.
+func (n *Node) onSubscribe(b protocol.BodyFindValue, id a2al.NodeID, from net.Addr, injected bool, answered int) {
+	if !b.OneShotSubscribe || answered == 0 {
+		return
+	}
+	now := n.now()
+	sub := subscription{addr: from, src: sourceKey(from), injected: injected, recType: b.RecType, expires: now.Add(subTTL)}
+	ok, needProof := n.subs.register(b.Target, id, sub, now)
+	if !ok || !needProof {
+		return
+	}
+	k := provenKey{id, from.String()}
+	if !n.subs.startProbe(k) {
+		return
+	}
+	if !n.spawn(func() {
+		defer n.subs.endProbe(k)
+		ctx, cancel := context.WithTimeout(n.ctx, pushTimeout)
+		defer cancel()
+		n.pingOnce(ctx, from, id)
+	}) {
+		n.subs.endProbe(k)
+	}
+}
+
+// pingOnce sends one PING attempt to addr expecting id's key; a PONG proves
+// the pair (onRPCSuccess).
+func (n *Node) pingOnce(ctx context.Context, addr net.Addr, id a2al.NodeID) {
+	ch := make(chan rpcResult, 1)
+	c, _, err := n.startCall(ctx, addr, id, true, protocol.BodyPing{Address: n.addr}, ch, nil)
+	if err != nil {
+		return
+	}
+	defer n.rpc.unregister(c)
+	select {
+	case r := <-ch:
+		n.onRPCSuccess(r)
+	case <-ctx.Done():
+	}
+}
+
+// onNewRecord pushes rec, newly stored at key by a STORE, to key's
+// subscribers. Called after the STORE_RESP went out.
+func (n *Node) onNewRecord(key a2al.NodeID, rec protocol.SignedRecord) {
+	now := n.now()
+	for _, t := range n.subs.take(key, rec.RecType, now) {
+		if !n.subs.allowPush(now) || n.subs.inFlight.Load() >= pushesInFlight {
+			n.subs.cnt.dropped.Add(1)
+			continue
+		}
+		n.subs.inFlight.Add(1)
+		t := t
+		if !n.spawn(func() {
+			defer n.subs.inFlight.Add(-1)
+			n.push(key, rec, t)
+		}) {
+			n.subs.inFlight.Add(-1)
+		}
+	}
+}
+
+// push sends one DHT_PUSH and checks the ACK: it must name the key and the
+// record (msg_id = SHA-256 of the payload). An ACK asking for the next
+// record renews the subscription.
+func (n *Node) push(key a2al.NodeID, rec protocol.SignedRecord, t pushTarget) {
+	ctx, cancel := context.WithTimeout(n.ctx, pushTimeout)
+	defer cancel()
+	n.subs.cnt.sent.Add(1)
+	r, err := n.roundTripTo(ctx, t.sub.addr, t.id, true, true, protocol.BodyDHTPush{Key: key, Record: rec})
+	if err != nil {
+		n.log.Debug("dht: push failed", "to", t.sub.addr, "err", err)
+		return
+	}
+	n.onRPCSuccess(r)
+	ack, ok := r.msg.Body.(protocol.BodyDHTPushAck)
+	if !ok || ack.Key != key || ack.MsgID != protocol.PushMsgID(rec) {
+		n.subs.cnt.ackBad.Add(1)
+		return
+	}
+	n.subs.cnt.acked.Add(1)
+	if ack.OneShotSubscribe {
+		now := n.now()
+		sub := t.sub
+		sub.expires = now.Add(subTTL)
+		n.subs.register(key, t.id, sub, now)
+	}
+}
