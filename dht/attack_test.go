@@ -446,12 +446,12 @@ func attackUnknownType(t *testing.T) {
 	tr, _ := c.net.NewTransport("evil")
 	evil := newRawPeer(t, tr, 666)
 	raw := evil.raw(t, newTxID(), protocol.BodyPing{Address: evil.k.addr})
-	// Patch header msg_type 0x01 -> 0x0B (key 3 precedes key 4 = 20-byte tx_id).
+	// Patch header msg_type 0x01 -> 0x0D (0x0B, 0x0C are HEAD push types) (key 3 precedes key 4 = 20-byte tx_id).
 	i := bytes.Index(raw, []byte{0x03, 0x01, 0x04, 0x54})
 	if i < 0 {
 		t.Fatal("header pattern not found")
 	}
-	raw[i+1] = 0x0B
+	raw[i+1] = 0x0D
 	for j := 0; j < 5; j++ {
 		_ = tr.Send(v.LocalAddr(), raw)
 	}
