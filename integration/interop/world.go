@@ -96,9 +96,12 @@ func (w *World) close() {
 	for _, n := range dhts {
 		_ = n.Close()
 	}
+	var wg sync.WaitGroup
 	for _, p := range procs {
-		p.Stop(3 * time.Second)
+		wg.Add(1)
+		go func() { defer wg.Done(); p.Stop(3 * time.Second) }()
 	}
+	wg.Wait()
 	if err := deleteNS(w.NS.Name); err != nil {
 		w.t.Errorf("interop: delete namespace: %v", err)
 	}
