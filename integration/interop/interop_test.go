@@ -78,7 +78,7 @@ func udpAddr(t testing.TB, s string) *net.UDPAddr {
 
 type row struct {
 	name, dir, result string
-	took          time.Duration
+	took              time.Duration
 }
 
 // TestInterop runs every scenario against one shared network and prints the
