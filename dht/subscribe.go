@@ -43,7 +43,7 @@ type subscription struct {
 // subscriber really receives at the address it subscribed from. Pushes go
 // only to proven addresses: the source of a UDP request can be forged, and
 // pushing full records to a forged source would make us a reflector (the
-// reference's W-36). A pair (peer, address) is proven when the peer
+// reference's defect; docs/dht-push.md). A pair (peer, address) is proven when the peer
 // answered, with its key, a request we sent to that address.
 type subTable struct {
 	mu       sync.Mutex // guards everything below

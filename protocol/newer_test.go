@@ -48,7 +48,7 @@ func TestRecordIsNewerReDelegation(t *testing.T) {
 
 // A proof attached to a self-signed record, or a proof for another key, is
 // not what authorises the record and must not rank it (the reference's
-// W-32: a captured record pinned with a fabricated issued_at).
+// docs/dht-push.md: a captured record pinned with a fabricated issued_at).
 func TestRecordIsNewerIgnoresForeignDelegation(t *testing.T) {
 	legit := newerVectorRecord(t, 2, vecT0, 0)
 	captured := newerVectorRecord(t, 1, vecT0, 0)
