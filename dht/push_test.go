@@ -103,7 +103,7 @@ func TestPushToSubscriberMultiNode(t *testing.T) {
 }
 
 // A subscribing FIND_VALUE whose UDP source is forged must not make the
-// replica push records to that source (docs/dht-push.md): the victim
+// replica push records to that source (docs/reference-defects.md W-36): the victim
 // never answered for the subscriber's key, so its address is not proven.
 func TestPushNotReflectedToForgedSource(t *testing.T) {
 	c := newMemCluster(t)
