@@ -96,6 +96,11 @@ func (w *World) close() {
 	for _, n := range dhts {
 		_ = n.Close()
 	}
+	if w.t.Failed() {
+		for _, p := range procs {
+			w.t.Logf("interop: last lines of %s:\n%s", p.Name, p.Tail(15))
+		}
+	}
 	var wg sync.WaitGroup
 	for _, p := range procs {
 		wg.Add(1)
