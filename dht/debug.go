@@ -150,6 +150,7 @@ func (n *Node) debugHealth() map[string]any {
 		"outage":              outage,
 		"outage_events":       events,
 		"store_keys":          n.store.Len(),
+		"push":                n.PushStatsData(),
 	}
 }
 

@@ -52,6 +52,9 @@ func (n *Node) publish(key a2al.NodeID, rec protocol.SignedRecord) error {
 	if stale && !n.holdsExactly(key, rec) {
 		return err // a newer record is already stored
 	}
+	if err == nil {
+		n.onNewRecord(key, rec) // subscribers at us get our own new record too
+	}
 	n.scheduleReplicate(key, rec)
 	return nil
 }

@@ -16,28 +16,6 @@ type pushed struct {
 	from a2al.NodeID
 }
 
-// replicaHolding returns a node other than skip that holds a record at key.
-func replicaHolding(t *testing.T, c *memCluster, key a2al.NodeID, skip ...*Node) *Node {
-	t.Helper()
-	var r *Node
-	waitFor(t, 10*time.Second, "a replica holding the record", func() bool {
-	next:
-		for _, n := range c.nodes {
-			for _, s := range skip {
-				if n == s {
-					continue next
-				}
-			}
-			if len(n.LocalStoreGet(key, protocol.RecTypeEndpoint)) > 0 {
-				r = n
-				return true
-			}
-		}
-		return false
-	})
-	return r
-}
-
 // A subscriber gets each new record a replica stores while it keeps asking
 // for the next one, and nothing once it stops.
 func TestPushToSubscriberMultiNode(t *testing.T) {
@@ -47,10 +25,12 @@ func TestPushToSubscriberMultiNode(t *testing.T) {
 	key := pub.NodeID()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	if err := pub.PublishEndpointRecord(ctx, endpointRecord(t, c.keys[1], 1, time.Now(), 3600, "")); err != nil {
+	// The replica gets seq 1 directly, so no replication STORE races with
+	// the subscription (a STORE that lands after it would rightly be pushed).
+	rep := c.nodes[5]
+	if err := rep.LocalStorePut(key, endpointRecord(t, c.keys[1], 1, time.Now(), 3600, "")); err != nil {
 		t.Fatal(err)
 	}
-	rep := replicaHolding(t, c, key, pub, sub)
 
 	got := make(chan pushed, 8)
 	var stop atomic.Bool
@@ -181,6 +161,24 @@ func TestSubTableBounds(t *testing.T) {
 	if s.total != subsPerKey || s.cnt.refused.Load() != 5 {
 		t.Fatalf("total %d refused %d", s.total, s.cnt.refused.Load())
 	}
+	// A proven newcomer displaces an unproven subscriber of the full key.
+	var proven a2al.NodeID
+	proven[0] = 0xfe
+	s.prove(proven, addr, now)
+	if ok, need := s.register(key, proven, subscription{addr: addr, src: sourceKey(addr), expires: now.Add(subTTL)}, now); !ok || need {
+		t.Fatalf("proven subscriber: registered=%v needProof=%v", ok, need)
+	}
+	if s.total != subsPerKey || s.byKey[key][proven] == nil {
+		t.Fatalf("after displacement: total %d", s.total)
+	}
+	if got := s.take(key, protocol.RecTypeEndpoint, now, func(a2al.NodeID) bool { return false }); len(got) != 1 || got[0].id != proven {
+		t.Fatalf("take: %d targets", len(got))
+	}
+	var refill a2al.NodeID
+	refill[0] = 0xfd
+	if ok, _ := s.register(key, refill, subscription{addr: addr, src: sourceKey(addr), expires: now.Add(subTTL)}, now); !ok || s.total != subsPerKey {
+		t.Fatalf("refill: %v, total %d", ok, s.total)
+	}
 	later := now.Add(subTTL)
 	var id a2al.NodeID
 	id[0] = 0xff
@@ -191,11 +189,48 @@ func TestSubTableBounds(t *testing.T) {
 		t.Fatalf("accounting after sweep: total %d peers %d src %d", s.total, len(s.perPeer), s.perSrc[sourceKey(addr)])
 	}
 	// Unproven subscriptions are consumed without a push.
-	if got := s.take(key, protocol.RecTypeEndpoint, later); len(got) != 0 || s.total != 1 || s.cnt.unproven.Load() != 1 {
+	noConn := func(a2al.NodeID) bool { return false }
+	unproven := s.cnt.unproven.Load()
+	if got := s.take(key, protocol.RecTypeEndpoint, later, noConn); len(got) != 0 || s.total != 1 || s.cnt.unproven.Load() != unproven+1 {
 		t.Fatalf("take unproven: %d targets, total %d", len(got), s.total)
 	}
 	s.prove(id, addr, later)
-	if got := s.take(key, protocol.RecTypeEndpoint, later); len(got) != 1 || s.total != 0 {
+	if got := s.take(key, protocol.RecTypeEndpoint, later, noConn); len(got) != 1 || s.total != 0 {
 		t.Fatalf("take proven: %d targets, total %d", len(got), s.total)
+	}
+}
+
+// A node's own publish is a new record at its key like a STORE is: a
+// subscriber at the publisher gets it pushed.
+func TestPushOwnPublish(t *testing.T) {
+	c := newMemCluster(t)
+	c.build(3, func(cfg *Config) { cfg.RecordAuth = SecureRecordAuth })
+	pub, sub := c.nodes[0], c.nodes[1]
+	key := pub.NodeID()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := pub.PublishEndpointRecord(ctx, endpointRecord(t, c.keys[0], 1, time.Now(), 3600, "")); err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan uint64, 4)
+	sub.SetPushHandler(func(_ a2al.NodeID, rec protocol.SignedRecord, _ a2al.NodeID) bool { got <- rec.Seq; return false })
+	if recs, _, err := sub.FindValueSubscribe(ctx, pub.LocalAddr(), key, protocol.RecTypeEndpoint); err != nil || len(recs) == 0 {
+		t.Fatalf("FindValueSubscribe: %d records, %v", len(recs), err)
+	}
+	waitFor(t, 5*time.Second, "subscriber's address proven", func() bool {
+		pub.subs.mu.Lock()
+		defer pub.subs.mu.Unlock()
+		return pub.subs.isProvenLocked(sub.NodeID(), sub.LocalAddr(), time.Now())
+	})
+	if err := pub.PublishEndpointRecord(ctx, endpointRecord(t, c.keys[0], 2, time.Now(), 3600, "")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case seq := <-got:
+		if seq != 2 {
+			t.Fatalf("pushed seq %d", seq)
+		}
+	case <-ctx.Done():
+		t.Fatalf("no push of our own publish: %v", pub.PushStatsData())
 	}
 }

@@ -46,15 +46,16 @@ type subscription struct {
 // reference's defect; docs/dht-push.md). A pair (peer, address) is proven when the peer
 // answered, with its key, a request we sent to that address.
 type subTable struct {
-	mu       sync.Mutex // guards everything below
-	byKey    map[a2al.NodeID]map[a2al.NodeID]*subscription
-	total    int
-	perPeer  map[a2al.NodeID]int
-	perSrc   map[string]int
-	proven   map[provenKey]time.Time
-	probing  map[provenKey]bool
-	tokens   float64
-	tokensAt time.Time
+	mu        sync.Mutex // guards everything below
+	byKey     map[a2al.NodeID]map[a2al.NodeID]*subscription
+	total     int
+	perPeer   map[a2al.NodeID]int
+	perSrc    map[string]int
+	proven    map[provenKey]time.Time
+	probing   map[provenKey]bool
+	tokens    float64
+	tokensAt  time.Time
+	lastSweep time.Time // full sweeps on the receive path at most once a second
 
 	inFlight atomic.Int32
 	cnt      pushCounters
@@ -131,8 +132,21 @@ func (s *subTable) register(key, id a2al.NodeID, sub subscription, now time.Time
 		return true, needProof
 	}
 	if len(subs) >= subsPerKey || s.perPeer[id] >= subsPerPeer || s.perSrc[sub.src] >= subsPerSource || s.total >= subsTotal {
-		s.sweepLocked(now)
+		if now.Sub(s.lastSweep) >= time.Second {
+			s.sweepLocked(now)
+		}
 		subs = s.byKey[key]
+		if len(subs) >= subsPerKey && !needProof {
+			// A proven subscriber may take the place of an unproven one:
+			// forged sources must not be able to fill a key's list.
+			for oid, o := range subs {
+				if !o.injected && !s.isProvenLocked(oid, o.addr, now) {
+					s.removeLocked(key, oid)
+					break
+				}
+			}
+			subs = s.byKey[key]
+		}
 		if len(subs) >= subsPerKey || s.perPeer[id] >= subsPerPeer || s.perSrc[sub.src] >= subsPerSource || s.total >= subsTotal {
 			s.cnt.refused.Add(1)
 			return false, false
@@ -172,6 +186,7 @@ func (s *subTable) removeLocked(key, id a2al.NodeID) {
 
 // sweepLocked drops expired subscriptions and proofs.
 func (s *subTable) sweepLocked(now time.Time) {
+	s.lastSweep = now
 	for key, subs := range s.byKey {
 		for id, sub := range subs {
 			if !now.Before(sub.expires) {
@@ -196,8 +211,9 @@ type pushTarget struct {
 
 // take consumes the live subscriptions of key that want rec's type and whose
 // address is proven (or whose channel is authenticated). Unproven ones stay
-// (their proof may still arrive) and are counted.
-func (s *subTable) take(key a2al.NodeID, recType uint8, now time.Time) []pushTarget {
+// (their proof may still arrive) and are counted. hasConn reports whether a punched connection to id exists: only then does
+// a push to a subscriber that came over one travel on that channel.
+func (s *subTable) take(key a2al.NodeID, recType uint8, now time.Time, hasConn func(a2al.NodeID) bool) []pushTarget {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var out []pushTarget
@@ -209,7 +225,7 @@ func (s *subTable) take(key a2al.NodeID, recType uint8, now time.Time) []pushTar
 		if sub.recType != 0 && sub.recType != recType {
 			continue
 		}
-		if !sub.injected && !s.isProvenLocked(id, sub.addr, now) {
+		if !sub.injected && !s.isProvenLocked(id, sub.addr, now) || sub.injected && !hasConn(id) {
 			s.cnt.unproven.Add(1)
 			continue
 		}
@@ -296,11 +312,12 @@ func (n *Node) pingOnce(ctx context.Context, addr net.Addr, id a2al.NodeID) {
 	}
 }
 
-// onNewRecord pushes rec, newly stored at key by a STORE, to key's
-// subscribers. Called after the STORE_RESP went out.
+// onNewRecord pushes rec, newly stored at key (by a STORE, after the
+// STORE_RESP went out, or by our own publish), to key's subscribers.
 func (n *Node) onNewRecord(key a2al.NodeID, rec protocol.SignedRecord) {
 	now := n.now()
-	for _, t := range n.subs.take(key, rec.RecType, now) {
+	hasConn := func(id a2al.NodeID) bool { return n.punch != nil && n.punch.HasConn(id) }
+	for _, t := range n.subs.take(key, rec.RecType, now, hasConn) {
 		if !n.subs.allowPush(now) || n.subs.inFlight.Load() >= pushesInFlight {
 			n.subs.cnt.dropped.Add(1)
 			continue
