@@ -42,6 +42,12 @@
 //   - Local outages (no success for 45 s with several peers failing, or four
 //     peers failing within 15 s) are not charged to peers; a peer that sent
 //     us anything in the last 5 minutes is never reported Bad.
+//   - HEAD push subscriptions (docs/dht-push.md): as a replica the node
+//     keeps bounded, expiring subscriber lists and pushes new records only to
+//     addresses the subscriber proved by answering us there; as a client
+//     (FindValueSubscribe, SetPushHandler) it accepts pushes only from
+//     replicas it subscribed at. Records are ordered by the HEAD rule, with
+//     a delegation counted only when it authorises the record.
 //   - Every goroutine is owned by the node and stopped by Close; every map
 //     and queue is bounded. Timers use Config.Clock (DESIGN D10).
 package dht

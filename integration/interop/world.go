@@ -47,10 +47,11 @@ type World struct {
 	NS  natlab.NetNS
 	Dir string // per-world scratch: node data dirs and logs
 
-	mu     sync.Mutex // guards nextIP, procs, dhts
+	mu     sync.Mutex // guards nextIP, procs, dhts, logs
 	nextIP int
 	procs  []*Proc
 	dhts   []*dht.Node
+	logs   []*os.File // of the in-process nodes, closed after them
 }
 
 var worldSeq struct {
@@ -90,11 +91,14 @@ func (w *World) NextIP() string {
 
 func (w *World) close() {
 	w.mu.Lock()
-	procs, dhts := w.procs, w.dhts
-	w.procs, w.dhts = nil, nil
+	procs, dhts, logs := w.procs, w.dhts, w.logs
+	w.procs, w.dhts, w.logs = nil, nil, nil
 	w.mu.Unlock()
 	for _, n := range dhts {
 		_ = n.Close()
+	}
+	for _, f := range logs {
+		_ = f.Close()
 	}
 	if w.t.Failed() {
 		for _, p := range procs {
@@ -118,15 +122,6 @@ func (w *World) close() {
 // with the world.
 func (w *World) DHTNode(ipAddr string) *dht.Node {
 	w.t.Helper()
-	var conn *net.UDPConn
-	err := w.NS.Do(func() error {
-		var err error
-		conn, err = net.ListenUDP("udp4", &net.UDPAddr{IP: net.ParseIP(ipAddr), Port: NodePort})
-		return err
-	})
-	if err != nil {
-		w.t.Fatalf("interop: listen udp %s: %v", ipAddr, err)
-	}
 	_, priv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
 		w.t.Fatal(err)
@@ -139,7 +134,16 @@ func (w *World) DHTNode(ipAddr string) *dht.Node {
 	if err != nil {
 		w.t.Fatal(err)
 	}
-	w.t.Cleanup(func() { logf.Close() })
+	var conn *net.UDPConn
+	err = w.NS.Do(func() error {
+		var err error
+		conn, err = net.ListenUDP("udp4", &net.UDPAddr{IP: net.ParseIP(ipAddr), Port: NodePort})
+		return err
+	})
+	if err != nil {
+		logf.Close()
+		w.t.Fatalf("interop: listen udp %s: %v", ipAddr, err)
+	}
 	n, err := dht.NewNode(dht.Config{
 		Transport:  transport.NewUDPTransport(conn),
 		Keystore:   ks,
@@ -148,10 +152,12 @@ func (w *World) DHTNode(ipAddr string) *dht.Node {
 	})
 	if err != nil {
 		conn.Close()
+		logf.Close()
 		w.t.Fatal(err)
 	}
 	w.mu.Lock()
 	w.dhts = append(w.dhts, n)
+	w.logs = append(w.logs, logf)
 	w.mu.Unlock()
 	n.Start()
 	return n
