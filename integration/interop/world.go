@@ -291,3 +291,27 @@ func sweepStale() {
 		}
 	}
 }
+
+// ListenTCP opens a TCP listener inside the namespace (e.g. a local service
+// a node exposes); the caller closes it.
+func (w *World) ListenTCP(addr string) (net.Listener, error) {
+	var ln net.Listener
+	err := w.NS.Do(func() error {
+		var err error
+		ln, err = net.Listen("tcp4", addr)
+		return err
+	})
+	return ln, err
+}
+
+// DialTCP connects to addr from inside the namespace (e.g. a tunnel's local
+// end).
+func (w *World) DialTCP(addr string, timeout time.Duration) (net.Conn, error) {
+	var c net.Conn
+	err := w.NS.Do(func() error {
+		var err error
+		c, err = net.DialTimeout("tcp4", addr, timeout)
+		return err
+	})
+	return c, err
+}
