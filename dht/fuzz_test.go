@@ -37,6 +37,9 @@ func FuzzInboundPacket(f *testing.F) {
 		enc(protocol.BodyNATProbeEcho{Token: [8]byte{1}}),
 		enc(protocol.BodyPong{Address: k.addr, ObservedAddr: claimed}),
 		enc(protocol.BodyStoreResp{Stored: true}),
+		enc(protocol.BodyFindValue{Target: key, OneShotSubscribe: true}),
+		enc(protocol.BodyDHTPush{Key: key, Record: rec}),
+		enc(protocol.BodyDHTPushAck{Key: key, MsgID: protocol.PushMsgID(rec), OneShotSubscribe: true}),
 		{0xa0}, {0xa4, 0x01}, {}, []byte("not cbor at all"),
 	}
 	for _, s := range seeds {
