@@ -351,11 +351,11 @@ func (n *Node) push(key a2al.NodeID, rec protocol.SignedRecord, t pushTarget) {
 		n.subs.cnt.ackBad.Add(1)
 		return
 	}
-	n.subs.cnt.acked.Add(1)
 	if ack.OneShotSubscribe {
 		now := n.now()
 		sub := t.sub
 		sub.expires = now.Add(subTTL)
 		n.subs.register(key, t.id, sub, now)
 	}
+	n.subs.cnt.acked.Add(1) // after the renewal: a counted ACK is in effect
 }
