@@ -31,6 +31,7 @@ type ownSubKey struct {
 type ownSub struct {
 	expires time.Time
 	last    [32]byte // SHA-256 of the last pushed record's signature, to spot repeats
+	stay    bool     // what the handler answered for it
 }
 
 // ownSubs are the subscriptions we hold at replicas. A push is accepted only
@@ -128,12 +129,13 @@ func (n *Node) handlePush(b protocol.BodyDHTPush, id a2al.NodeID, from net.Addr,
 	n.own.mu.Lock()
 	fresh := s.last != sig
 	s.last = sig
+	resub := s.stay // a repeat (our ACK was lost) gets the same answer
 	n.own.mu.Unlock()
-	resub := false
-	if h := n.own.handler.Load(); fresh && h != nil {
-		resub = (*h)(b.Key, b.Record, id)
+	if h := n.own.handler.Load(); fresh {
+		resub = h != nil && (*h)(b.Key, b.Record, id)
 	}
 	n.own.mu.Lock()
+	s.stay = resub
 	if resub {
 		s.expires = now.Add(subTTL)
 	} else if n.own.m[k] == s {

@@ -250,6 +250,19 @@ func (s *subTable) allowPush(now time.Time) bool {
 	return true
 }
 
+// acquirePush takes one of the pushesInFlight slots.
+func (s *subTable) acquirePush() bool {
+	for {
+		v := s.inFlight.Load()
+		if v >= pushesInFlight {
+			return false
+		}
+		if s.inFlight.CompareAndSwap(v, v+1) {
+			return true
+		}
+	}
+}
+
 // startProbe marks k as being proven; false when a probe is already running
 // or too many are.
 func (s *subTable) startProbe(k provenKey) bool {
@@ -318,11 +331,15 @@ func (n *Node) onNewRecord(key a2al.NodeID, rec protocol.SignedRecord) {
 	now := n.now()
 	hasConn := func(id a2al.NodeID) bool { return n.punch != nil && n.punch.HasConn(id) }
 	for _, t := range n.subs.take(key, rec.RecType, now, hasConn) {
-		if !n.subs.allowPush(now) || n.subs.inFlight.Load() >= pushesInFlight {
+		if !n.subs.acquirePush() {
 			n.subs.cnt.dropped.Add(1)
 			continue
 		}
-		n.subs.inFlight.Add(1)
+		if !n.subs.allowPush(now) {
+			n.subs.inFlight.Add(-1)
+			n.subs.cnt.dropped.Add(1)
+			continue
+		}
 		t := t
 		if !n.spawn(func() {
 			defer n.subs.inFlight.Add(-1)
