@@ -230,3 +230,32 @@ func TestPushOwnPublish(t *testing.T) {
 		t.Fatalf("no push of our own publish: %v", pub.PushStatsData())
 	}
 }
+
+// A push repeated because our ACK was lost gets the same answer, and the
+// handler sees the record once.
+func TestRepeatedPushSameAnswer(t *testing.T) {
+	c := newMemCluster(t)
+	c.build(2, func(cfg *Config) { cfg.RecordAuth = SecureRecordAuth })
+	rep, sub := c.nodes[0], c.nodes[1]
+	owner := newTestKeys(88)
+	key := a2al.NodeIDFromAddress(owner.addr)
+	var calls atomic.Int32
+	sub.SetPushHandler(func(a2al.NodeID, protocol.SignedRecord, a2al.NodeID) bool { calls.Add(1); return true })
+	sub.own.add(ownSubKey{key: key, peer: rep.NodeID()}, time.Now()) // as FindValueSubscribe does
+	rec := endpointRecord(t, owner, 1, time.Now(), 3600, "")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for i := 0; i < 2; i++ {
+		r, err := rep.roundTripTo(ctx, sub.LocalAddr(), sub.NodeID(), true, true, protocol.BodyDHTPush{Key: key, Record: rec})
+		if err != nil {
+			t.Fatalf("push %d: %v", i, err)
+		}
+		ack := r.msg.Body.(protocol.BodyDHTPushAck)
+		if ack.Key != key || ack.MsgID != protocol.PushMsgID(rec) || !ack.OneShotSubscribe {
+			t.Fatalf("push %d: ack %+v", i, ack)
+		}
+	}
+	if calls.Load() != 1 {
+		t.Fatalf("handler called %d times", calls.Load())
+	}
+}
