@@ -115,9 +115,8 @@ func (o owner) key() a2al.NodeID { return a2al.NodeIDFromAddress(o.addr) }
 // every record has its own payload and msg_id).
 func (o owner) record(t testing.TB, seq uint64) protocol.SignedRecord {
 	t.Helper()
-	pub := o.priv.Public().(ed25519.PublicKey)
 	rec, err := protocol.NewEndpointRecord(o.addr, protocol.EndpointPayload{Endpoints: []string{fmt.Sprintf("quic://127.0.200.%d:4121", seq)}},
-		seq, uint64(time.Now().Unix()), 3600, pub, o.sign)
+		seq, uint64(time.Now().Unix()), 3600, o.pub(), o.sign)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -132,7 +131,7 @@ func (o owner) topicRecord(t testing.TB, topic string) protocol.SignedRecord {
 		t.Fatal(err)
 	}
 	rec := protocol.SignedRecord{Address: o.addr, RecType: protocol.RecTypeTopic, Payload: p, Seq: 1, Timestamp: uint64(time.Now().Unix()), TTL: 600}
-	if err := protocol.SignRecord(&rec, o.priv.Public().(ed25519.PublicKey), o.sign); err != nil {
+	if err := protocol.SignRecord(&rec, o.pub(), o.sign); err != nil {
 		t.Fatal(err)
 	}
 	return rec
