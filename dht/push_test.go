@@ -2,6 +2,7 @@ package dht
 
 import (
 	"context"
+	"net"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -43,11 +44,7 @@ func TestPushToSubscriberMultiNode(t *testing.T) {
 	if err != nil || len(recs) == 0 {
 		t.Fatalf("FindValueSubscribe: %d records, %v", len(recs), err)
 	}
-	waitFor(t, 5*time.Second, "subscriber's address proven", func() bool {
-		rep.subs.mu.Lock()
-		defer rep.subs.mu.Unlock()
-		return rep.subs.isProvenLocked(sub.NodeID(), sub.LocalAddr(), time.Now())
-	})
+	waitFor(t, 5*time.Second, "subscriber's address proven", func() bool { return rep.provenAt(sub.NodeID(), sub.LocalAddr()) })
 
 	for seq := uint64(2); seq <= 3; seq++ {
 		// A STORE from the publisher (what replication sends) adds the record.
@@ -98,9 +95,9 @@ func TestPushNotReflectedToForgedSource(t *testing.T) {
 	waitFor(t, 5*time.Second, "subscription registered", func() bool { return rep.PushStatsData().Subscriptions == 1 })
 	// The proof PING goes to the victim, whose PONG is not the attacker's.
 	waitFor(t, 5*time.Second, "proof ping over", func() bool {
-		rep.subs.mu.Lock()
-		defer rep.subs.mu.Unlock()
-		return len(rep.subs.probing) == 0
+		rep.chal.mu.Lock()
+		defer rep.chal.mu.Unlock()
+		return len(rep.chal.inflight) == 0 && rep.cnt.challenges.Load() > 0
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -142,6 +139,8 @@ func TestUnsolicitedPushDropped(t *testing.T) {
 func TestSubTableBounds(t *testing.T) {
 	var s subTable
 	s.init()
+	provenSet := map[a2al.NodeID]bool{}
+	proven := func(id a2al.NodeID, _ net.Addr) bool { return provenSet[id] }
 	now := time.Now()
 	var key a2al.NodeID
 	c := newMemCluster(t)
@@ -149,7 +148,7 @@ func TestSubTableBounds(t *testing.T) {
 	for i := 0; i < subsPerKey+5; i++ {
 		var id a2al.NodeID
 		id[0], id[1] = byte(i), 1
-		ok, _ := s.register(key, id, subscription{addr: addr, src: sourceKey(addr), expires: now.Add(subTTL)}, now)
+		ok, _ := s.register(key, id, subscription{addr: addr, src: sourceKey(addr), expires: now.Add(subTTL)}, now, proven)
 		if ok != (i < subsPerKey) {
 			t.Fatalf("subscriber %d: registered=%v", i, ok)
 		}
@@ -158,40 +157,40 @@ func TestSubTableBounds(t *testing.T) {
 		t.Fatalf("total %d refused %d", s.total, s.cnt.refused.Load())
 	}
 	// A proven newcomer displaces an unproven subscriber of the full key.
-	var proven a2al.NodeID
-	proven[0] = 0xfe
-	s.prove(proven, addr, now)
-	if ok, need := s.register(key, proven, subscription{addr: addr, src: sourceKey(addr), expires: now.Add(subTTL)}, now); !ok || need {
+	var fresh a2al.NodeID
+	fresh[0] = 0xfe
+	provenSet[fresh] = true
+	if ok, need := s.register(key, fresh, subscription{addr: addr, src: sourceKey(addr), expires: now.Add(subTTL)}, now, proven); !ok || need {
 		t.Fatalf("proven subscriber: registered=%v needProof=%v", ok, need)
 	}
-	if s.total != subsPerKey || s.byKey[key][proven] == nil {
+	if s.total != subsPerKey || s.byKey[key][fresh] == nil {
 		t.Fatalf("after displacement: total %d", s.total)
 	}
-	if got := s.take(key, protocol.RecTypeEndpoint, now, func(a2al.NodeID) bool { return false }); len(got) != 1 || got[0].id != proven {
+	noConn := func(a2al.NodeID) bool { return false }
+	if got := s.take(key, protocol.RecTypeEndpoint, now, proven, noConn); len(got) != 1 || got[0].id != fresh {
 		t.Fatalf("take: %d targets", len(got))
 	}
 	var refill a2al.NodeID
 	refill[0] = 0xfd
-	if ok, _ := s.register(key, refill, subscription{addr: addr, src: sourceKey(addr), expires: now.Add(subTTL)}, now); !ok || s.total != subsPerKey {
+	if ok, _ := s.register(key, refill, subscription{addr: addr, src: sourceKey(addr), expires: now.Add(subTTL)}, now, proven); !ok || s.total != subsPerKey {
 		t.Fatalf("refill: %v, total %d", ok, s.total)
 	}
 	later := now.Add(subTTL)
 	var id a2al.NodeID
 	id[0] = 0xff
-	if ok, _ := s.register(key, id, subscription{addr: addr, src: sourceKey(addr), expires: later.Add(subTTL)}, later); !ok {
+	if ok, _ := s.register(key, id, subscription{addr: addr, src: sourceKey(addr), expires: later.Add(subTTL)}, later, proven); !ok {
 		t.Fatal("expired subscriptions did not make room")
 	}
 	if s.total != 1 || len(s.perPeer) != 1 || s.perSrc[sourceKey(addr)] != 1 {
 		t.Fatalf("accounting after sweep: total %d peers %d src %d", s.total, len(s.perPeer), s.perSrc[sourceKey(addr)])
 	}
 	// Unproven subscriptions are consumed without a push.
-	noConn := func(a2al.NodeID) bool { return false }
 	unproven := s.cnt.unproven.Load()
-	if got := s.take(key, protocol.RecTypeEndpoint, later, noConn); len(got) != 0 || s.total != 1 || s.cnt.unproven.Load() != unproven+1 {
+	if got := s.take(key, protocol.RecTypeEndpoint, later, proven, noConn); len(got) != 0 || s.total != 1 || s.cnt.unproven.Load() != unproven+1 {
 		t.Fatalf("take unproven: %d targets, total %d", len(got), s.total)
 	}
-	s.prove(id, addr, later)
-	if got := s.take(key, protocol.RecTypeEndpoint, later, noConn); len(got) != 1 || s.total != 0 {
+	provenSet[id] = true
+	if got := s.take(key, protocol.RecTypeEndpoint, later, proven, noConn); len(got) != 1 || s.total != 0 {
 		t.Fatalf("take proven: %d targets, total %d", len(got), s.total)
 	}
 }
@@ -213,11 +212,7 @@ func TestPushOwnPublish(t *testing.T) {
 	if recs, _, err := sub.FindValueSubscribe(ctx, pub.LocalAddr(), key, protocol.RecTypeEndpoint); err != nil || len(recs) == 0 {
 		t.Fatalf("FindValueSubscribe: %d records, %v", len(recs), err)
 	}
-	waitFor(t, 5*time.Second, "subscriber's address proven", func() bool {
-		pub.subs.mu.Lock()
-		defer pub.subs.mu.Unlock()
-		return pub.subs.isProvenLocked(sub.NodeID(), sub.LocalAddr(), time.Now())
-	})
+	waitFor(t, 5*time.Second, "subscriber's address proven", func() bool { return pub.provenAt(sub.NodeID(), sub.LocalAddr()) })
 	if err := pub.PublishEndpointRecord(ctx, endpointRecord(t, c.keys[0], 2, time.Now(), 3600, "")); err != nil {
 		t.Fatal(err)
 	}

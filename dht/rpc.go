@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/a2alnode/a2al"
@@ -45,10 +44,6 @@ type call struct {
 	sent   time.Time // wall clock, for RTT
 	ch     chan rpcResult
 	tag    any
-	// udpDst is where the request went over UDP (nil when a punched
-	// connection carried it): an answer proves the peer receives there.
-	// Set after the send, possibly after the answer arrived, hence atomic.
-	udpDst atomic.Pointer[net.Addr]
 }
 
 type rpcEngine struct {
@@ -132,22 +127,21 @@ func (n *Node) encode(tx [protocol.TxIDLen]byte, body any) ([]byte, error) {
 }
 
 // sendOut sends raw to a peer: over an existing punched connection when we
-// know the peer's NodeID and the punch layer has one, else over UDP
-// (viaUDP).
-func (n *Node) sendOut(ctx context.Context, to net.Addr, id a2al.NodeID, hasID bool, raw []byte) (viaUDP bool, err error) {
+// know the peer's NodeID and the punch layer has one, else over UDP.
+func (n *Node) sendOut(ctx context.Context, to net.Addr, id a2al.NodeID, hasID bool, raw []byte) error {
 	if n.punch != nil && hasID {
 		if ok, err := n.punch.SendTo(ctx, id, raw); ok {
 			if err == nil {
 				n.cnt.tx.Add(1)
 			}
-			return false, err
+			return err
 		}
 	}
 	if err := n.tr.Send(to, raw); err != nil {
-		return true, fmt.Errorf("dht: send to %v: %w", to, err)
+		return fmt.Errorf("dht: send to %v: %w", to, err)
 	}
 	n.cnt.tx.Add(1)
-	return true, nil
+	return nil
 }
 
 // startCall sends one request attempt and registers its waiter on ch; it
@@ -166,13 +160,9 @@ func (n *Node) startCall(ctx context.Context, to net.Addr, id a2al.NodeID, hasID
 		return nil, 0, err
 	}
 	c.sent = time.Now()
-	viaUDP, err := n.sendOut(ctx, to, id, hasID, raw)
-	if err != nil {
+	if err := n.sendOut(ctx, to, id, hasID, raw); err != nil {
 		n.rpc.unregister(c)
 		return nil, 0, err
-	}
-	if viaUDP {
-		c.udpDst.Store(&to)
 	}
 	return c, len(raw), nil
 }
@@ -268,11 +258,6 @@ func (n *Node) roundTripTo(ctx context.Context, to net.Addr, id a2al.NodeID, has
 // response from r.from.
 func (n *Node) onRPCSuccess(r rpcResult) a2al.NodeID {
 	id := a2al.NodeIDFromAddress(r.msg.SenderAddr)
-	if r.c != nil && !r.injected {
-		if dst := r.c.udpDst.Load(); dst != nil {
-			n.subs.prove(id, *dst, n.now())
-		}
-	}
 	n.recordSuccess(id, r.rtt)
 	n.tabMu.Lock()
 	n.tab.UpdateVerifiedAt(id, n.now())

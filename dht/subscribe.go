@@ -16,18 +16,15 @@ import (
 // requester for the next record newly stored at that key; the next STORE
 // that adds one consumes the subscription and pushes the record.
 const (
-	subTTL          = 60 * time.Second // a subscription lives this long unless renewed
-	subsPerKey      = 32               // subscribers kept per key
-	subsPerPeer     = 64               // keys one subscriber may watch here
-	subsPerSource   = 128              // subscriptions from one source IP (or mem endpoint)
-	subsTotal       = 8192             // all subscriptions of this node
-	pushTimeout     = 2 * time.Second  // DHT_PUSH -> DHT_PUSH_ACK
-	pushesInFlight  = 16               // concurrent pushes; beyond, pushes are dropped and counted
-	pushRate        = 50.0             // pushes per second, all subscribers together
-	pushBurst       = 100.0            // ... with this burst
-	provenTTL       = 30 * time.Minute // how long an answered request proves (peer, address)
-	provenCap       = 4096             // proven (peer, address) pairs kept
-	proofPingsTotal = 64               // proof PINGs in flight
+	subTTL         = 60 * time.Second // a subscription lives this long unless renewed
+	subsPerKey     = 32               // subscribers kept per key
+	subsPerPeer    = 64               // keys one subscriber may watch here
+	subsPerSource  = 128              // subscriptions from one source IP (or mem endpoint)
+	subsTotal      = 8192             // all subscriptions of this node
+	pushTimeout    = 2 * time.Second  // DHT_PUSH -> DHT_PUSH_ACK
+	pushesInFlight = 16               // concurrent pushes; beyond, pushes are dropped and counted
+	pushRate       = 50.0             // pushes per second, all subscribers together
+	pushBurst      = 100.0            // ... with this burst
 )
 
 // subscription is one subscriber of one key.
@@ -39,20 +36,17 @@ type subscription struct {
 	expires  time.Time
 }
 
-// subTable holds the subscriptions this node serves and the evidence that a
-// subscriber really receives at the address it subscribed from. Pushes go
-// only to proven addresses: the source of a UDP request can be forged, and
-// pushing full records to a forged source would make us a reflector (the
-// reference's defect; docs/dht-push.md). A pair (peer, address) is proven when the peer
-// answered, with its key, a request we sent to that address.
+// subTable holds the subscriptions this node serves. Pushes go only to
+// proven addresses: the source of a UDP request can be forged, and pushing
+// full records to a forged source would make us a reflector (W-36,
+// docs/dht-push.md). Proof is the address book's: the subscriber answered
+// our own fresh tx_id at that address (Node.provenAt).
 type subTable struct {
 	mu        sync.Mutex // guards everything below
 	byKey     map[a2al.NodeID]map[a2al.NodeID]*subscription
 	total     int
 	perPeer   map[a2al.NodeID]int
 	perSrc    map[string]int
-	proven    map[provenKey]time.Time
-	probing   map[provenKey]bool
 	tokens    float64
 	tokensAt  time.Time
 	lastSweep time.Time // full sweeps on the receive path at most once a second
@@ -61,10 +55,8 @@ type subTable struct {
 	cnt      pushCounters
 }
 
-type provenKey struct {
-	id   a2al.NodeID
-	addr string
-}
+// provenFunc reports whether id has proven that it receives at addr.
+type provenFunc func(id a2al.NodeID, addr net.Addr) bool
 
 // pushCounters are reported by DebugStatsData and /metrics.
 type pushCounters struct {
@@ -76,48 +68,17 @@ func (s *subTable) init() {
 	s.byKey = make(map[a2al.NodeID]map[a2al.NodeID]*subscription)
 	s.perPeer = make(map[a2al.NodeID]int)
 	s.perSrc = make(map[string]int)
-	s.proven = make(map[provenKey]time.Time)
-	s.probing = make(map[provenKey]bool)
 	s.tokens = pushBurst
 }
 
-// prove records that id answered a request we sent to addr.
-func (s *subTable) prove(id a2al.NodeID, addr net.Addr, now time.Time) {
-	if addr == nil {
-		return
-	}
-	k := provenKey{id, addr.String()}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if _, ok := s.proven[k]; !ok && len(s.proven) >= provenCap {
-		s.pruneProvenLocked(now)
-		if len(s.proven) >= provenCap {
-			return // full of fresh proofs: the next subscriber re-proves with a PING
-		}
-	}
-	s.proven[k] = now.Add(provenTTL)
-}
-
-func (s *subTable) pruneProvenLocked(now time.Time) {
-	for k, exp := range s.proven {
-		if !now.Before(exp) {
-			delete(s.proven, k)
-		}
-	}
-}
-
-func (s *subTable) isProvenLocked(id a2al.NodeID, addr net.Addr, now time.Time) bool {
-	exp, ok := s.proven[provenKey{id, addr.String()}]
-	return ok && now.Before(exp)
-}
-
 // register adds or renews id's subscription to key. It refuses (and counts)
-// when a bound is reached; existing subscriptions are never displaced.
-// needProof reports that addr is not yet proven for id.
-func (s *subTable) register(key, id a2al.NodeID, sub subscription, now time.Time) (ok, needProof bool) {
+// when a bound is reached; live subscriptions are never displaced, except
+// unproven ones by a proven newcomer. needProof reports that addr is not
+// yet proven for id.
+func (s *subTable) register(key, id a2al.NodeID, sub subscription, now time.Time, proven provenFunc) (ok, needProof bool) {
+	needProof = !sub.injected && !proven(id, sub.addr)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	needProof = !sub.injected && !s.isProvenLocked(id, sub.addr, now)
 	subs := s.byKey[key]
 	if old := subs[id]; old != nil {
 		if old.src != sub.src {
@@ -140,7 +101,7 @@ func (s *subTable) register(key, id a2al.NodeID, sub subscription, now time.Time
 			// A proven subscriber may take the place of an unproven one:
 			// forged sources must not be able to fill a key's list.
 			for oid, o := range subs {
-				if !o.injected && !s.isProvenLocked(oid, o.addr, now) {
+				if !o.injected && !proven(oid, o.addr) {
 					s.removeLocked(key, oid)
 					break
 				}
@@ -184,7 +145,7 @@ func (s *subTable) removeLocked(key, id a2al.NodeID) {
 	}
 }
 
-// sweepLocked drops expired subscriptions and proofs.
+// sweepLocked drops expired subscriptions.
 func (s *subTable) sweepLocked(now time.Time) {
 	s.lastSweep = now
 	for key, subs := range s.byKey {
@@ -194,7 +155,6 @@ func (s *subTable) sweepLocked(now time.Time) {
 			}
 		}
 	}
-	s.pruneProvenLocked(now)
 }
 
 func (s *subTable) sweep(now time.Time) {
@@ -211,9 +171,10 @@ type pushTarget struct {
 
 // take consumes the live subscriptions of key that want rec's type and whose
 // address is proven (or whose channel is authenticated). Unproven ones stay
-// (their proof may still arrive) and are counted. hasConn reports whether a punched connection to id exists: only then does
-// a push to a subscriber that came over one travel on that channel.
-func (s *subTable) take(key a2al.NodeID, recType uint8, now time.Time, hasConn func(a2al.NodeID) bool) []pushTarget {
+// (their proof may still arrive) and are counted. hasConn reports whether
+// a punched connection to id exists: only then does a push to a subscriber
+// that came over one travel on that channel.
+func (s *subTable) take(key a2al.NodeID, recType uint8, now time.Time, proven provenFunc, hasConn func(a2al.NodeID) bool) []pushTarget {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var out []pushTarget
@@ -225,7 +186,7 @@ func (s *subTable) take(key a2al.NodeID, recType uint8, now time.Time, hasConn f
 		if sub.recType != 0 && sub.recType != recType {
 			continue
 		}
-		if !sub.injected && !s.isProvenLocked(id, sub.addr, now) || sub.injected && !hasConn(id) {
+		if !sub.injected && !proven(id, sub.addr) || sub.injected && !hasConn(id) {
 			s.cnt.unproven.Add(1)
 			continue
 		}
@@ -263,66 +224,26 @@ func (s *subTable) acquirePush() bool {
 	}
 }
 
-// startProbe marks k as being proven; false when a probe is already running
-// or too many are.
-func (s *subTable) startProbe(k provenKey) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.probing[k] || len(s.probing) >= proofPingsTotal {
-		return false
-	}
-	s.probing[k] = true
-	return true
-}
-
-func (s *subTable) endProbe(k provenKey) {
-	s.mu.Lock()
-	delete(s.probing, k)
-	s.mu.Unlock()
-}
-
 // onSubscribe handles FIND_VALUE key 3 after the answer went out: the
 // requester is registered only when the answer carried records (as the
-// reference does). An unproven UDP source gets one PING, single attempt,
-// no larger than its request, before anything is pushed to it.
+// reference does). An unproven UDP source is challenged (one PING to it,
+// within the node's challenge budget) before anything is pushed to it.
 func (n *Node) onSubscribe(b protocol.BodyFindValue, id a2al.NodeID, from net.Addr, injected bool, answered int) {
 	if !b.OneShotSubscribe || answered == 0 {
 		return
 	}
 	now := n.now()
 	sub := subscription{addr: from, src: sourceKey(from), injected: injected, recType: b.RecType, expires: now.Add(subTTL)}
-	ok, needProof := n.subs.register(b.Target, id, sub, now)
-	if !ok || !needProof {
-		return
-	}
-	k := provenKey{id, from.String()}
-	if !n.subs.startProbe(k) {
-		return
-	}
-	if !n.spawn(func() {
-		defer n.subs.endProbe(k)
-		ctx, cancel := context.WithTimeout(n.ctx, pushTimeout)
-		defer cancel()
-		n.pingOnce(ctx, from, id)
-	}) {
-		n.subs.endProbe(k)
+	if ok, needProof := n.subs.register(b.Target, id, sub, now, n.provenAt); ok && needProof {
+		n.challengeAddr(id, from)
 	}
 }
 
-// pingOnce sends one PING attempt to addr expecting id's key; a PONG proves
-// the pair (onRPCSuccess).
-func (n *Node) pingOnce(ctx context.Context, addr net.Addr, id a2al.NodeID) {
-	ch := make(chan rpcResult, 1)
-	c, _, err := n.startCall(ctx, addr, id, true, protocol.BodyPing{Address: n.addr}, ch, nil)
-	if err != nil {
-		return
-	}
-	defer n.rpc.unregister(c)
-	select {
-	case r := <-ch:
-		n.onRPCSuccess(r)
-	case <-ctx.Done():
-	}
+// provenAt reports whether id answered our own fresh tx_id at addr: its
+// address-book binding is addr with at least rankAnswered.
+func (n *Node) provenAt(id a2al.NodeID, addr net.Addr) bool {
+	a, rank := n.book.get(id)
+	return rank >= rankAnswered && sameAddr(a, addr)
 }
 
 // onNewRecord pushes rec, newly stored at key (by a STORE, after the
@@ -330,7 +251,7 @@ func (n *Node) pingOnce(ctx context.Context, addr net.Addr, id a2al.NodeID) {
 func (n *Node) onNewRecord(key a2al.NodeID, rec protocol.SignedRecord) {
 	now := n.now()
 	hasConn := func(id a2al.NodeID) bool { return n.punch != nil && n.punch.HasConn(id) }
-	for _, t := range n.subs.take(key, rec.RecType, now, hasConn) {
+	for _, t := range n.subs.take(key, rec.RecType, now, n.provenAt, hasConn) {
 		if !n.subs.acquirePush() {
 			n.subs.cnt.dropped.Add(1)
 			continue
@@ -372,7 +293,7 @@ func (n *Node) push(key a2al.NodeID, rec protocol.SignedRecord, t pushTarget) {
 		now := n.now()
 		sub := t.sub
 		sub.expires = now.Add(subTTL)
-		n.subs.register(key, t.id, sub, now)
+		n.subs.register(key, t.id, sub, now, n.provenAt)
 	}
 	n.subs.cnt.acked.Add(1) // after the renewal: a counted ACK is in effect
 }
