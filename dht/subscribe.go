@@ -42,7 +42,9 @@ type subscription struct {
 // docs/dht-push.md). Proof is the address book's: the subscriber answered
 // our own fresh tx_id at that address (Node.provenAt).
 type subTable struct {
-	mu        sync.Mutex // guards everything below
+	// mu guards everything below. provenFunc (the address book's lock) may
+	// be called under it; nothing takes mu while holding the book's lock.
+	mu        sync.Mutex
 	byKey     map[a2al.NodeID]map[a2al.NodeID]*subscription
 	total     int
 	perPeer   map[a2al.NodeID]int
@@ -58,7 +60,7 @@ type subTable struct {
 // provenFunc reports whether id has proven that it receives at addr.
 type provenFunc func(id a2al.NodeID, addr net.Addr) bool
 
-// pushCounters are reported by DebugStatsData and /metrics.
+// pushCounters are reported by PushStatsData and /debug/health.
 type pushCounters struct {
 	registered, refused, sent, acked, ackBad, dropped, unproven atomic.Uint64
 	received, unsolicited, invalid                              atomic.Uint64
