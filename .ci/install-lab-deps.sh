@@ -23,6 +23,9 @@ command -v tc        >/dev/null 2>&1 || need+=(iproute2)
 # systemd-analyze verify checks deploy/*.service (nothing is started: the
 # package only brings the tool here; no init runs in CI).
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+# miniupnpd (UPnP IGD + NAT-PMP + PCP) runs only inside lab router namespaces
+# with a config the port-mapping tests write; it must never start on the host.
+command -v miniupnpd >/dev/null 2>&1 || [ -x /usr/sbin/miniupnpd ] || need+=(miniupnpd-nftables)
 if [ "${LAB_DEPS_DOCKER:-1}" != 0 ]; then
   command -v dockerd        >/dev/null 2>&1 || need+=(docker.io)
   command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
@@ -31,7 +34,17 @@ fi
 if [ ${#need[@]} -gt 0 ]; then
   echo "install-lab-deps: installing ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive
+  # Deny every service start during the install (daemons run only in labs).
+  policy=/usr/sbin/policy-rc.d
+  own_policy=0
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' >"$policy"
+    chmod 755 "$policy"
+    own_policy=1
+    trap 'rm -f "$policy"' EXIT
+  fi
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  if [ "$own_policy" = 1 ]; then rm -f "$policy"; fi
 fi
 echo "install-lab-deps: ip=$(command -v ip) nft=$(command -v nft) conntrack=$(command -v conntrack) docker=$(command -v docker || echo none) compose=$(command -v docker-compose || echo none)"
