@@ -24,6 +24,7 @@ import (
 	"github.com/a2alnode/a2al/crypto"
 	"github.com/a2alnode/a2al/dht"
 	"github.com/a2alnode/a2al/natprobe"
+	"github.com/a2alnode/a2al/portmap"
 	"github.com/a2alnode/a2al/signal"
 	"github.com/a2alnode/a2al/transport"
 )
@@ -69,6 +70,21 @@ type Config struct {
 	// DisableMaintenance stops the background bootstrap/NAT/publish loop;
 	// tests drive those steps explicitly.
 	DisableMaintenance bool
+	// PortMapping asks the home router to forward our UDP port
+	// (docs/port-mapping.md): "auto" (PCP, then NAT-PMP, then UPnP), "pcp",
+	// "natpmp", "upnp" or "off". Default (""): "auto" for a node on the OS
+	// network with maintenance on and a non-loopback listen address, else
+	// "off" (PacketConn, loopback and DisableMaintenance setups never touch a
+	// router unless asked).
+	PortMapping string
+	// PortMap tunes the mapper (gateway, lease, check interval, timeouts);
+	// zero fields take portmap.Config's defaults. Mode, InternalPort,
+	// Logger, Now and OnChange are set by the host.
+	PortMap portmap.Config
+	// PublicAddr is a port forward the user set up by hand ("IPv4:port"); it
+	// is published first in the endpoint record as stated, without proof.
+	// Default (""): none.
+	PublicAddr string
 }
 
 // Host is an a2al node: one UDP socket shared by the DHT, STUN/ICE and QUIC, a
@@ -99,6 +115,7 @@ type Host struct {
 	nat       natprobe.Result
 	natKnown  bool
 	pub       publishState
+	pm        mappingState
 	punchLog  []PunchRecord
 	punchWait map[a2al.NodeID][]chan error // user dials waiting for a punch's outcome
 	closeOnce sync.Once
@@ -111,6 +128,21 @@ type Host struct {
 // bootstrapped; unless DisableMaintenance, a background loop bootstraps,
 // classifies the NAT and publishes the endpoint record.
 func New(cfg Config) (*Host, error) {
+	mapMode, err := cfg.portMappingMode()
+	if err != nil {
+		return nil, fmt.Errorf("host: %w", err)
+	}
+	if mapMode != portmap.ModeOff {
+		pc := cfg.PortMap
+		pc.Mode, pc.InternalPort = mapMode, 1 // the real port is known once bound
+		if err := portmap.Validate(pc); err != nil {
+			return nil, fmt.Errorf("host: %w", err)
+		}
+	}
+	public, err := parsePublicAddr(cfg.PublicAddr)
+	if err != nil {
+		return nil, err
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -152,6 +184,7 @@ func New(cfg Config) (*Host, error) {
 		acceptA: make(chan *Conn, 16)}
 	h.ctx, h.cancel = context.WithCancel(context.Background())
 	h.m = newHostMetrics()
+	h.pm.public = public
 	h.stun = cfg.STUNServers
 	if len(h.stun) == 0 {
 		h.stun = stunFromHubs(cfg.HubURLs)
@@ -210,6 +243,10 @@ func New(cfg Config) (*Host, error) {
 	}
 	h.pool.SetInjector(h.node)
 	h.registerNodeMetrics()
+	if err := h.newMapper(mapMode); err != nil {
+		_ = h.node.Close()
+		return abort("port mapping", err)
+	}
 	h.node.Start()
 
 	for _, u := range cfg.HubURLs {
@@ -222,6 +259,9 @@ func New(cfg Config) (*Host, error) {
 		h.hubs = append(h.hubs, c)
 	}
 
+	if h.pm.mapper != nil {
+		h.pm.mapper.Start()
+	}
 	h.wg.Add(2)
 	go h.acceptLoop()
 	go h.janitor()
@@ -461,6 +501,9 @@ func (h *Host) Close() error {
 			_ = c.Close()
 		}
 		h.wg.Wait()
+		if h.pm.mapper != nil {
+			_ = h.pm.mapper.Close() // removes the mapping from the router
+		}
 		h.pool.Close()
 		// The demux's DHT view cannot be closed on its own: closing the socket
 		// is what ends the DHT's receive loop, so the node closes last.

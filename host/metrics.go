@@ -59,6 +59,7 @@ func (h *Host) registerNodeMetrics() {
 			func() float64 { return float64(h.pool.Len()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "a2al_hubs_registered", Help: "Signaling hubs with a live registration."},
 			func() float64 { return float64(h.HubsRegistered()) }),
+		mappingCollector{h},
 	)
 }
 

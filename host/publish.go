@@ -50,6 +50,10 @@ func (h *Host) Payload() protocol.EndpointPayload {
 			eps = append(eps, s)
 		}
 	}
+	forwarded := h.publishedMapping()
+	for _, a := range forwarded {
+		add(a.IP, a.Port)
+	}
 	if m := h.ownMapping(); m != nil {
 		add(m.IP, m.Port)
 	}
@@ -66,6 +70,10 @@ func (h *Host) Payload() protocol.EndpointPayload {
 	p := protocol.EndpointPayload{Endpoints: eps}
 	if known {
 		p.NatType = nat.Type.WireNATType()
+	}
+	if len(forwarded) > 0 {
+		// Our first endpoint takes unsolicited packets from anyone.
+		p.NatType = protocol.NATFullCone
 	}
 	if len(h.cfg.HubURLs) > 0 {
 		p.Signals = append([]string(nil), h.cfg.HubURLs...)
@@ -223,6 +231,7 @@ func (h *Host) maintain() {
 			cancel()
 		}
 		pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		h.verifyMapping(pctx)
 		h.publishIfNeeded(pctx)
 		cancel()
 	}
@@ -269,6 +278,9 @@ func (h *Host) maintain() {
 				h.log.Info("network change detected: evicting punched paths, re-checking NAT, republishing")
 				h.pool.EvictAll("network change")
 				h.sched.ResetAll() // failures seen from the old network say nothing now
+				if h.pm.mapper != nil {
+					h.pm.mapper.Reset()
+				}
 				step(h.ctx, true)
 			}
 		case <-natT.C:

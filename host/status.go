@@ -23,6 +23,7 @@ type Status struct {
 	Punches        []PunchRecord   `json:"recent_punches"`
 	Published      time.Time       `json:"published_at"`
 	Seq            uint64          `json:"published_seq"`
+	PortMapping    []MappingStatus `json:"port_mapping"`
 }
 
 // LiveWindow is how recently a routing peer must have answered to count as
@@ -56,7 +57,7 @@ func (h *Host) Status() Status {
 		RoutingPeers: h.node.DebugStatsData().TotalPeers, LivePeers: h.node.LivePeers(LiveWindow),
 		NetworkSize:    h.node.EstimatedNetworkSize(),
 		HubsRegistered: h.HubsRegistered(), Hubs: len(h.hubs), HubStates: h.HubStates(), Pool: h.pool.Snapshot(), Sched: h.sched.Stats(),
-		Punches: h.Punches(),
+		Punches: h.Punches(), PortMapping: h.mappingStatus(),
 	}
 	if nr, ok := h.NATResult(); ok {
 		st.NAT = string(nr.Type)

@@ -98,6 +98,9 @@ type Config struct {
 	SSDPAddr *net.UDPAddr
 }
 
+// Validate checks cfg as New would, without building anything.
+func Validate(cfg Config) error { return cfg.fill() }
+
 func (c *Config) fill() error {
 	mode, err := ParseMode(c.Mode)
 	if err != nil {
