@@ -72,10 +72,9 @@ type Config struct {
 	DisableMaintenance bool
 	// PortMapping asks the home router to forward our UDP port
 	// (docs/port-mapping.md): "auto" (PCP, then NAT-PMP, then UPnP), "pcp",
-	// "natpmp", "upnp" or "off". Default (""): "auto" for a node on the OS
-	// network with maintenance on and a non-loopback listen address, else
-	// "off" (PacketConn, loopback and DisableMaintenance setups never touch a
-	// router unless asked).
+	// "natpmp", "upnp" or "off". Default (""): "auto", except "off" with
+	// PacketConn or DisableMaintenance (tests, one-shot clients). A
+	// loopback ListenAddr is never mapped, whatever the mode.
 	PortMapping string
 	// PortMap tunes the mapper (gateway, lease, check interval, timeouts);
 	// zero fields take portmap.Config's defaults. Mode, InternalPort,
@@ -132,12 +131,10 @@ func New(cfg Config) (*Host, error) {
 	if err != nil {
 		return nil, fmt.Errorf("host: %w", err)
 	}
-	if mapMode != portmap.ModeOff {
-		pc := cfg.PortMap
-		pc.Mode, pc.InternalPort = mapMode, 1 // the real port is known once bound
-		if err := portmap.Validate(pc); err != nil {
-			return nil, fmt.Errorf("host: %w", err)
-		}
+	pc := cfg.PortMap
+	pc.Mode, pc.InternalPort = portmap.ModeAuto, 1 // the mode is checked above, the port known once bound
+	if err := portmap.Validate(pc); err != nil {
+		return nil, fmt.Errorf("host: %w", err)
 	}
 	public, err := parsePublicAddr(cfg.PublicAddr)
 	if err != nil {

@@ -38,18 +38,19 @@ type mappingState struct {
 
 // portMappingMode resolves Config.PortMapping's default.
 func (c *Config) portMappingMode() (string, error) {
-	if c.PortMapping != "" {
-		return portmap.ParseMode(c.PortMapping)
+	mode, err := portmap.ParseMode(c.PortMapping)
+	if err != nil {
+		return "", err
 	}
-	if c.PacketConn != nil || c.DisableMaintenance {
-		return portmap.ModeOff, nil
-	}
-	if host, _, err := net.SplitHostPort(c.ListenAddr); err == nil {
+	if host, _, err := net.SplitHostPort(c.ListenAddr); err == nil && c.PacketConn == nil {
 		if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
-			return portmap.ModeOff, nil
+			return portmap.ModeOff, nil // no router forwards to loopback
 		}
 	}
-	return portmap.ModeAuto, nil
+	if c.PortMapping == "" && (c.PacketConn != nil || c.DisableMaintenance) {
+		return portmap.ModeOff, nil
+	}
+	return mode, nil
 }
 
 // parsePublicAddr validates Config.PublicAddr ("ip:port", IPv4).

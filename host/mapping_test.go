@@ -77,7 +77,11 @@ func (g *natpmpGateway) mapped() int {
 func newMappedHost(t *testing.T, g *natpmpGateway, public string) *Host {
 	t.Helper()
 	_, key, _ := ed25519.GenerateKey(rand.Reader)
-	h, err := New(Config{Key: key, ListenAddr: "127.0.0.1:0", Logger: testLogger(), DisableMaintenance: true, DisableNAT: true,
+	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := New(Config{Key: key, PacketConn: pc, Logger: testLogger(), DisableMaintenance: true, DisableNAT: true,
 		PortMapping: "natpmp", PublicAddr: public,
 		PortMap: portmap.Config{Gateway: net.IPv4(127, 0, 0, 1), LocalIP: net.IPv4(127, 0, 0, 1),
 			PMPPort: g.conn.LocalAddr().(*net.UDPAddr).Port}})
@@ -183,8 +187,10 @@ func TestPortMappingConfigValidated(t *testing.T) {
 			t.Errorf("accepted %+v", c)
 		}
 	}
-	// Loopback and DisableMaintenance setups never touch a router by default.
-	for _, c := range []Config{{ListenAddr: "127.0.0.1:0"}, {ListenAddr: ":0", DisableMaintenance: true}} {
+	// Loopback, PacketConn and DisableMaintenance setups never touch a router
+	// by default; a loopback socket not even when asked.
+	for _, c := range []Config{{ListenAddr: "127.0.0.1:0"}, {ListenAddr: "127.0.0.1:0", PortMapping: "auto"},
+		{ListenAddr: ":0", DisableMaintenance: true}, {PacketConn: &net.UDPConn{}}} {
 		if m, err := c.portMappingMode(); err != nil || m != portmap.ModeOff {
 			t.Errorf("%+v: mode %q %v", c, m, err)
 		}

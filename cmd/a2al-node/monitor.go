@@ -34,6 +34,7 @@ type monitor struct {
 // statusKey is what makes a status line worth logging before its interval.
 type statusKey struct {
 	nat, public string
+	mapping     string
 	live        bool // has live routing peers
 	hubsUp      int
 	seq         uint64
@@ -78,7 +79,15 @@ func (m *monitor) step(every time.Duration) {
 			m.log.Warn("signaling hub unreachable; peers behind NATs cannot punch to this node until it is back", "url", hs.URL, "err", hs.Error)
 		}
 	}
-	k := statusKey{nat: st.NAT, public: st.Public, live: st.LivePeers > 0, hubsUp: st.HubsRegistered, seq: st.Seq}
+	mapping := "-"
+	if len(st.PortMapping) > 0 {
+		pm := st.PortMapping[0]
+		mapping = pm.Protocol + " " + pm.External
+		if !pm.Verified {
+			mapping += " (unproven)"
+		}
+	}
+	k := statusKey{nat: st.NAT, public: st.Public, mapping: mapping, live: st.LivePeers > 0, hubsUp: st.HubsRegistered, seq: st.Seq}
 	now := time.Now()
 	if k == m.last && now.Sub(m.lastAt) < every {
 		return
@@ -88,6 +97,6 @@ func (m *monitor) step(every time.Duration) {
 	if pub == "" {
 		pub = "-"
 	}
-	m.log.Info("status", "nat", st.NAT, "public", pub, "live_peers", st.LivePeers, "routing_peers", st.RoutingPeers,
+	m.log.Info("status", "nat", st.NAT, "public", pub, "mapping", mapping, "live_peers", st.LivePeers, "routing_peers", st.RoutingPeers,
 		"hubs", fmt.Sprintf("%d/%d registered", st.HubsRegistered, st.Hubs), "pool", len(st.Pool), "published_seq", st.Seq)
 }

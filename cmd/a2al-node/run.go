@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"sync"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/a2alnode/a2al/crypto"
 	"github.com/a2alnode/a2al/host"
+	"github.com/a2alnode/a2al/portmap"
 )
 
 var runCmd = &command{
@@ -54,6 +56,8 @@ type runOptions struct {
 	debugAddr   string
 	statusEvery time.Duration
 	echo        bool
+	portMapping string
+	publicAddr  string
 }
 
 func (o *runOptions) register(fs *flagSet) {
@@ -63,6 +67,18 @@ func (o *runOptions) register(fs *flagSet) {
 	fs.Listen(&o.debugAddr, "debug-addr", DefaultDebugAddr, true, `HTTP address of the control API, /healthz, /debug/* and /metrics ("" = off; keep it on loopback)`)
 	fs.Duration(&o.statusEvery, "status-interval", 5*time.Minute, time.Second, "log a status line at least this often (changes are logged at once)")
 	fs.Bool(&o.echo, "echo", true, "echo data back on incoming application streams (what connect talks to)")
+	fs.Enum(&o.portMapping, "port-mapping", portmap.ModeAuto, portmap.Modes, "ask the home router to forward our port (auto tries PCP, NAT-PMP, then UPnP; see docs/port-mapping.md)")
+	fs.String(&o.publicAddr, "public-addr", "", "IPv4:port of a port forward you set up on your router by hand; published first")
+	fs.Check(func() error {
+		if o.publicAddr == "" {
+			return nil
+		}
+		ap, err := netip.ParseAddrPort(o.publicAddr)
+		if err != nil || !ap.Addr().Is4() || ap.Addr().IsUnspecified() || ap.Port() == 0 {
+			return usagef("invalid value %q for --public-addr: want IPv4:port", o.publicAddr)
+		}
+		return nil
+	})
 }
 
 // hostConfig is the host configuration of these options.
@@ -70,6 +86,7 @@ func (o *runOptions) hostConfig(key ed25519.PrivateKey, log *slog.Logger) host.C
 	return host.Config{
 		Key: key, ListenAddr: o.net.listen, Bootstrap: o.net.bootstrap, HubURLs: o.net.hubs,
 		STUNServers: o.net.stun, DataDir: o.id.dataDir, Logger: log,
+		PortMapping: o.portMapping, PublicAddr: o.publicAddr,
 	}
 }
 
