@@ -162,4 +162,3 @@ func (r *Router) UPnPRedirects() ([]string, error) {
 	}
 	return rules, nil
 }
-
