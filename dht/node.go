@@ -67,8 +67,9 @@ var (
 type Config struct {
 	Transport transport.Transport
 	Keystore  crypto.KeyStore
-	// OnObservedAddr receives the observed_addr of PONG / FIND_*_RESP answers.
-	OnObservedAddr func(reporter a2al.NodeID, wire []byte)
+	// OnObservedAddr receives the observed_addr of PONG / FIND_*_RESP answers
+	// with the address the answer came from (the reporter's, as we reach it).
+	OnObservedAddr func(reporter a2al.NodeID, from net.Addr, wire []byte)
 	// RecordAuth is the authority policy for stored and fetched records; nil
 	// means none (tests). Production code should pass SecureRecordAuth.
 	RecordAuth RecordAuthFunc
@@ -174,7 +175,7 @@ type Node struct {
 	store *Store
 	auth  RecordAuthFunc
 	punch PunchTransport
-	onObs func(a2al.NodeID, []byte)
+	onObs func(a2al.NodeID, net.Addr, []byte)
 
 	ctx    context.Context
 	cancel context.CancelFunc

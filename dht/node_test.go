@@ -3,6 +3,7 @@ package dht
 import (
 	"context"
 	"errors"
+	"net"
 	"testing"
 	"time"
 
@@ -48,7 +49,7 @@ func TestPingAndIdentity(t *testing.T) {
 	c := newMemCluster(t)
 	var observed []byte
 	a := c.newNode(1, func(cfg *Config) {
-		cfg.OnObservedAddr = func(_ a2al.NodeID, w []byte) { observed = w }
+		cfg.OnObservedAddr = func(_ a2al.NodeID, _ net.Addr, w []byte) { observed = w }
 	})
 	b := c.newNode(2, nil)
 	a.Start()

@@ -154,7 +154,7 @@ func (n *Node) postPunch(id a2al.NodeID) {
 	}
 	n.onRPCSuccess(r)
 	if b, ok := r.msg.Body.(protocol.BodyFindNodeResp); ok {
-		n.observed(id, b.ObservedAddr)
+		n.observed(id, addr, b.ObservedAddr)
 		for _, ni := range b.Nodes {
 			if n.PeerHealthOf(ni.NodeID) != PeerHealthBad {
 				n.absorbHearsay(ni)

@@ -302,10 +302,10 @@ func (q *queryRun) onResult(r rpcResult) {
 	switch b := r.msg.Body.(type) {
 	case protocol.BodyFindNodeResp:
 		nodes = b.Nodes
-		n.observed(id, b.ObservedAddr)
+		n.observed(id, c.addr, b.ObservedAddr)
 	case protocol.BodyFindValueResp:
 		nodes = b.Nodes
-		n.observed(id, b.ObservedAddr)
+		n.observed(id, c.addr, b.ObservedAddr)
 		recs := b.Records
 		if len(recs) == 0 && b.Record != nil {
 			recs = []protocol.SignedRecord{*b.Record}

@@ -39,13 +39,13 @@ func (n *Node) PingIdentity(ctx context.Context, peer net.Addr) (*PeerIdentity, 
 		n.book.bind(id, peer, rankAnswered, now)
 		n.tabAddDirect(contactFor(r.msg.SenderAddr, id, peer), peer, true)
 	}
-	n.observed(id, pong.ObservedAddr)
+	n.observed(id, peer, pong.ObservedAddr)
 	return &PeerIdentity{Address: r.msg.SenderAddr, NodeID: id, ObservedWire: append([]byte(nil), pong.ObservedAddr...)}, nil
 }
 
-func (n *Node) observed(id a2al.NodeID, wire []byte) {
+func (n *Node) observed(id a2al.NodeID, from net.Addr, wire []byte) {
 	if n.onObs != nil && len(wire) > 0 {
-		n.onObs(id, append([]byte(nil), wire...))
+		n.onObs(id, from, append([]byte(nil), wire...))
 	}
 }
 
@@ -100,7 +100,7 @@ func (n *Node) FindNode(ctx context.Context, peer net.Addr, target a2al.NodeID) 
 		return nil, fmt.Errorf("dht: unexpected FIND_NODE answer %T", r.msg.Body)
 	}
 	id := n.onRPCSuccess(r)
-	n.observed(id, resp.ObservedAddr)
+	n.observed(id, peer, resp.ObservedAddr)
 	for _, ni := range resp.Nodes {
 		n.absorbHearsay(ni)
 	}
@@ -136,7 +136,7 @@ func (n *Node) findValue(ctx context.Context, peer net.Addr, key a2al.NodeID, re
 	if subscribe {
 		n.own.add(ownSubKey{key: key, peer: id}, n.now())
 	}
-	n.observed(id, resp.ObservedAddr)
+	n.observed(id, peer, resp.ObservedAddr)
 	for _, ni := range resp.Nodes {
 		n.absorbHearsay(ni)
 	}

@@ -108,16 +108,19 @@ type Host struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	mu        sync.Mutex
-	expect    map[a2al.Address]chan *quic.Conn // callee punches waiting for the caller's QUIC
-	calls     map[a2al.NodeID]struct{}         // incoming calls being handled
-	nat       natprobe.Result
-	natKnown  bool
-	pub       publishState
-	pm        mappingState
-	punchLog  []PunchRecord
-	punchWait map[a2al.NodeID][]chan error // user dials waiting for a punch's outcome
-	closeOnce sync.Once
+	mu         sync.Mutex
+	expect     map[a2al.Address]chan *quic.Conn // callee punches waiting for the caller's QUIC
+	calls      map[a2al.NodeID]struct{}         // incoming calls being handled
+	nat        natprobe.Result
+	natKnown   bool
+	pub        publishState
+	pm         mappingState
+	votes      addrVotes    // own lock
+	peerPublic *net.UDPAddr // the address DHT peers agree on (nil: no quorum)
+	peerIP     net.IP       // the IP they agree on, whatever the ports
+	punchLog   []PunchRecord
+	punchWait  map[a2al.NodeID][]chan error // user dials waiting for a punch's outcome
+	closeOnce  sync.Once
 
 	acceptA     chan *Conn
 	unexpectedB atomic.Uint64 // Mode B connections refused for identity
@@ -234,6 +237,7 @@ func New(cfg Config) (*Host, error) {
 		Logger:         cfg.Logger,
 		SeenPeersPath:  seen,
 		PunchTransport: (*punchTransport)(h),
+		OnObservedAddr: h.onObserved,
 	})
 	if err != nil {
 		return abort("dht node", err)

@@ -57,6 +57,9 @@ func (h *Host) Payload() protocol.EndpointPayload {
 	if m := h.ownMapping(); m != nil {
 		add(m.IP, m.Port)
 	}
+	if v := h.votedPublic(); v != nil {
+		add(v.IP, v.Port)
+	}
 	nat, known := h.NATResult()
 	if la, ok := h.demux.LocalAddr().(*net.UDPAddr); ok {
 		if !la.IP.IsUnspecified() {
@@ -281,6 +284,10 @@ func (h *Host) maintain() {
 				if h.pm.mapper != nil {
 					h.pm.mapper.Reset()
 				}
+				h.votes.reset()
+				h.mu.Lock()
+				h.peerPublic, h.peerIP = nil, nil
+				h.mu.Unlock()
 				step(h.ctx, true)
 			}
 		case <-natT.C:

@@ -65,6 +65,11 @@ func (h *Host) Status() Status {
 			st.Public = nr.MappedAddr.String()
 		}
 	}
+	if addr, ip := h.PeerPublic(); st.Public == "" && addr != nil {
+		st.Public = addr.String()
+	} else if st.Public == "" && ip != nil {
+		st.Public = ip.String()
+	}
 	h.mu.Lock()
 	st.Published, st.Seq = h.pub.lastAt, h.pub.seq
 	h.mu.Unlock()
