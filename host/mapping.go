@@ -33,6 +33,7 @@ type mappingState struct {
 	has        bool
 	verified   bool      // a peer's echo reached cur.External
 	lastVerify time.Time // last attempt for cur (zero: none yet)
+	toldFail   bool      // the failed proof of cur was logged at info once
 	public     *net.UDPAddr
 }
 
@@ -96,7 +97,7 @@ func (h *Host) onMapping(m portmap.Mapping, ok bool) {
 	same := ok && h.pm.has && addrEqual(m.External, h.pm.cur.External)
 	h.pm.cur, h.pm.has = m, ok
 	if !same {
-		h.pm.verified, h.pm.lastVerify = false, time.Time{}
+		h.pm.verified, h.pm.lastVerify, h.pm.toldFail = false, time.Time{}, false
 	}
 	h.mu.Unlock()
 	if !same {
@@ -135,7 +136,7 @@ func (h *Host) verifyMapping(ctx context.Context) {
 		return
 	}
 	if !protocol.IsPublicIP(m.External.IP) {
-		h.log.Info("port mapping: the router's external address is not public (another NAT in front?); not publishing it",
+		h.logProofFailed("port mapping: the router's external address is not public (another NAT in front?); not publishing it",
 			"external", m.External)
 		return
 	}
@@ -168,8 +169,8 @@ func (h *Host) verifyMapping(ctx context.Context) {
 	close(got)
 	by, ok := <-got
 	if !ok {
-		h.log.Info("port mapping: no peer could reach the mapped address yet; not publishing it",
-			"protocol", m.Protocol, "external", m.External, "asked", len(peers), "retry_in", mapVerifyEvery)
+		h.logProofFailed("port mapping: no peer could reach the mapped address yet; not publishing it",
+			"protocol", m.Protocol, "external", m.External, "asked", len(peers))
 		return
 	}
 	h.mu.Lock()
@@ -182,6 +183,20 @@ func (h *Host) verifyMapping(ctx context.Context) {
 		h.log.Info("port mapping: a peer reached us through the mapping; publishing it", "protocol", m.Protocol,
 			"external", m.External, "proved_by", by.String())
 	}
+}
+
+// logProofFailed logs at info once per mapping, then at debug (the proof is
+// retried about every minute).
+func (h *Host) logProofFailed(msg string, args ...any) {
+	h.mu.Lock()
+	told := h.pm.toldFail
+	h.pm.toldFail = true
+	h.mu.Unlock()
+	if told {
+		h.log.Debug(msg, args...)
+		return
+	}
+	h.log.Info(msg, args...)
 }
 
 // MappingStatus is the port mapping part of Status.
