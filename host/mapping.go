@@ -24,6 +24,7 @@ const (
 	mapVerifyPeers   = 3                // DHT peers asked to echo to the mapped address
 	mapVerifyTimeout = 5 * time.Second  // per echo
 	mapVerifyEvery   = 30 * time.Second // retry while unproven
+	firstMappingWait = 8 * time.Second  // the first publish waits this long at most for a mapping
 )
 
 // mappingState is guarded by Host.mu.
@@ -128,9 +129,6 @@ func (h *Host) verifyMapping(ctx context.Context) {
 	h.mu.Lock()
 	m, has, done := h.pm.cur, h.pm.has, h.pm.verified
 	due := h.pm.lastVerify.IsZero() || h.cfg.Now().Sub(h.pm.lastVerify) >= mapVerifyEvery
-	if has && !done && due {
-		h.pm.lastVerify = h.cfg.Now()
-	}
 	h.mu.Unlock()
 	if !has || done || !due {
 		return
@@ -150,6 +148,10 @@ func (h *Host) verifyMapping(ctx context.Context) {
 		h.log.Debug("port mapping: no DHT peer to prove the mapping yet", "external", m.External)
 		return
 	}
+	// Only the maintenance loop calls this, so attempts never overlap.
+	h.mu.Lock()
+	h.pm.lastVerify = h.cfg.Now()
+	h.mu.Unlock()
 	claimed := protocol.EncodeUDPAddr(m.External.IP, uint16(m.External.Port))
 	vctx, cancel := context.WithTimeout(ctx, mapVerifyTimeout)
 	defer cancel()

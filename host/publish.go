@@ -261,6 +261,17 @@ func (h *Host) maintain() {
 		}
 		deadline.Stop()
 	}
+	// Let the first record carry a router mapping if one comes quickly: DHT
+	// replicas that later updates cannot reach keep the first record.
+	if h.pm.mapper != nil {
+		t := time.NewTimer(firstMappingWait)
+		select {
+		case <-h.pm.mapper.FirstAttempt():
+		case <-t.C:
+		case <-h.ctx.Done():
+		}
+		t.Stop()
+	}
 	step(h.ctx, true)
 	natT := time.NewTicker(h.cfg.NATInterval)
 	defer natT.Stop()

@@ -195,8 +195,10 @@ type Mapper struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	done   chan struct{}
+	first  chan struct{} // closed when the first attempt ended (or never will)
 	start  sync.Once
 	close  sync.Once
+	once1  sync.Once
 
 	mu  sync.Mutex
 	cur Mapping
@@ -209,7 +211,7 @@ func New(cfg Config) (*Mapper, error) {
 	if err := cfg.fill(); err != nil {
 		return nil, err
 	}
-	m := &Mapper{cfg: cfg, log: cfg.Logger, reset: make(chan struct{}, 1), done: make(chan struct{})}
+	m := &Mapper{cfg: cfg, log: cfg.Logger, reset: make(chan struct{}, 1), done: make(chan struct{}), first: make(chan struct{})}
 	m.ctx, m.cancel = context.WithCancel(context.Background())
 	return m, nil
 }
@@ -219,11 +221,18 @@ func (m *Mapper) Start() {
 	m.start.Do(func() {
 		if m.cfg.Mode == ModeOff {
 			close(m.done)
+			m.firstDone()
 			return
 		}
 		go m.run()
 	})
 }
+
+// FirstAttempt is closed once the first search for a mapping ended, with or
+// without one (so a caller can publish its first record with the mapping).
+func (m *Mapper) FirstAttempt() <-chan struct{} { return m.first }
+
+func (m *Mapper) firstDone() { m.once1.Do(func() { close(m.first) }) }
 
 // Current returns the mapping in force (ok=false when there is none).
 func (m *Mapper) Current() (Mapping, bool) {
@@ -246,7 +255,7 @@ func (m *Mapper) Reset() {
 func (m *Mapper) Close() error {
 	var err error
 	m.close.Do(func() {
-		m.start.Do(func() { close(m.done) }) // never started: nothing runs
+		m.start.Do(func() { close(m.done); m.firstDone() }) // never started: nothing runs
 		m.cancel()
 		<-m.done
 		m.mu.Lock()
@@ -293,6 +302,7 @@ func (m *Mapper) sleep(d time.Duration) (ok, reset bool) {
 
 func (m *Mapper) run() {
 	defer close(m.done)
+	defer m.firstDone()
 	var (
 		cl       client
 		cur      Mapping
@@ -311,6 +321,7 @@ func (m *Mapper) run() {
 		if !has {
 			c, mp, err := m.acquire()
 			if err != nil {
+				m.firstDone()
 				if m.ctx.Err() != nil {
 					return
 				}
@@ -331,6 +342,7 @@ func (m *Mapper) run() {
 			m.log.Info("port mapping: router granted a mapping", "protocol", mp.Protocol, "external", mp.External,
 				"internal", mp.Internal, "lease", mp.Lease)
 			m.set(cl, cur, true)
+			m.firstDone()
 		}
 		now := m.cfg.Now()
 		wait := min(renewAt.Sub(now), m.cfg.CheckInterval)

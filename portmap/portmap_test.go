@@ -97,6 +97,11 @@ func TestPMPMapRenewDelete(t *testing.T) {
 			if !c.ok || c.m.Protocol != p || c.m.External.Port != testPort || !c.m.External.IP.Equal(gw.extIP) {
 				t.Fatalf("first change = %+v", c)
 			}
+			select {
+			case <-e.m.FirstAttempt():
+			case <-time.After(10 * time.Second):
+				t.Fatal("FirstAttempt still open after the first mapping")
+			}
 			if ext, ok := gw.mapped(testPort); !ok || ext != testPort {
 				t.Fatalf("gateway table: %d %v", ext, ok)
 			}
@@ -280,6 +285,11 @@ func TestNoGatewayLogsOneLine(t *testing.T) {
 	var logs syncBuf
 	log := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	e := startMapper(t, Config{Logger: log, Retry: 20 * time.Millisecond, Timeout: 100 * time.Millisecond})
+	select {
+	case <-e.m.FirstAttempt():
+	case <-time.After(10 * time.Second):
+		t.Fatal("FirstAttempt not closed after a failed search")
+	}
 	waitFor(t, "three attempts", func() bool { return strings.Count(logs.String(), "still none") >= 2 })
 	_ = e.m.Close()
 	out := logs.String()
@@ -294,6 +304,7 @@ func TestNoGatewayLogsOneLine(t *testing.T) {
 func TestModeOffSendsNothing(t *testing.T) {
 	gw := newFakePMP(t, true, true)
 	e := startMapper(t, Config{Mode: ModeOff, PMPPort: gw.port()})
+	<-e.m.FirstAttempt() // closed at once: there is nothing to wait for
 	_ = e.m.Close()
 	if gw.count("map")+gw.count("external")+gw.count("announce") != 0 {
 		t.Fatal("mode off talked to the gateway")

@@ -213,3 +213,76 @@ func TestPortMappingFallback(t *testing.T) {
 		t.Fatalf("b reached a behind a symmetric NAT without a mapping or hub: %+v", d)
 	}
 }
+
+// TestPortMappingConflictAndProof: two nodes behind one miniupnpd router both
+// listen on port 4121; the second gets another outside port and both are
+// reached directly. Then a router that grants mappings but drops what
+// arrives on them: the node never publishes such a mapping.
+func TestPortMappingConflictAndProof(t *testing.T) {
+	t.Parallel()
+	for _, proto := range []string{"pcp", "upnp"} {
+		t.Run(proto, func(t *testing.T) {
+			t.Parallel()
+			opts := UPnPOptions{PCP: proto == "pcp", UPnP: proto == "upnp"}
+			w := newMappedWorld(t, opts)
+			a2h := w.ra.AddHost("a2")
+			a2 := w.lab.StartNode(t, a2h, NodeOptions{Bootstrap: []string{fmt.Sprintf("%s:%d", w.p.Host.IP, NodePort)}})
+			_, ext1 := waitMapped(t, w.a, 60*time.Second)
+			p2, ext2 := waitMapped(t, a2, 60*time.Second)
+			if ext1 == ext2 || p2 != proto {
+				t.Fatalf("two LAN hosts share %s / %s (%s)", ext1, ext2, p2)
+			}
+			for _, n := range []*Node{w.a, a2} {
+				_, ext := waitMapped(t, n, time.Second)
+				waitRecord(t, w.b, n, "quic://"+ext, 60*time.Second)
+				if d, err := w.b.Dial(n.Address, 20*time.Second); err != nil || !d.OK || d.Path != "direct" || d.Remote != ext {
+					t.Fatalf("b dials %s: %+v %v (want direct to %s)", n.Host.Name, d, err, ext)
+				}
+			}
+			t.Logf("%s: a mapped %s, a2 mapped %s; b reached both directly", proto, ext1, ext2)
+			for _, l := range strings.Split(logText(t, a2), "\n") {
+				if strings.Contains(l, "port mapping") || strings.Contains(l, "published") {
+					t.Log(l)
+				}
+			}
+		})
+	}
+	t.Run("unproven", func(t *testing.T) {
+		t.Parallel()
+		l := New(t)
+		ph := l.AddWANHost("p")
+		ra := l.AddUPnPRouter(t, "ar", Symmetric, UPnPOptions{PCP: true})
+		// The router grants mappings but its forwarding drops what comes in.
+		if _, err := ra.NS.RunStdin("table ip natlab_deaf {\n chain deaf {\n  type filter hook forward priority -20; policy accept;\n"+
+			"  iifname \"wan0\" ct status dnat drop\n }\n}\n", "nft", "-f", "-"); err != nil {
+			t.Fatal(err)
+		}
+		if err := l.ReachUPnPNet([]*Host{ph}, nil); err != nil {
+			t.Fatal(err)
+		}
+		p := l.StartNode(t, ph, NodeOptions{})
+		a := l.StartNode(t, ra.AddHost("a"), NodeOptions{Bootstrap: []string{fmt.Sprintf("%s:%d", ph.IP, NodePort)}})
+		const line = "port mapping: no peer could reach the mapped address yet"
+		deadline := time.Now().Add(60 * time.Second)
+		for !strings.Contains(logText(t, a), line) {
+			if time.Now().After(deadline) {
+				t.Fatalf("no failed proof in 60 s:\n%s", a.Proc.Tail(30))
+			}
+			time.Sleep(250 * time.Millisecond)
+		}
+		var v mappingView
+		if err := a.JSON("/debug/host", &v); err != nil || len(v.PortMapping) != 1 || v.PortMapping[0].Verified {
+			t.Fatalf("mapping state %+v %v: want one unproven mapping", v, err)
+		}
+		ext := v.PortMapping[0].External
+		r, err := p.Resolve(a.Address)
+		if err != nil || !r.OK {
+			t.Fatalf("resolve a: %+v %v", r, err)
+		}
+		for _, ep := range r.Endpoints {
+			if strings.Contains(ep, ext) {
+				t.Fatalf("unproven mapping %s published: %v", ext, r.Endpoints)
+			}
+		}
+	})
+}
