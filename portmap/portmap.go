@@ -444,7 +444,8 @@ func (m *Mapper) try(ctx context.Context, p Protocol, gw, local net.IP) (client,
 		if err != nil {
 			return nil, Mapping{}, err
 		}
-		cl = &upnpClient{svc: svc, kind: kind, local: local, intPort: m.cfg.InternalPort, desc: m.cfg.Description, now: m.cfg.Now}
+		m.log.Debug("port mapping: UPnP gateway found", "service", kind)
+		cl = &upnpClient{svc: svc, local: local, intPort: m.cfg.InternalPort, desc: m.cfg.Description, now: m.cfg.Now}
 	}
 	mp, err := cl.mapUDP(ctx, m.cfg.InternalPort, m.cfg.Lease)
 	if err != nil {

@@ -43,7 +43,6 @@ const upnpTries = 8
 // upnpClient maps through a UPnP Internet Gateway Device.
 type upnpClient struct {
 	svc       igdService
-	kind      string // service type, for logs
 	local     net.IP
 	intPort   int
 	desc      string

@@ -240,11 +240,6 @@ func TestPortMappingConflictAndProof(t *testing.T) {
 				}
 			}
 			t.Logf("%s: a mapped %s, a2 mapped %s; b reached both directly", proto, ext1, ext2)
-			for _, l := range strings.Split(logText(t, a2), "\n") {
-				if strings.Contains(l, "port mapping") || strings.Contains(l, "published") {
-					t.Log(l)
-				}
-			}
 		})
 	}
 	t.Run("unproven", func(t *testing.T) {
