@@ -410,7 +410,7 @@ func (n *Node) responsibleFor(key a2al.NodeID) bool {
 	n.tabMu.RLock()
 	cs := n.tab.Nearest(key, routing.K, func(c *routing.Contact) bool { return c.Verified() })
 	n.tabMu.RUnlock()
-	return len(cs) < routing.K || routing.Less(n.id, cs[len(cs)-1].Info.NodeID, key)
+	return len(cs) < routing.K || a2al.Closer(n.id, cs[len(cs)-1].Info.NodeID, key)
 }
 
 // reply answers a request on the channel it arrived on: injected requests
@@ -476,7 +476,7 @@ func (n *Node) answerContacts(target, requester a2al.NodeID) []protocol.NodeInfo
 
 func sortInfos(ns []protocol.NodeInfo, target a2al.NodeID) {
 	for i := 1; i < len(ns); i++ {
-		for j := i; j > 0 && routing.Less(ns[j].NodeID, ns[j-1].NodeID, target); j-- {
+		for j := i; j > 0 && a2al.Closer(ns[j].NodeID, ns[j-1].NodeID, target); j-- {
 			ns[j], ns[j-1] = ns[j-1], ns[j]
 		}
 	}

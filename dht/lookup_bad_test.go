@@ -21,7 +21,7 @@ func TestStrictLookupDoesNotWaitOnBadPeers(t *testing.T) {
 	target := a2al.NodeIDFromAddress(newTestKeys(777).addr)
 	byDist := append([]*Node(nil), c.nodes[1:]...)
 	for i := 1; i < len(byDist); i++ {
-		for j := i; j > 0 && routing.Less(byDist[j].NodeID(), byDist[j-1].NodeID(), target); j-- {
+		for j := i; j > 0 && a2al.Closer(byDist[j].NodeID(), byDist[j-1].NodeID(), target); j-- {
 			byDist[j], byDist[j-1] = byDist[j-1], byDist[j]
 		}
 	}

@@ -148,7 +148,7 @@ func TestIterativeFindNodeMem(t *testing.T) {
 
 func sortIDs(ids []a2al.NodeID, target a2al.NodeID) {
 	for i := 1; i < len(ids); i++ {
-		for j := i; j > 0 && routing.Less(ids[j], ids[j-1], target); j-- {
+		for j := i; j > 0 && a2al.Closer(ids[j], ids[j-1], target); j-- {
 			ids[j], ids[j-1] = ids[j-1], ids[j]
 		}
 	}

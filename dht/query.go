@@ -126,14 +126,14 @@ func (q *queryRun) add(ni protocol.NodeInfo, addr net.Addr) {
 	if n.IsPunching(ni.NodeID) || n.isHairpin(addr) {
 		return
 	}
-	if len(q.cands) >= queryMaxCands && !routing.Less(ni.NodeID, q.cands[len(q.cands)-1].ni.NodeID, q.target) {
+	if len(q.cands) >= queryMaxCands && !a2al.Closer(ni.NodeID, q.cands[len(q.cands)-1].ni.NodeID, q.target) {
 		return
 	}
 	c := &qcand{ni: ni, addr: addr, bad: n.PeerHealthOf(ni.NodeID) == PeerHealthBad}
 	q.byID[ni.NodeID] = c
 	i := len(q.cands)
 	q.cands = append(q.cands, c)
-	for i > 0 && routing.Less(c.ni.NodeID, q.cands[i-1].ni.NodeID, q.target) {
+	for i > 0 && a2al.Closer(c.ni.NodeID, q.cands[i-1].ni.NodeID, q.target) {
 		q.cands[i] = q.cands[i-1]
 		i--
 	}

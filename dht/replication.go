@@ -235,7 +235,7 @@ func (n *Node) fill(s *repSet, rec protocol.SignedRecord, cands []protocol.NodeI
 		if m.badSince.IsZero() {
 			active++
 		}
-		if !hasFar || routing.Less(far, id, s.k.key) {
+		if !hasFar || a2al.Closer(far, id, s.k.key) {
 			far, hasFar = id, true
 		}
 	}
@@ -251,7 +251,7 @@ func (n *Node) fill(s *repSet, rec protocol.SignedRecord, cands []protocol.NodeI
 		if _, ok := s.members[c.NodeID]; ok || c.NodeID == n.id {
 			continue
 		}
-		closer := hasFar && routing.Less(c.NodeID, far, s.k.key)
+		closer := hasFar && a2al.Closer(c.NodeID, far, s.k.key)
 		if need <= 0 && !closer {
 			continue
 		}
@@ -376,7 +376,7 @@ func (s *repSet) rebalanceLocked() {
 	for id := range s.members {
 		ids = append(ids, id)
 	}
-	sort.Slice(ids, func(i, j int) bool { return routing.Less(ids[i], ids[j], s.k.key) })
+	sort.Slice(ids, func(i, j int) bool { return a2al.Closer(ids[i], ids[j], s.k.key) })
 	keep := map[a2al.NodeID]bool{}
 	direct := 0
 	for i, id := range ids {

@@ -32,7 +32,7 @@ func TestSizeFromNearestIsUnbiased(t *testing.T) {
 				ids[i] = idN(tr*100000+n, i)
 			}
 			point := idN(-1, tr)
-			sort.Slice(ids, func(i, j int) bool { return Less(ids[i], ids[j], point) })
+			sort.Slice(ids, func(i, j int) bool { return a2al.Closer(ids[i], ids[j], point) })
 			v := SizeFromNearest(point, ids[:K]) / float64(n)
 			sum += v
 			sq += v * v

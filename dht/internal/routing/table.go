@@ -507,14 +507,8 @@ func (t *Table) Nearest(target a2al.NodeID, n int, keep func(*Contact) bool) []C
 // SortByDistance orders contacts by XOR distance to target.
 func SortByDistance(cs []Contact, target a2al.NodeID) {
 	sort.Slice(cs, func(i, j int) bool {
-		return Less(cs[i].Info.NodeID, cs[j].Info.NodeID, target)
+		return a2al.Closer(cs[i].Info.NodeID, cs[j].Info.NodeID, target)
 	})
-}
-
-// Less reports dist(a,target) < dist(b,target).
-func Less(a, b, target a2al.NodeID) bool {
-	da, db := a2al.Distance(a, target), a2al.Distance(b, target)
-	return bytes.Compare(da[:], db[:]) < 0
 }
 
 // Maintenance is the work CollectMaintenance found.
