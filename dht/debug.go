@@ -117,9 +117,7 @@ func (n *Node) DebugHTTPHandler() http.Handler {
 
 // debugHealth exposes drop counters and bounded-structure sizes (ours).
 func (n *Node) debugHealth() map[string]any {
-	n.health.mu.RLock()
-	hl, outage, events := len(n.health.m), n.health.outage, n.health.outageEvents
-	n.health.mu.RUnlock()
+	hl, outage, events := n.health.stats()
 	n.rpc.mu.Lock()
 	pend := len(n.rpc.pending)
 	n.rpc.mu.Unlock()

@@ -323,3 +323,58 @@ func (n *Node) IsPunching(id a2al.NodeID) bool {
 	e := h.m[id]
 	return e != nil && !e.punchingSince.IsZero() && n.now().Sub(e.punchingSince) < punchingTimeout
 }
+
+// states returns the health state of each id, read under one lock.
+func (h *healthTable) states(ids []a2al.NodeID, now time.Time) []PeerHealthState {
+	out := make([]PeerHealthState, len(ids))
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	for i, id := range ids {
+		out[i] = h.stateLocked(id, now)
+	}
+	return out
+}
+
+// beginPunch marks a punch towards id as in flight unless one already is
+// or, for a speculative punch, the peer's back-off ends within
+// punchMinBackoff (the anti-jitter gate). It reports whether to punch.
+func (h *healthTable) beginPunch(id a2al.NodeID, speculative bool, now time.Time) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	e := h.entryLocked(id, now)
+	if !e.punchingSince.IsZero() && now.Sub(e.punchingSince) < punchingTimeout {
+		return false
+	}
+	if speculative && !e.nextRetryAt.IsZero() && e.nextRetryAt.Sub(now) < punchMinBackoff {
+		return false
+	}
+	e.punchingSince = now
+	return true
+}
+
+// endPunch clears id's in-flight punch; noAgent (the peer answered that no
+// agent lives there) marks it Bad until its next success.
+func (h *healthTable) endPunch(id a2al.NodeID, noAgent bool, now time.Time) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	e := h.m[id]
+	if e != nil {
+		e.punchingSince = time.Time{}
+	}
+	if !noAgent {
+		return
+	}
+	if e == nil {
+		e = h.entryLocked(id, now)
+	}
+	e.failCount = max(e.failCount, badHealthThreshold)
+	e.lastFailure = now
+}
+
+// stats returns the number of tracked peers and the outage state, for
+// /debug/health.
+func (h *healthTable) stats() (entries int, outage bool, outageEvents uint64) {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	return len(h.m), h.outage, h.outageEvents
+}

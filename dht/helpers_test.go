@@ -172,3 +172,10 @@ func checkGoroutines(t testing.TB, base int) {
 }
 
 func runtimeGoroutines() int { return runtime.NumGoroutine() }
+
+// replace sets id's health entry to e, dropping its history (tests only).
+func (h *healthTable) replace(id a2al.NodeID, e peerHealth) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.m[id] = &e
+}

@@ -441,29 +441,20 @@ func (n *Node) reply(from net.Addr, injected bool, to a2al.NodeID, tx [protocol.
 // (but validated) hearsay only when fewer than K/2 qualify. The requester is
 // left out.
 func (n *Node) answerContacts(target, requester a2al.NodeID) []protocol.NodeInfo {
-	n.tabMu.RLock()
-	cs := n.tab.Nearest(target, 4*routing.K, func(c *routing.Contact) bool { return c.Info.NodeID != requester })
-	n.tabMu.RUnlock()
-	now := n.now()
-	out := make([]protocol.NodeInfo, 0, routing.K)
-	var spare []protocol.NodeInfo
-	n.health.mu.RLock()
-	for i := range cs {
-		st := n.health.stateLocked(cs[i].Info.NodeID, now)
-		if st == PeerHealthBad {
-			continue
+	notRequester := func(c *routing.Contact) bool { return c.Info.NodeID != requester }
+	g := n.nearestGrouped(target, notRequester, routing.K, func(verified bool, st PeerHealthState) int {
+		switch {
+		case st == PeerHealthBad:
+			return -1
+		case verified || st == PeerHealthGood:
+			return 0
+		default:
+			return 1
 		}
-		if cs[i].Verified() || st == PeerHealthGood {
-			if len(out) < routing.K {
-				out = append(out, cs[i].Info)
-			}
-		} else if len(spare) < routing.K {
-			spare = append(spare, cs[i].Info)
-		}
-	}
-	n.health.mu.RUnlock()
+	})
+	out := append(make([]protocol.NodeInfo, 0, routing.K), g[0]...) // never nil: an empty list is [] on the wire, not null
 	if len(out) < routing.K/2 {
-		for _, s := range spare {
+		for _, s := range g[1] {
 			if len(out) >= routing.K {
 				break
 			}

@@ -33,9 +33,7 @@ func TestStrictLookupDoesNotWaitOnBadPeers(t *testing.T) {
 			t.Fatalf("sink %s: %v", name, err)
 		}
 		dead[n.NodeID()] = true
-		q.health.mu.Lock()
-		q.health.m[n.NodeID()] = &peerHealth{failCount: badHealthThreshold}
-		q.health.mu.Unlock()
+		q.health.replace(n.NodeID(), peerHealth{failCount: badHealthThreshold})
 		if q.PeerHealthOf(n.NodeID()) != PeerHealthBad {
 			t.Fatal("setup: peer not Bad")
 		}

@@ -68,20 +68,9 @@ func (n *Node) triggerPunch(id a2al.NodeID, priority int) bool {
 	if er == nil || n.punch.HasConn(id) {
 		return false
 	}
-	now := n.now()
-	h := &n.health
-	h.mu.Lock()
-	e := h.entryLocked(id, now)
-	if !e.punchingSince.IsZero() && now.Sub(e.punchingSince) < punchingTimeout {
-		h.mu.Unlock()
+	if !n.health.beginPunch(id, priority == PunchPriorityLowest, n.now()) {
 		return false
 	}
-	if priority == PunchPriorityLowest && !e.nextRetryAt.IsZero() && e.nextRetryAt.Sub(now) < punchMinBackoff {
-		h.mu.Unlock()
-		return false
-	}
-	e.punchingSince = now
-	h.mu.Unlock()
 	n.cnt.punches.Add(1)
 	n.punch.Punch(id, er, priority)
 	return true
@@ -97,20 +86,7 @@ func (n *Node) OnPunchComplete(nodeID a2al.NodeID, peerLogicalAddr a2al.Address,
 		return
 	}
 	now := n.now()
-	h := &n.health
-	h.mu.Lock()
-	if e := h.m[nodeID]; e != nil {
-		e.punchingSince = time.Time{}
-		if !success && failReason == PunchFailNoAgent {
-			e.failCount = max(e.failCount, badHealthThreshold)
-			e.lastFailure = now
-		}
-	} else if !success && failReason == PunchFailNoAgent {
-		e := h.entryLocked(nodeID, now)
-		e.failCount = badHealthThreshold
-		e.lastFailure = now
-	}
-	h.mu.Unlock()
+	n.health.endPunch(nodeID, !success && failReason == PunchFailNoAgent, now)
 	if !success || peerNetAddr == nil {
 		return
 	}

@@ -199,28 +199,44 @@ func (n *Node) neighbourhood(key a2al.NodeID) []protocol.NodeInfo {
 
 // tabNearestHealthy: the nearest table entries, Good then Unknown then Bad.
 func (n *Node) tabNearestHealthy(target a2al.NodeID, k int) []protocol.NodeInfo {
-	n.tabMu.RLock()
-	cs := n.tab.Nearest(target, 4*routing.K, nil)
-	n.tabMu.RUnlock()
-	now := n.now()
-	var groups [3][]protocol.NodeInfo
-	n.health.mu.RLock()
-	for _, c := range cs {
-		switch n.health.stateLocked(c.Info.NodeID, now) {
+	g := n.nearestGrouped(target, nil, k, func(_ bool, st PeerHealthState) int {
+		switch st {
 		case PeerHealthGood:
-			groups[0] = append(groups[0], c.Info)
+			return 0
 		case PeerHealthUnknown:
-			groups[1] = append(groups[1], c.Info)
+			return 1
 		default:
-			groups[2] = append(groups[2], c.Info)
+			return 2
 		}
-	}
-	n.health.mu.RUnlock()
-	out := append(append(groups[0], groups[1]...), groups[2]...)
+	})
+	out := append(append(g[0], g[1]...), g[2]...)
 	if len(out) > k {
 		out = out[:k]
 	}
 	return out
+}
+
+// nearestGrouped takes the 4K table entries nearest target that pass keep
+// (nil keeps all) and sorts them, in distance order, into up to three
+// groups of at most k by rank(verified, health); a rank outside 0..2 drops
+// the entry.
+func (n *Node) nearestGrouped(target a2al.NodeID, keep func(*routing.Contact) bool, k int, rank func(verified bool, st PeerHealthState) int) [3][]protocol.NodeInfo {
+	n.tabMu.RLock()
+	cs := n.tab.Nearest(target, 4*routing.K, keep)
+	n.tabMu.RUnlock()
+	ids := make([]a2al.NodeID, len(cs))
+	for i := range cs {
+		ids[i] = cs[i].Info.NodeID
+	}
+	states := n.health.states(ids, n.now())
+	var groups [3][]protocol.NodeInfo
+	for i := range cs {
+		g := rank(cs[i].Verified(), states[i])
+		if g >= 0 && g < len(groups) && len(groups[g]) < k {
+			groups[g] = append(groups[g], cs[i].Info)
+		}
+	}
+	return groups
 }
 
 // fill stores rec on new peers from cands until the set has nRep active
