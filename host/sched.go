@@ -6,15 +6,16 @@ import (
 	"time"
 
 	"github.com/a2alnode/a2al"
+	"github.com/a2alnode/a2al/dht"
 	"github.com/a2alnode/a2al/protocol"
 )
 
-// Punch priorities (the dht.PunchPriority* values).
+// Punch priorities: the dht's, under short names for this package.
 const (
-	PrioLowest = 0
-	PrioLow    = 1
-	PrioHigh   = 2
-	numPrio    = 3
+	PrioLowest = dht.PunchPriorityLowest
+	PrioLow    = dht.PunchPriorityLow
+	PrioHigh   = dht.PunchPriorityHigh
+	numPrio    = PrioHigh + 1
 )
 
 // SchedConfig bounds the punch scheduler (lesson L7).
