@@ -136,7 +136,7 @@ func (h *Host) Publish(ctx context.Context) (protocol.SignedRecord, error) {
 	h.pub.last, h.pub.lastAt = p, now
 	h.mu.Unlock()
 	h.m.publishes.Inc()
-	h.log.Info("endpoint record published", "seq", seq, "endpoints", p.Endpoints, "nat", WireNATName(p.NatType), "hubs", p.Signals)
+	h.log.Info("endpoint record published", "seq", seq, "endpoints", p.Endpoints, "nat", natprobe.TypeFromWire(p.NatType).String(), "hubs", p.Signals)
 	return rec, nil
 }
 

@@ -74,22 +74,9 @@ func (h *Host) natPair(peer a2al.NodeID, er *protocol.EndpointRecord) string {
 	}
 	remote := "unknown"
 	if er != nil {
-		remote = WireNATName(er.NatType)
+		remote = natprobe.TypeFromWire(er.NatType).String()
 	}
 	return local + "->" + remote
-}
-
-// WireNATName names an endpoint record's NAT type ("port-restricted", ...,
-// "unknown"); natprobe's classification-to-wire mapping is the one source, and
-// open hosts publish as full cone.
-func WireNATName(t uint8) string {
-	for _, k := range []natprobe.NATType{natprobe.TypeFullCone, natprobe.TypeAddressRestricted,
-		natprobe.TypePortRestricted, natprobe.TypeSymmetric} {
-		if k.WireNATType() == t {
-			return string(k)
-		}
-	}
-	return string(natprobe.TypeUnknown)
 }
 
 const maxPunchLog = 128

@@ -28,21 +28,42 @@ const (
 // increasing hostility; handy for test matrices.
 var AllTypes = []NATType{TypeOpen, TypeFullCone, TypeAddressRestricted, TypePortRestricted, TypeSymmetric, TypeUDPBlocked}
 
+// wireTypes pairs each NAT value an endpoint record can carry
+// (protocol.NAT*) with the type it names; the one table both directions use.
+var wireTypes = [...]struct {
+	wire uint8
+	typ  NATType
+}{
+	{protocol.NATFullCone, TypeFullCone},
+	{protocol.NATRestricted, TypeAddressRestricted},
+	{protocol.NATPortRestricted, TypePortRestricted},
+	{protocol.NATSymmetric, TypeSymmetric},
+}
+
 // WireNATType maps the type to the endpoint record's NAT field (protocol.NAT*).
 // Open and full-cone both mean "reachable by anyone", hence the same value.
 func (t NATType) WireNATType() uint8 {
-	switch t {
-	case TypeOpen, TypeFullCone:
-		return protocol.NATFullCone
-	case TypeAddressRestricted:
-		return protocol.NATRestricted
-	case TypePortRestricted:
-		return protocol.NATPortRestricted
-	case TypeSymmetric:
-		return protocol.NATSymmetric
-	default:
-		return protocol.NATUnknown
+	if t == TypeOpen {
+		t = TypeFullCone
 	}
+	for _, w := range wireTypes {
+		if w.typ == t {
+			return w.wire
+		}
+	}
+	return protocol.NATUnknown
+}
+
+// TypeFromWire is the type an endpoint record's NAT field names
+// (TypeUnknown for unknown or out-of-range values); open hosts publish as
+// full cone, so they come back as TypeFullCone.
+func TypeFromWire(w uint8) NATType {
+	for _, x := range wireTypes {
+		if x.wire == w {
+			return x.typ
+		}
+	}
+	return TypeUnknown
 }
 
 // String returns the type name.

@@ -60,3 +60,21 @@ func TestRequestSizeCoversReply(t *testing.T) {
 		}
 	}
 }
+
+func TestTypeFromWire(t *testing.T) {
+	for _, typ := range append(AllTypes, TypeUnknown) {
+		want := typ
+		switch typ {
+		case TypeOpen:
+			want = TypeFullCone // open hosts publish as full cone
+		case TypeUDPBlocked:
+			want = TypeUnknown // not representable on the wire
+		}
+		if got := TypeFromWire(typ.WireNATType()); got != want {
+			t.Errorf("TypeFromWire(%s.WireNATType()) = %s, want %s", typ, got, want)
+		}
+	}
+	if got := TypeFromWire(protocol.MaxNATType + 1); got != TypeUnknown {
+		t.Errorf("out of range value names %s", got)
+	}
+}

@@ -17,6 +17,7 @@ import (
 	"github.com/a2alnode/a2al/crypto"
 	"github.com/a2alnode/a2al/dht"
 	"github.com/a2alnode/a2al/host"
+	"github.com/a2alnode/a2al/natprobe"
 	"github.com/a2alnode/a2al/protocol"
 )
 
@@ -154,7 +155,7 @@ func printRecord(w io.Writer, v RecordView) {
 }
 
 // natName is the one NAT vocabulary (natprobe's names) for a record's type.
-func natName(t uint8) string { return host.WireNATName(t) }
+func natName(t uint8) string { return natprobe.TypeFromWire(t).String() }
 
 func writeJSONTo(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
