@@ -23,15 +23,6 @@ var matrixKinds = []natprobe.NATType{
 	natprobe.TypePortRestricted, natprobe.TypeSymmetric,
 }
 
-// punchable is the expected outcome without a relay: symmetric cannot be
-// punched from port-restricted or symmetric.
-func punchable(a, b natprobe.NATType) bool {
-	hard := func(x, y natprobe.NATType) bool {
-		return x == natprobe.TypeSymmetric && (y == natprobe.TypePortRestricted || y == natprobe.TypeSymmetric)
-	}
-	return !hard(a, b) && !hard(b, a)
-}
-
 type matrixRow struct {
 	pair   string
 	ok     bool
@@ -78,7 +69,7 @@ func TestVNetNATMatrix(t *testing.T) {
 				p := a.Punches()[0]
 				row := matrixRow{pair: name, ok: p.OK, reason: p.Reason, took: p.Duration, path: p.Path}
 				defer func() { mu.Lock(); rows = append(rows, row); mu.Unlock() }()
-				want := punchable(ka, kb)
+				want := natprobe.Punchable(ka, kb)
 				if p.OK != want {
 					t.Fatalf("punch ok=%v (%s), want ok=%v", p.OK, p.Reason, want)
 				}

@@ -66,6 +66,21 @@ func TypeFromWire(w uint8) NATType {
 	return TypeUnknown
 }
 
+// Punchable reports whether hosts behind NAT types a and b can punch a
+// direct path without a relay: a symmetric NAT only pairs with one that
+// accepts any port of an address it sent to (open, full cone, address
+// restricted), and a host whose UDP is blocked pairs with nobody.
+func Punchable(a, b NATType) bool {
+	if a == TypeUDPBlocked || b == TypeUDPBlocked {
+		return false
+	}
+	if a == TypeSymmetric || b == TypeSymmetric {
+		easy := func(t NATType) bool { return t == TypeOpen || t == TypeFullCone || t == TypeAddressRestricted }
+		return easy(a) || easy(b)
+	}
+	return true
+}
+
 // String returns the type name.
 func (t NATType) String() string { return string(t) }
 

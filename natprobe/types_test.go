@@ -2,6 +2,7 @@ package natprobe
 
 import (
 	"net"
+	"slices"
 	"strings"
 	"testing"
 
@@ -76,5 +77,25 @@ func TestTypeFromWire(t *testing.T) {
 	}
 	if got := TypeFromWire(protocol.MaxNATType + 1); got != TypeUnknown {
 		t.Errorf("out of range value names %s", got)
+	}
+}
+
+func TestPunchable(t *testing.T) {
+	easy := []NATType{TypeOpen, TypeFullCone, TypeAddressRestricted}
+	for _, a := range AllTypes {
+		for _, b := range AllTypes {
+			want := true
+			switch {
+			case a == TypeUDPBlocked || b == TypeUDPBlocked:
+				want = false
+			case a == TypeSymmetric:
+				want = slices.Contains(easy, b)
+			case b == TypeSymmetric:
+				want = slices.Contains(easy, a)
+			}
+			if got := Punchable(a, b); got != want {
+				t.Errorf("Punchable(%s, %s) = %v, want %v", a, b, got, want)
+			}
+		}
 	}
 }

@@ -199,7 +199,7 @@ func runDemo(ctx context.Context, latency time.Duration, verbose bool, stdout, s
 	// its "direct" evidence (an unsolicited PING answered) shows up.
 	for i := range nodes {
 		for j := i + 1; j < len(nodes); j++ {
-			rows = append(rows, &row{a: nodes[j], b: nodes[i], expect: demoPunchable(nodes[i].kind, nodes[j].kind)})
+			rows = append(rows, &row{a: nodes[j], b: nodes[i], expect: natprobe.Punchable(nodes[i].kind, nodes[j].kind)})
 		}
 	}
 	for _, r := range rows {
@@ -249,13 +249,6 @@ func runDemo(ctx context.Context, latency time.Duration, verbose bool, stdout, s
 	}
 	say("done: every pair behaved as NAT theory predicts. Try: a2al-node run")
 	return nil
-}
-
-func demoPunchable(a, b natprobe.NATType) bool {
-	hard := func(x, y natprobe.NATType) bool {
-		return x == natprobe.TypeSymmetric && (y == natprobe.TypePortRestricted || y == natprobe.TypeSymmetric)
-	}
-	return !hard(a, b) && !hard(b, a)
 }
 
 func short(a a2al.Address) string { return a.String()[:10] + "…" }

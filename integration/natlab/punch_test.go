@@ -7,6 +7,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/a2alnode/a2al/natprobe"
 )
 
 // world is a hub, a public bootstrap node and helpers to add NATed nodes.
@@ -29,18 +31,10 @@ func (w *world) node(t *testing.T, name string, typ NATType) *Node {
 	return w.lab.StartNode(t, h, NodeOptions{Hub: w.hub, Bootstrap: []string{fmt.Sprintf("%s.5:%d", WANNet, NodePort)}})
 }
 
-// punchable is the expected outcome without a relay (host.md §15.2):
-// symmetric only pairs with full cone, address-restricted or public; UDP
-// blocked pairs with nobody.
+// punchable is the expected outcome without a relay, judged on the types
+// the routers classify as.
 func punchable(a, b NATType) bool {
-	if a == UDPBlocked || b == UDPBlocked {
-		return false
-	}
-	easy := func(t NATType) bool { return t == Public || t == FullCone || t == AddressRestricted }
-	if a == Symmetric || b == Symmetric {
-		return easy(a) || easy(b)
-	}
-	return true
+	return natprobe.Punchable(natprobe.NATType(a.ClassifiesAs()), natprobe.NATType(b.ClassifiesAs()))
 }
 
 // pairResult is one row of a punch table.
