@@ -73,6 +73,25 @@ func (n *Node) LocalStoreGet(key a2al.NodeID, recType uint8) []protocol.SignedRe
 	return n.store.GetAll(key, recType, n.now())
 }
 
+// LocalEndpointRecord returns the first endpoint record of id in the local
+// store that verifies, parses and satisfies usable (nil accepts any), or
+// nil. It never asks the network.
+func (n *Node) LocalEndpointRecord(id a2al.NodeID, usable func(*protocol.EndpointRecord) bool) *protocol.EndpointRecord {
+	for _, r := range n.store.GetAll(id, protocol.RecTypeEndpoint, n.now()) {
+		if !n.acceptRecord(id, r) {
+			continue
+		}
+		er, err := protocol.ParseEndpointRecord(r)
+		if err != nil {
+			continue
+		}
+		if usable == nil || usable(er) {
+			return er
+		}
+	}
+	return nil
+}
+
 // LocalStoreGetByAddress returns valid local records published by addr.
 func (n *Node) LocalStoreGetByAddress(addr a2al.Address, recType uint8) []protocol.SignedRecord {
 	return n.store.GetAllByAddress(addr, recType, n.now())

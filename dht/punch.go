@@ -39,23 +39,8 @@ const (
 	postPunchTimeout = 10 * time.Second
 )
 
-// lookupEndpointRecord returns a locally known endpoint record of id that
-// names a signalling hub (Signal or Signals).
-func (n *Node) lookupEndpointRecord(id a2al.NodeID) *protocol.EndpointRecord {
-	for _, r := range n.store.GetAll(id, protocol.RecTypeEndpoint, n.now()) {
-		if !n.acceptRecord(id, r) {
-			continue
-		}
-		er, err := protocol.ParseEndpointRecord(r)
-		if err != nil {
-			continue
-		}
-		if er.Signal != "" || len(er.Signals) > 0 {
-			return er
-		}
-	}
-	return nil
-}
+// namesHub: a record a punch can use names a signalling hub.
+func namesHub(er *protocol.EndpointRecord) bool { return len(er.SignalURLs()) > 0 }
 
 // triggerPunch asks the punch layer to punch id. Speculative (Lowest)
 // punches are subject to the anti-jitter gate; replica paths (High/Low)
@@ -64,7 +49,7 @@ func (n *Node) triggerPunch(id a2al.NodeID, priority int) bool {
 	if n.punch == nil || id == n.id || n.ctx.Err() != nil {
 		return false
 	}
-	er := n.lookupEndpointRecord(id)
+	er := n.LocalEndpointRecord(id, namesHub)
 	if er == nil || n.punch.HasConn(id) {
 		return false
 	}

@@ -2,6 +2,9 @@ package protocol
 
 import (
 	"fmt"
+	"net"
+	"strconv"
+	"strings"
 
 	"github.com/a2alnode/a2al"
 )
@@ -124,4 +127,31 @@ func NewEndpointRecord(addr a2al.Address, p EndpointPayload, seq, timestamp uint
 		return SignedRecord{}, err
 	}
 	return rec, nil
+}
+
+// ParseEndpointURL splits an endpoint URL from a record into host and port:
+// "quic://host:port", or the legacy "udp://host:port", with IPv6 literals in
+// brackets (returned without them) (docs/wire.md §9.1). The host may be a
+// name; resolving it is the dialer's business. Other schemes, a missing host
+// and a port outside 1..65535 give an error wrapping ErrEndpointURL, so a
+// dialer can skip the endpoint.
+func ParseEndpointURL(ep string) (host string, port uint16, err error) {
+	rest, ok := strings.CutPrefix(ep, "quic://")
+	if !ok {
+		if rest, ok = strings.CutPrefix(ep, "udp://"); !ok {
+			return "", 0, fmt.Errorf("%w: %q: scheme is not quic or udp", ErrEndpointURL, ep)
+		}
+	}
+	host, p, err := net.SplitHostPort(rest)
+	if err != nil {
+		return "", 0, fmt.Errorf("%w: %q: %w", ErrEndpointURL, ep, err)
+	}
+	if host == "" {
+		return "", 0, fmt.Errorf("%w: %q: no host", ErrEndpointURL, ep)
+	}
+	n, err := strconv.ParseUint(p, 10, 16)
+	if err != nil || n == 0 {
+		return "", 0, fmt.Errorf("%w: %q: port %q is not in 1..65535", ErrEndpointURL, ep, p)
+	}
+	return host, uint16(n), nil
 }

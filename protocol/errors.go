@@ -45,6 +45,10 @@ var (
 	// ErrAddr: an observed/claimed address that is not 6 or 18 bytes.
 	ErrAddr = errors.New("a2al/protocol: invalid socket address encoding")
 
+	// ErrEndpointURL: an endpoint URL dialers do not accept (scheme other
+	// than quic or udp, no host, or no usable port).
+	ErrEndpointURL = errors.New("a2al/protocol: unusable endpoint URL")
+
 	// Delegation (§10).
 	ErrDelegation        = errors.New("a2al/protocol: invalid delegation proof")
 	ErrDelegationExpired = errors.New("a2al/protocol: delegation expired")

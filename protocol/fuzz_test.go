@@ -3,6 +3,7 @@ package protocol
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"testing"
 
 	"github.com/a2alnode/a2al"
@@ -175,6 +176,24 @@ func FuzzMailboxPayload(f *testing.F) {
 		m, err := DecryptMailbox(SignedRecord{Address: keyAlice.addr, RecType: RecTypeMailbox, Payload: payload}, keyBob.addr, priv)
 		if err != nil || m.MsgType != msgType || !bytes.Equal(m.Body, body) {
 			t.Fatalf("round trip failed: %v", err)
+		}
+	})
+}
+
+func FuzzParseEndpointURL(f *testing.F) {
+	for _, s := range []string{"quic://203.0.113.5:4121", "udp://[2001:db8::1]:7", "quic://a:0", "ws://x"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, ep string) {
+		host, port, err := ParseEndpointURL(ep)
+		if err != nil {
+			if !errors.Is(err, ErrEndpointURL) {
+				t.Fatalf("%q: error %v does not wrap ErrEndpointURL", ep, err)
+			}
+			return
+		}
+		if host == "" || port == 0 {
+			t.Fatalf("%q: accepted with host %q port %d", ep, host, port)
 		}
 	})
 }

@@ -636,34 +636,38 @@ func (a *api) peerNetAddr(peer a2al.Address) (net.Addr, string, error) {
 		a.h.Node().BindPeerAddr(id, remote)
 		return remote, "modeB", nil
 	}
-	for _, sr := range a.h.Node().LocalStoreGetByAddress(peer, protocol.RecTypeEndpoint) {
-		er, err := protocol.ParseEndpointRecord(sr)
-		if err != nil {
-			continue
-		}
+	var to *net.UDPAddr
+	a.h.Node().LocalEndpointRecord(id, func(er *protocol.EndpointRecord) bool {
 		for _, ep := range er.Endpoints {
 			if ua, err := endpointUDPAddr(ep); err == nil {
-				return ua, "udp", nil
+				to = ua
+				return true
 			}
 		}
+		return false
+	})
+	if to != nil {
+		return to, "udp", nil
 	}
 	return nil, "", errors.New("no Mode B connection and no known endpoint record for this peer; dial or punch it first")
 }
 
-// endpointUDPAddr parses "quic://ip:port" (or bare "ip:port"); names are
-// not resolved (records carry addresses).
+// endpointUDPAddr parses an endpoint URL ("quic://ip:port"; a bare
+// "ip:port" is taken as quic); names are not resolved (records carry
+// addresses).
 func endpointUDPAddr(ep string) (*net.UDPAddr, error) {
-	if i := strings.Index(ep, "://"); i >= 0 {
-		ep = ep[i+3:]
+	if !strings.Contains(ep, "://") {
+		ep = "quic://" + ep
 	}
-	ap, err := netip.ParseAddrPort(ep)
+	host, port, err := protocol.ParseEndpointURL(ep)
 	if err != nil {
-		return nil, fmt.Errorf("endpoint %q: %w", ep, err)
+		return nil, err
 	}
-	if ap.Port() == 0 {
-		return nil, fmt.Errorf("endpoint %q: port 0", ep)
+	ip, err := netip.ParseAddr(host)
+	if err != nil {
+		return nil, fmt.Errorf("endpoint %q: host is not an IP address: %w", ep, err)
 	}
-	return net.UDPAddrFromAddrPort(ap), nil
+	return net.UDPAddrFromAddrPort(netip.AddrPortFrom(ip, port)), nil
 }
 
 func (a *api) findNode(w http.ResponseWriter, r *http.Request) {
