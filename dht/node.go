@@ -53,7 +53,7 @@ var (
 	ErrNoMatchingRecords = errors.New("dht: no matching records")
 
 	errNilNode          = errors.New("dht: nil node")
-	errConfig           = errors.New("dht: transport and keystore required")
+	errConfig           = errors.New("dht: invalid config")
 	errIdentity         = errors.New("dht: keystore must hold exactly one identity")
 	errSeedsUnreachable = errors.New("dht: all bootstrap seeds unreachable")
 	errNotMailbox       = errors.New("dht: not a mailbox record")
@@ -62,82 +62,6 @@ var (
 	errClosed           = errors.New("dht: node closed")
 	errTooManyRPCs      = errors.New("dht: too many outstanding RPCs")
 )
-
-// Config holds runtime dependencies for a DHT node.
-type Config struct {
-	Transport transport.Transport
-	Keystore  crypto.KeyStore
-	// OnObservedAddr receives the observed_addr of PONG / FIND_*_RESP answers
-	// with the address the answer came from (the reporter's, as we reach it).
-	OnObservedAddr func(reporter a2al.NodeID, from net.Addr, wire []byte)
-	// RecordAuth is the authority policy for stored and fetched records; nil
-	// means none (tests). Production code should pass SecureRecordAuth.
-	RecordAuth RecordAuthFunc
-	// MaxStoreKeys limits distinct keys in the local store (0: DefaultMaxTotalKeys).
-	MaxStoreKeys int
-	// Logger for diagnostics; nil uses slog.Default().
-	Logger *slog.Logger
-	// SeenPeersPath persists the seen-peers window (mode 0600); empty disables.
-	SeenPeersPath string
-	// PunchTransport is the optional hole-punch layer; nil = UDP only.
-	PunchTransport PunchTransport
-	// Clock drives timers, expiry and back-off; nil uses the wall clock.
-	// (Addition to the reference API for deterministic tests.)
-	Clock Clock
-
-	// Security limits (docs/dht-security.md). Zero means the default.
-
-	// ReplayWindow is how long a verified request's (sender, tx_id) is
-	// remembered so that a replay of it is dropped. Default 10 min.
-	ReplayWindow time.Duration
-	// ReplayCacheSize bounds the replay cache: entries per generation (two
-	// are kept). Default 65536 (about 2 MB at most).
-	ReplayCacheSize int
-	// MaxAddrChallenges bounds the PINGs in flight that check a peer's new
-	// address before its dial address moves there. Default 64.
-	MaxAddrChallenges int
-	// AddrChallengeRate is the global budget, per second, of those PINGs
-	// (burst twice as many). Default 20.
-	AddrChallengeRate float64
-	// UnprovenAnswerRate is the per-source-IP budget, per second, of
-	// answers larger than their request (FIND_NODE, FIND_VALUE) sent to a
-	// source not yet proven to be the sender's address (burst twice as
-	// many). Proven sources get the amplify budget of 100/s. Default 10.
-	UnprovenAnswerRate float64
-}
-
-// Security defaults (see the Config fields).
-const (
-	DefaultReplayWindow       = 10 * time.Minute
-	DefaultReplayCacheSize    = 1 << 16
-	DefaultMaxAddrChallenges  = 64
-	DefaultAddrChallengeRate  = 20
-	DefaultUnprovenAnswerRate = 10
-)
-
-// fillSecurity replaces zero security limits by their defaults and rejects
-// negative ones.
-func (c *Config) fillSecurity() error {
-	if c.ReplayWindow < 0 || c.ReplayCacheSize < 0 || c.MaxAddrChallenges < 0 || c.AddrChallengeRate < 0 || c.UnprovenAnswerRate < 0 {
-		return fmt.Errorf("%w: negative security limit in dht.Config", errConfig)
-	}
-	if c.ReplayWindow == 0 {
-		c.ReplayWindow = DefaultReplayWindow
-	}
-	if c.ReplayCacheSize == 0 {
-		c.ReplayCacheSize = DefaultReplayCacheSize
-	}
-	if c.MaxAddrChallenges == 0 {
-		c.MaxAddrChallenges = DefaultMaxAddrChallenges
-	}
-	if c.AddrChallengeRate == 0 {
-		c.AddrChallengeRate = DefaultAddrChallengeRate
-	}
-	if c.UnprovenAnswerRate == 0 {
-		c.UnprovenAnswerRate = DefaultUnprovenAnswerRate
-	}
-	return nil
-}
 
 // BootstrapSeed is a known dial address plus wire NodeInfo (legacy seed form).
 type BootstrapSeed struct {
@@ -223,10 +147,7 @@ type Node struct {
 // NewNode validates cfg, derives the identity and builds the node's state.
 // It starts no goroutines (see Start).
 func NewNode(cfg Config) (*Node, error) {
-	if cfg.Transport == nil || cfg.Keystore == nil {
-		return nil, errConfig
-	}
-	if err := cfg.fillSecurity(); err != nil {
+	if err := cfg.fill(); err != nil {
 		return nil, err
 	}
 	ids := cfg.Keystore.List()
@@ -241,14 +162,7 @@ func NewNode(cfg Config) (*Node, error) {
 	if len(pub) != 32 || a2al.AddressFromEd25519(pub) != addr {
 		return nil, fmt.Errorf("%w: identity must be an Ed25519 (0xA0) key", errIdentity)
 	}
-	log := cfg.Logger
-	if log == nil {
-		log = slog.Default()
-	}
-	clk := cfg.Clock
-	if clk == nil {
-		clk = clock.Real{}
-	}
+	log, clk := cfg.Logger, cfg.Clock
 	if cfg.RecordAuth == nil {
 		log.Warn("dht: node created without a RecordAuth policy; any key may publish for any address (use SecureRecordAuth)")
 	}
@@ -284,6 +198,8 @@ func NewNode(cfg Config) (*Node, error) {
 	n.repl.init()
 	n.subs.init()
 	n.own.init()
+	n.store.SetMaxBytes(cfg.MaxStoreBytes)
+	n.passive.Store(cfg.PassiveRouting)
 	n.seen.init(cfg.SeenPeersPath, n.id)
 	n.seen.load(clk.Now(), log)
 	return n, nil
@@ -398,8 +314,7 @@ func (n *Node) now() time.Time { return n.clk.Now() }
 
 func (n *Node) sign(msg []byte) ([]byte, error) { return n.ks.Sign(n.addr, msg) }
 
-// SetPassiveRouting suppresses the node's own proactive lookups (bucket
-// refill, renewal lookups); caller-initiated queries still run.
+// SetPassiveRouting changes Config.PassiveRouting on a running node.
 func (n *Node) SetPassiveRouting(passive bool) { n.passive.Store(passive) }
 
 // SetSelfExtIP records our public IP (hairpin detection).
@@ -441,7 +356,8 @@ func (n *Node) isHairpin(a net.Addr) bool {
 	return true
 }
 
-// SetMaxStoreKeys updates the store's key limit (values <= 0 are ignored).
+// SetMaxStoreKeys changes Config.MaxStoreKeys on a running node (values
+// <= 0 are ignored).
 func (n *Node) SetMaxStoreKeys(max int) {
 	if max <= 0 {
 		return
