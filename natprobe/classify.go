@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"net/netip"
 	"slices"
@@ -14,53 +13,9 @@ import (
 	"time"
 )
 
-// Defaults for ClassifyConfig.
-const (
-	DefaultTimeout     = 2 * time.Second
-	DefaultEchoTimeout = 5 * time.Second
-)
-
 // Resolver resolves STUN server host names; *net.Resolver satisfies it.
 type Resolver interface {
 	LookupNetIP(ctx context.Context, network, host string) ([]netip.Addr, error)
-}
-
-// ClassifyConfig configures Classify.
-type ClassifyConfig struct {
-	// Conn is the socket to classify, normally the node's shared socket.
-	// Classify writes requests to it and never closes it.
-	Conn net.PacketConn
-	// Servers are STUN "host:port" addresses. The first that answers is the
-	// primary; one RFC 5780 server (with OTHER-ADDRESS on a second IP) is
-	// enough, a second server at another IP substitutes for it in the
-	// mapping test.
-	Servers []string
-	// Timeout bounds each transaction (3 sends with back-off inside it);
-	// 0 means DefaultTimeout. Filtering tests that get no answer cost one
-	// Timeout each (they run concurrently).
-	Timeout time.Duration
-	// EchoProbe, optional, asks a peer at another IP to send an unsolicited
-	// packet to claimed (our mapped address) and reports whether it arrived.
-	// Used when the server cannot change IP.
-	EchoProbe func(ctx context.Context, claimed *net.UDPAddr) (bool, error)
-	// EchoTimeout bounds EchoProbe; 0 means DefaultEchoTimeout.
-	EchoTimeout time.Duration
-	// InstallHook, when set, is called with the classifier's packet handler
-	// and must route incoming STUN packets to it until the returned remove
-	// function is called (wire it to transport.Demux.AddSTUNHook). The
-	// handler returns true only for answers to its own transactions, so
-	// several classifications may share one socket. When
-	// nil, Classify reads Conn itself for the duration of the run and
-	// discards packets that are not its answers, so only do that on a
-	// socket that carries nothing else meanwhile.
-	InstallHook func(handler func(pkt []byte, from net.Addr) bool) (remove func(), err error)
-	// LocalIPs are this host's addresses, used to recognise "open" when Conn
-	// is bound to the unspecified address; nil means net.InterfaceAddrs().
-	LocalIPs []net.IP
-	// Resolver resolves server names; nil means net.DefaultResolver.
-	Resolver Resolver
-	// Logger receives debug logs; nil discards them.
-	Logger *slog.Logger
 }
 
 // outcome of a filtering test.
@@ -81,20 +36,8 @@ func (o outcome) String() string {
 // for bad configuration, cancellation and local send failures.
 func Classify(ctx context.Context, cfg ClassifyConfig) (Result, error) {
 	start := time.Now()
-	if cfg.Conn == nil {
-		return Result{Type: TypeUnknown}, errors.New("natprobe: ClassifyConfig.Conn is nil")
-	}
-	if len(cfg.Servers) == 0 {
-		return Result{Type: TypeUnknown}, errors.New("natprobe: no STUN servers configured")
-	}
-	if cfg.Timeout <= 0 {
-		cfg.Timeout = DefaultTimeout
-	}
-	if cfg.EchoTimeout <= 0 {
-		cfg.EchoTimeout = DefaultEchoTimeout
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.DiscardHandler)
+	if err := cfg.fill(); err != nil {
+		return Result{Type: TypeUnknown}, err
 	}
 	c := &classifier{cfg: cfg, p: newProber(cfg.Conn, cfg.Timeout)}
 	servers, err := c.resolve(ctx)
@@ -162,11 +105,7 @@ func (c *classifier) resolve(ctx context.Context) ([]netip.AddrPort, error) {
 			errs = append(errs, fmt.Errorf("server %q: bad port: %w", s, err))
 			continue
 		}
-		r := c.cfg.Resolver
-		if r == nil {
-			r = net.DefaultResolver
-		}
-		ips, err := r.LookupNetIP(ctx, "ip", host)
+		ips, err := c.cfg.Resolver.LookupNetIP(ctx, "ip", host)
 		if err != nil || len(ips) == 0 {
 			errs = append(errs, fmt.Errorf("resolve STUN server %q: %w", s, err))
 			continue

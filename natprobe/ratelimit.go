@@ -6,13 +6,8 @@ import (
 	"time"
 )
 
-// Defaults of the per-source limit (ServerConfig.RatePerSource, BurstPerSource).
-const (
-	DefaultRatePerSource  = 50
-	DefaultBurstPerSource = 100
-	// maxSources bounds the limiter's table (about 64 bytes an entry).
-	maxSources = 16384
-)
+// maxSources bounds the limiter's table (about 64 bytes an entry).
+const maxSources = 16384
 
 // sourceLimiter is a token bucket per source address (IPv4 address, IPv6
 // /64). A STUN request's source can be forged, so the limit is what bounds

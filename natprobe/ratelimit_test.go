@@ -50,13 +50,28 @@ func TestServerRateLimitsPerSource(t *testing.T) {
 	}
 }
 
-// A negative rate disables the limit.
+// DisableRateLimit switches the limit off.
 func TestServerRateLimitDisabled(t *testing.T) {
-	srv := startLoopbackServer(t, natprobe.ServerConfig{RatePerSource: -1}, false)
+	srv := startLoopbackServer(t, natprobe.ServerConfig{DisableRateLimit: true}, false)
 	c := udpClient(t)
 	for i := 0; i < 2*natprobe.DefaultBurstPerSource; i++ {
 		if reply, _ := exchange(t, c, srv.Addr(), build(t, 100).Raw, 2*time.Second); reply == nil {
 			t.Fatalf("request %d not answered", i)
 		}
+	}
+}
+
+// Negative limits are refused before any socket opens; switching the limit
+// off takes DisableRateLimit.
+func TestServerConfigRejectsNegative(t *testing.T) {
+	for _, cfg := range []natprobe.ServerConfig{{RatePerSource: -1}, {BurstPerSource: -1}, {ReplySlack: -1}} {
+		cfg.Addr = "127.0.0.1:0"
+		if s, err := natprobe.NewServer(cfg); err == nil {
+			s.Close()
+			t.Errorf("%+v: accepted", cfg)
+		}
+	}
+	if d := natprobe.DefaultServerConfig(); d.RatePerSource != natprobe.DefaultRatePerSource || d.BurstPerSource != natprobe.DefaultBurstPerSource {
+		t.Errorf("DefaultServerConfig %+v", d)
 	}
 }

@@ -29,47 +29,6 @@ type ServerConns struct {
 	Primary, AltPort, AltIP, AltIPAltPort net.PacketConn
 }
 
-// ServerConfig configures NewServer. Either Conns or Addr must be set.
-type ServerConfig struct {
-	// Addr is the primary "ip:port" to listen on, e.g. "203.0.113.7:3478".
-	// Use a concrete IP: it is advertised in RESPONSE-ORIGIN/OTHER-ADDRESS
-	// (override with AdvertiseIP when behind a 1:1 NAT).
-	Addr string
-	// AltPort is the alternate port; 0 means Addr's port + 1 (or an
-	// ephemeral port when Addr's port is 0).
-	AltPort int
-	// AltIP is the optional second IP; when set the server listens on both
-	// ports of it too and supports CHANGE-REQUEST change-IP.
-	AltIP string
-	// Net opens the sockets; nil means the real network.
-	Net PacketListener
-	// Conns, when Primary is set, are used instead of listening. The server
-	// does not close them; it unblocks its readers with a past read
-	// deadline on Close, so they must honour SetReadDeadline.
-	Conns ServerConns
-	// AdvertiseIP / AdvertiseAltIP override the addresses put in
-	// RESPONSE-ORIGIN and OTHER-ADDRESS.
-	AdvertiseIP, AdvertiseAltIP net.IP
-	// ReplySlack lets replies exceed the request size by this many bytes.
-	// 0 (the default) means strictly no amplification. Plain ICE/STUN
-	// clients send 20-byte requests and need a slack of at least 12 for
-	// the minimal IPv4 reply.
-	ReplySlack int
-	// RatePerSource is the sustained number of requests per second the
-	// server answers from one source (IPv4 address or IPv6 /64); the rest
-	// are dropped and counted. Sources can be forged, so this bounds what
-	// the server sends to any one address. Zero means DefaultRatePerSource
-	// (50/s): a NAT classification takes about ten requests, an ICE
-	// gathering one or two, so many nodes behind one address fit.
-	// Negative disables the limit.
-	RatePerSource float64
-	// BurstPerSource is the bucket size of RatePerSource; zero means
-	// DefaultBurstPerSource (100).
-	BurstPerSource int
-	// Logger receives debug logs; nil discards them.
-	Logger *slog.Logger
-}
-
 // ServerStats are cumulative counters.
 type ServerStats struct {
 	Requests          uint64 // well-formed Binding requests
@@ -109,19 +68,12 @@ type Server struct {
 
 // NewServer opens (or adopts) the socket grid and starts one reader per socket.
 func NewServer(cfg ServerConfig) (*Server, error) {
-	s := &Server{slack: max(cfg.ReplySlack, 0), log: cfg.Logger}
-	if s.log == nil {
-		s.log = discardLogger()
+	if err := cfg.fill(); err != nil {
+		return nil, err
 	}
-	if cfg.RatePerSource >= 0 {
-		rate, burst := cfg.RatePerSource, cfg.BurstPerSource
-		if rate == 0 {
-			rate = DefaultRatePerSource
-		}
-		if burst <= 0 {
-			burst = DefaultBurstPerSource
-		}
-		s.limit = newSourceLimiter(rate, burst, time.Now)
+	s := &Server{slack: cfg.ReplySlack, log: cfg.Logger}
+	if !cfg.DisableRateLimit {
+		s.limit = newSourceLimiter(cfg.RatePerSource, cfg.BurstPerSource, time.Now)
 	}
 	if cfg.Conns.Primary != nil {
 		if cfg.Conns.AltPort == nil || (cfg.Conns.AltIP == nil) != (cfg.Conns.AltIPAltPort == nil) {

@@ -144,7 +144,7 @@ func parseFlags(args []string, out io.Writer) (*options, error) {
 	fs.StringVar(&o.stunAdvertise, "stun-advertise-ip", "", "IP advertised in RESPONSE-ORIGIN/OTHER-ADDRESS (default: the -stun-addr IP, or the outbound interface IP)")
 	fs.StringVar(&o.stunAdvAltIP, "stun-advertise-alt-ip", "", "advertised form of -stun-alt-ip (behind a 1:1 NAT)")
 	fs.IntVar(&o.stunSlack, "stun-reply-slack", 12, "bytes a STUN reply may exceed its request (12 serves plain 20-byte ICE requests; 0 = no amplification)")
-	fs.Float64Var(&o.stunRate, "stun-rate", natprobe.DefaultRatePerSource, "STUN requests answered per second per source IP")
+	fs.Float64Var(&o.stunRate, "stun-rate", natprobe.DefaultRatePerSource, "STUN requests answered per second per source IP (negative: no limit)")
 	fs.IntVar(&o.stunBurst, "stun-burst", natprobe.DefaultBurstPerSource, "STUN request burst per source IP")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&o.logFormat, "log-format", "text", "text or json")
@@ -357,7 +357,7 @@ func startSTUN(o *options, log *slog.Logger) (*natprobe.Server, error) {
 		return nil, fmt.Errorf("-stun-addr %q: %w", o.stunAddr, err)
 	}
 	cfg := natprobe.ServerConfig{Addr: o.stunAddr, AltPort: o.stunAltPort, AltIP: o.stunAltIP, ReplySlack: o.stunSlack,
-		RatePerSource: o.stunRate, BurstPerSource: o.stunBurst, Logger: log}
+		RatePerSource: o.stunRate, BurstPerSource: o.stunBurst, DisableRateLimit: o.stunRate < 0, Logger: log}
 	if o.stunAdvertise != "" {
 		if cfg.AdvertiseIP = net.ParseIP(o.stunAdvertise); cfg.AdvertiseIP == nil {
 			return nil, fmt.Errorf("-stun-advertise-ip %q is not an IP", o.stunAdvertise)
