@@ -17,23 +17,69 @@ import (
 	"github.com/gorilla/websocket"
 )
 
-// ClientConfig configures a Client. Zero durations take defaults.
+// ClientConfig configures a Client. HubURL and Key are required; any other
+// field left zero (or negative) takes the DefaultClientConfig value its
+// comment states: none of the limits can sensibly be switched off.
 type ClientConfig struct {
 	HubURL string             // ws:// or wss:// base URL, e.g. ws://127.0.0.1:4122 (SignalPath is appended)
 	Key    ed25519.PrivateKey // node identity; Address = a2al.AddressFromEd25519(pub)
-	Logger *slog.Logger
-	OnCall func(s *Session) // incoming call (callee side), run in its own goroutine; nil = reject calls
+	Logger *slog.Logger       // nil: discard
+	OnCall func(s *Session)   // incoming call (callee side), run in its own goroutine; nil = reject calls
 
-	TLSConfig      *tls.Config                                                       // for wss://
-	NetDialContext func(ctx context.Context, network, addr string) (net.Conn, error) // e.g. to pick a source address
+	TLSConfig      *tls.Config                                                       // for wss:// (nil: Go's defaults)
+	NetDialContext func(ctx context.Context, network, addr string) (net.Conn, error) // e.g. to pick a source address (nil: net.Dialer)
 	DialTimeout    time.Duration                                                     // dial + authentication (default 10 s)
 	WriteTimeout   time.Duration                                                     // per frame (default 10 s)
 	BackoffMin     time.Duration                                                     // first reconnect delay (default 500 ms)
-	BackoffMax     time.Duration                                                     // cap (default 10 s: a hub that returns is used again quickly)
+	BackoffMax     time.Duration                                                     // cap, at least BackoffMin (default 10 s: a hub that returns is used again quickly)
 	Jitter         func() float64                                                    // [0,1) source for back-off jitter (default math/rand/v2)
-	OnState        func(registered bool)                                             // called from the client's goroutine on every change
+	OnState        func(registered bool)                                             // called from the client's goroutine on every change (nil: not reported)
 	MaxSessions    int                                                               // concurrent sessions and pending calls (default 64)
 	RecvQueue      int                                                               // buffered signals per session (default 64)
+}
+
+// DefaultClientConfig returns the client's defaults; set HubURL and Key.
+func DefaultClientConfig() ClientConfig {
+	return ClientConfig{
+		DialTimeout:  10 * time.Second,
+		WriteTimeout: 10 * time.Second,
+		BackoffMin:   500 * time.Millisecond,
+		BackoffMax:   10 * time.Second,
+		Jitter:       rand.Float64,
+		MaxSessions:  64,
+		RecvQueue:    64,
+	}
+}
+
+// fill checks the key and replaces unset fields by their defaults.
+func (c *ClientConfig) fill() error {
+	if len(c.Key) != ed25519.PrivateKeySize {
+		return errors.New("signal: client needs an Ed25519 private key")
+	}
+	d := DefaultClientConfig()
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	setD := func(p *time.Duration, v time.Duration) {
+		if *p <= 0 {
+			*p = v
+		}
+	}
+	setD(&c.DialTimeout, d.DialTimeout)
+	setD(&c.WriteTimeout, d.WriteTimeout)
+	setD(&c.BackoffMin, d.BackoffMin)
+	setD(&c.BackoffMax, d.BackoffMax)
+	c.BackoffMax = max(c.BackoffMax, c.BackoffMin)
+	if c.Jitter == nil {
+		c.Jitter = d.Jitter
+	}
+	if c.MaxSessions <= 0 {
+		c.MaxSessions = d.MaxSessions
+	}
+	if c.RecvQueue <= 0 {
+		c.RecvQueue = d.RecvQueue
+	}
+	return nil
 }
 
 // Client keeps one authenticated connection to a hub, reconnecting with
@@ -72,36 +118,12 @@ type clientConn struct {
 
 // NewClient validates cfg and starts connecting in the background.
 func NewClient(cfg ClientConfig) (*Client, error) {
-	if len(cfg.Key) != ed25519.PrivateKeySize {
-		return nil, errors.New("signal: client needs an Ed25519 private key")
+	if err := cfg.fill(); err != nil {
+		return nil, err
 	}
 	u, err := SignalURL(cfg.HubURL)
 	if err != nil {
 		return nil, fmt.Errorf("signal: client: %w", err)
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.DiscardHandler)
-	}
-	def := func(p *time.Duration, v time.Duration) {
-		if *p <= 0 {
-			*p = v
-		}
-	}
-	def(&cfg.DialTimeout, 10*time.Second)
-	def(&cfg.WriteTimeout, 10*time.Second)
-	def(&cfg.BackoffMin, 500*time.Millisecond)
-	def(&cfg.BackoffMax, 10*time.Second)
-	if cfg.BackoffMax < cfg.BackoffMin {
-		cfg.BackoffMax = cfg.BackoffMin
-	}
-	if cfg.Jitter == nil {
-		cfg.Jitter = rand.Float64
-	}
-	if cfg.MaxSessions <= 0 {
-		cfg.MaxSessions = 64
-	}
-	if cfg.RecvQueue <= 0 {
-		cfg.RecvQueue = 64
 	}
 	pub := cfg.Key.Public().(ed25519.PublicKey)
 	c := &Client{cfg: cfg, log: cfg.Logger.With("hub", u), pub: pub, url: u, upCh: make(chan struct{})}
