@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/a2alnode/a2al"
-	"github.com/a2alnode/a2al/dht/internal/clock"
+	"github.com/a2alnode/a2al/clock"
 	"github.com/a2alnode/a2al/dht/internal/routing"
 	"github.com/a2alnode/a2al/protocol"
 	"github.com/a2alnode/a2al/transport"

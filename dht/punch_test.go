@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/a2alnode/a2al"
-	"github.com/a2alnode/a2al/dht/internal/clock"
+	"github.com/a2alnode/a2al/clock"
 	"github.com/a2alnode/a2al/protocol"
 	"github.com/a2alnode/a2al/transport"
 )

@@ -6,7 +6,7 @@ import (
 	"time"
 
 	"github.com/a2alnode/a2al"
-	"github.com/a2alnode/a2al/dht/internal/clock"
+	"github.com/a2alnode/a2al/clock"
 )
 
 // stepClock advances the fake clock one maintenance tick at a time and

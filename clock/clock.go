@@ -1,5 +1,7 @@
-// Package clock abstracts time for the DHT so timers (replication, expiry,
-// back-off, health probes) can be driven by a fake clock in tests (DESIGN D10).
+// Package clock is the one injectable time source of the node's packages
+// (dht, natprobe, signal): timers and "now" go through a Clock so that
+// tests of time-dependent behaviour (replication, expiry, back-off, rate
+// limits, timeouts) run fast and deterministically on a Fake.
 package clock
 
 import (
@@ -8,7 +10,7 @@ import (
 	"time"
 )
 
-// Clock is the time source used by the node.
+// Clock is a time source.
 type Clock interface {
 	Now() time.Time
 	// AfterFunc runs f on its own goroutine once d has elapsed.
@@ -17,7 +19,7 @@ type Clock interface {
 	NewTimer(d time.Duration) Timer
 }
 
-// Timer is the subset of *time.Timer the node needs.
+// Timer is the subset of *time.Timer the packages need.
 type Timer interface {
 	C() <-chan time.Time
 	Stop() bool
