@@ -35,11 +35,11 @@ func (o outcome) String() string {
 // server answers at all yields TypeUDPBlocked with a nil error; errors are
 // for bad configuration, cancellation and local send failures.
 func Classify(ctx context.Context, cfg ClassifyConfig) (Result, error) {
-	start := time.Now()
 	if err := cfg.fill(); err != nil {
 		return Result{Type: TypeUnknown}, err
 	}
-	c := &classifier{cfg: cfg, p: newProber(cfg.Conn, cfg.Timeout)}
+	start := cfg.Clock.Now()
+	c := &classifier{cfg: cfg, p: newProber(cfg.Conn, cfg.Timeout, cfg.Clock)}
 	servers, err := c.resolve(ctx)
 	if err != nil {
 		return Result{Type: TypeUnknown}, err
@@ -65,7 +65,7 @@ func Classify(ctx context.Context, cfg ClassifyConfig) (Result, error) {
 		}()
 	}
 	res, err := c.run(ctx, servers)
-	res.Duration = time.Since(start)
+	res.Duration = cfg.Clock.Now().Sub(start)
 	res.Trace = c.trace
 	cfg.Logger.Debug("natprobe classified", "result", res.String(), "err", err)
 	return res, err

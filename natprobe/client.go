@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/a2alnode/a2al/clock"
 	"github.com/pion/stun"
 )
 
@@ -36,6 +37,7 @@ type reply struct {
 type prober struct {
 	conn    net.PacketConn
 	timeout time.Duration
+	clk     clock.Clock
 
 	mu      sync.Mutex
 	pending map[[stun.TransactionIDSize]byte]chan reply
@@ -47,8 +49,8 @@ type prober struct {
 	malformed atomic.Uint64 // responses to our transactions that failed to parse
 }
 
-func newProber(conn net.PacketConn, timeout time.Duration) *prober {
-	return &prober{conn: conn, timeout: timeout, pending: make(map[[stun.TransactionIDSize]byte]chan reply)}
+func newProber(conn net.PacketConn, timeout time.Duration, clk clock.Clock) *prober {
+	return &prober{conn: conn, timeout: timeout, clk: clk, pending: make(map[[stun.TransactionIDSize]byte]chan reply)}
 }
 
 // handle consumes pkt if it answers one of our pending transactions. It is
@@ -141,7 +143,7 @@ func (p *prober) do(ctx context.Context, dst netip.AddrPort, change uint32) (rep
 		p.mu.Unlock()
 	}()
 
-	overall := time.NewTimer(p.timeout)
+	overall := p.clk.NewTimer(p.timeout)
 	defer overall.Stop()
 	rto := p.timeout / 7
 	to := udpAddr(dst)
@@ -155,7 +157,7 @@ func (p *prober) do(ctx context.Context, dst netip.AddrPort, change uint32) (rep
 				sent++
 			}
 		}
-		t := time.NewTimer(time.Duration(1<<attempt) * rto)
+		t := p.clk.NewTimer(time.Duration(1<<attempt) * rto)
 		select {
 		case r := <-ch:
 			t.Stop()
@@ -166,13 +168,13 @@ func (p *prober) do(ctx context.Context, dst netip.AddrPort, change uint32) (rep
 		case <-ctx.Done():
 			t.Stop()
 			return reply{}, fmt.Errorf("binding %s: %w", dst, ctx.Err())
-		case <-overall.C:
+		case <-overall.C():
 			t.Stop()
 			if sent == 0 && lastWriteErr != nil {
 				return reply{}, fmt.Errorf("send binding request to %s: %w", dst, lastWriteErr)
 			}
 			return reply{}, fmt.Errorf("binding %s after %v: %w", dst, p.timeout, errTimeout)
-		case <-t.C:
+		case <-t.C():
 		}
 	}
 }

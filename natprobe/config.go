@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"net"
 	"time"
+
+	"github.com/a2alnode/a2al/clock"
 )
 
 // Defaults for ClassifyConfig and ServerConfig (DefaultClassifyConfig,
@@ -56,6 +58,9 @@ type ClassifyConfig struct {
 	Resolver Resolver
 	// Logger receives debug logs. Nil: discarded.
 	Logger *slog.Logger
+	// Clock times transactions and retransmissions (DESIGN D10). Nil: the
+	// wall clock.
+	Clock clock.Clock
 }
 
 // DefaultClassifyConfig returns the defaults; set Conn and Servers.
@@ -84,6 +89,9 @@ func (c *ClassifyConfig) fill() error {
 	}
 	if c.Logger == nil {
 		c.Logger = discardLogger()
+	}
+	if c.Clock == nil {
+		c.Clock = clock.Real{}
 	}
 	return nil
 }
@@ -130,6 +138,9 @@ type ServerConfig struct {
 	DisableRateLimit bool
 	// Logger receives debug logs. Nil: discarded.
 	Logger *slog.Logger
+	// Clock refills the per-source buckets (DESIGN D10). Nil: the wall
+	// clock.
+	Clock clock.Clock
 }
 
 // DefaultServerConfig returns the defaults; set Addr or Conns.
@@ -151,6 +162,9 @@ func (c *ServerConfig) fill() error {
 	}
 	if c.Logger == nil {
 		c.Logger = discardLogger()
+	}
+	if c.Clock == nil {
+		c.Clock = clock.Real{}
 	}
 	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"testing"
 
+	"github.com/a2alnode/a2al/clock"
 	"github.com/pion/stun"
 )
 
@@ -86,7 +87,7 @@ func FuzzClientResponse(f *testing.F) {
 	errResp, _ := stun.Build(stun.NewType(stun.MethodBinding, stun.ClassErrorResponse), stun.TransactionID, stun.CodeBadRequest)
 	f.Add(errResp.Raw)
 	f.Add([]byte{})
-	p := newProber(stubConn{}, 0)
+	p := newProber(stubConn{}, 0, clock.Real{})
 	f.Fuzz(func(t *testing.T, pkt []byte) {
 		_, r, err := parseResponse(pkt)
 		if err == nil && !r.Mapped.IsValid() {

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/a2alnode/a2al/clock"
 	"github.com/a2alnode/a2al/natprobe"
 )
 
@@ -73,5 +74,32 @@ func TestServerConfigRejectsNegative(t *testing.T) {
 	}
 	if d := natprobe.DefaultServerConfig(); d.RatePerSource != natprobe.DefaultRatePerSource || d.BurstPerSource != natprobe.DefaultBurstPerSource {
 		t.Errorf("DefaultServerConfig %+v", d)
+	}
+}
+
+// The buckets refill on the configured clock: with a fake one, a source over
+// its burst is answered again exactly when the clock has moved on.
+func TestServerRateLimitClock(t *testing.T) {
+	clk := clock.NewFake(time.Unix(1_700_000_000, 0))
+	srv := startLoopbackServer(t, natprobe.ServerConfig{RatePerSource: 1, BurstPerSource: 2, Clock: clk}, false)
+	c := udpClient(t)
+	for i := 0; i < 2; i++ {
+		if reply, _ := exchange(t, c, srv.Addr(), build(t, 100).Raw, 2*time.Second); reply == nil {
+			t.Fatalf("request %d within the burst not answered", i)
+		}
+	}
+	if _, err := c.WriteToUDP(build(t, 100).Raw, srv.Addr()); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for srv.Stats().RateLimited == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("request over the burst not limited: %+v", srv.Stats())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	clk.Advance(time.Second)
+	if reply, _ := exchange(t, c, srv.Addr(), build(t, 100).Raw, 2*time.Second); reply == nil {
+		t.Fatal("request after one second of the fake clock not answered")
 	}
 }

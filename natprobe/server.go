@@ -73,7 +73,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	}
 	s := &Server{slack: cfg.ReplySlack, log: cfg.Logger}
 	if !cfg.DisableRateLimit {
-		s.limit = newSourceLimiter(cfg.RatePerSource, cfg.BurstPerSource, time.Now)
+		s.limit = newSourceLimiter(cfg.RatePerSource, cfg.BurstPerSource, cfg.Clock.Now)
 	}
 	if cfg.Conns.Primary != nil {
 		if cfg.Conns.AltPort == nil || (cfg.Conns.AltIP == nil) != (cfg.Conns.AltIPAltPort == nil) {
