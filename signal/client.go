@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/a2alnode/a2al"
+	"github.com/a2alnode/a2al/clock"
 	"github.com/gorilla/websocket"
 )
 
@@ -36,6 +37,7 @@ type ClientConfig struct {
 	OnState        func(registered bool)                                             // called from the client's goroutine on every change (nil: not reported)
 	MaxSessions    int                                                               // concurrent sessions and pending calls (default 64)
 	RecvQueue      int                                                               // buffered signals per session (default 64)
+	Clock          clock.Clock                                                       // times the reconnect back-off (DESIGN D10); socket deadlines stay on the wall clock (nil: wall clock)
 }
 
 // DefaultClientConfig returns the client's defaults; set HubURL and Key.
@@ -78,6 +80,9 @@ func (c *ClientConfig) fill() error {
 	}
 	if c.RecvQueue <= 0 {
 		c.RecvQueue = d.RecvQueue
+	}
+	if c.Clock == nil {
+		c.Clock = clock.Real{}
 	}
 	return nil
 }
@@ -197,11 +202,11 @@ func (c *Client) run() {
 	for {
 		cc, err := c.connect()
 		if err == nil {
-			up := time.Now()
+			up := c.cfg.Clock.Now()
 			c.setUp(cc)
 			err = c.readLoop(cc)
 			c.setDown(cc, err)
-			if time.Since(up) >= c.cfg.BackoffMax && !cc.replaced {
+			if c.cfg.Clock.Now().Sub(up) >= c.cfg.BackoffMax && !cc.replaced {
 				attempt = 0 // a long healthy connection resets the back-off
 			}
 			if cc.replaced { // another instance with our key took over: do not fight it quickly
@@ -219,12 +224,12 @@ func (c *Client) run() {
 		d := Backoff(attempt, c.cfg.BackoffMin, c.cfg.BackoffMax, c.cfg.Jitter())
 		attempt++
 		c.log.Debug("signal: hub connection lost, retrying", "err", err, "in", d)
-		t := time.NewTimer(d)
+		t := c.cfg.Clock.NewTimer(d)
 		select {
 		case <-c.ctx.Done():
 			t.Stop()
 			return
-		case <-t.C:
+		case <-t.C():
 		}
 	}
 }

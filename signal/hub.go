@@ -328,14 +328,15 @@ func (h *Hub) endSession(s *hubSession, reason string) {
 // and sessions need no timers of their own.
 func (h *Hub) sweep() {
 	defer close(h.sweepDone)
-	t := time.NewTicker(h.cfg.SweepInterval)
+	t := h.cfg.Clock.NewTimer(h.cfg.SweepInterval)
 	defer t.Stop()
 	for {
 		select {
 		case <-h.stop:
 			return
-		case now := <-t.C:
+		case now := <-t.C():
 			h.sweepOnce(now)
+			t.Reset(h.cfg.SweepInterval)
 		}
 	}
 }

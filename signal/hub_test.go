@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/a2alnode/a2al/clock"
 	"github.com/gorilla/websocket"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
@@ -241,6 +242,30 @@ func TestAuthTimeout(t *testing.T) {
 	cfg.AuthTimeout = 100 * time.Millisecond
 	th := startHub(t, cfg)
 	rc := dialRaw(t, th)
+	if code, _ := rc.expectClosed(); code != CodeAuthFailed {
+		t.Fatalf("want %s, got %q", CodeAuthFailed, code)
+	}
+}
+
+// The hub's timeouts run on its Clock: an unauthenticated connection stays
+// while the fake clock stands still and is closed once it has moved past
+// AuthTimeout (10 s, longer than this test waits in wall time).
+func TestAuthTimeoutOnClock(t *testing.T) {
+	cfg := fastConfig()
+	clk := clock.NewFake(time.Unix(1_700_000_000, 0))
+	cfg.Clock = clk
+	th := startHub(t, cfg)
+	rc := dialRaw(t, th)
+	waitFor(t, "connection counted", func() bool { return th.Stats().Connections == 1 })
+	clk.Advance(cfg.AuthTimeout / 2)
+	time.Sleep(50 * time.Millisecond) // a sweep would have run by now
+	if n := th.Stats().Connections; n != 1 {
+		t.Fatalf("connection closed before AuthTimeout on the hub clock (%d open)", n)
+	}
+	waitFor(t, "connection closed by the sweeper", func() bool {
+		clk.Advance(cfg.AuthTimeout)
+		return th.Stats().Connections == 0
+	})
 	if code, _ := rc.expectClosed(); code != CodeAuthFailed {
 		t.Fatalf("want %s, got %q", CodeAuthFailed, code)
 	}

@@ -85,7 +85,7 @@ func (c *hubConn) handleCall(f Frame) {
 		refuse(refuseSessions, CodeTooManySessions, "session limit reached")
 		return
 	}
-	now := time.Now()
+	now := h.cfg.Clock.Now()
 	// Peek at the callee's bucket first and spend from it last, so that
 	// calls refused for their address do not use up the callee's budget.
 	if !callee.calls.ready(now) {

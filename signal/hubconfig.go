@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/a2alnode/a2al/clock"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -91,6 +92,10 @@ type HubConfig struct {
 
 	Logger     *slog.Logger          // nil: discard
 	Registerer prometheus.Registerer // nil: the hub's own registry (Hub.Registry)
+	// Clock drives the sweeper, the rate limits and the session and idle
+	// timeouts (DESIGN D10); socket deadlines stay on the wall clock. Nil:
+	// the wall clock.
+	Clock clock.Clock
 }
 
 // DefaultHubConfig returns limits sized for a public hub with a few
@@ -183,6 +188,9 @@ func (c *HubConfig) fill() error {
 	setI(&c.WriteBufferSize, d.WriteBufferSize)
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Clock == nil {
+		c.Clock = clock.Real{}
 	}
 	if r := c.ownReserve(); c.SendQueue <= r {
 		return fmt.Errorf("signal: hub config: SendQueue %d must exceed MsgBurst + 2*MaxSessionsPerNode + 8 = %d, "+

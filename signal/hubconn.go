@@ -65,7 +65,7 @@ type hubConn struct {
 }
 
 func newHubConn(h *Hub, ws *websocket.Conn, ip netip.Addr, r *http.Request) *hubConn {
-	now := time.Now()
+	now := h.cfg.Clock.Now()
 	c := &hubConn{
 		h: h, ws: ws, ip: ip, created: now,
 		wake:     make(chan struct{}, 1),
@@ -81,7 +81,7 @@ func newHubConn(h *Hub, ws *websocket.Conn, ip netip.Addr, r *http.Request) *hub
 	rand.Read(c.nonce[:])
 	c.lastRead.Store(now.UnixNano())
 	ws.SetReadLimit(h.cfg.MaxMessageSize)
-	ws.SetPongHandler(func(string) error { c.lastRead.Store(time.Now().UnixNano()); return nil })
+	ws.SetPongHandler(func(string) error { c.lastRead.Store(h.cfg.Clock.Now().UnixNano()); return nil })
 	return c
 }
 
@@ -208,7 +208,7 @@ func (c *hubConn) readLoop() {
 			c.shutdown()
 			return
 		}
-		now := time.Now()
+		now := c.h.cfg.Clock.Now()
 		c.lastRead.Store(now.UnixNano())
 		if c.failed.Load() {
 			continue // draining until the writer closes the socket
