@@ -305,7 +305,7 @@ func attackWrongPeerResponse(t *testing.T) {
 		}
 		before := v.cnt.dropWrongPeer.Load()
 		forged := evil.raw(t, call.tx, protocol.BodyPong{Address: evil.k.addr, ObservedAddr: ObservedAddr(nil)})
-		v.handlePacket(forged, transport.Addr{Name: "evil"}, false)
+		v.handlePacket(forged, inPath{from: transport.Addr{Name: "evil"}, via: viaUDP})
 		select {
 		case <-ch:
 			t.Fatalf("hasID=%v: response from the wrong peer accepted", hasID)
@@ -320,7 +320,7 @@ func attackWrongPeerResponse(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		v.handlePacket(genuine, p.LocalAddr(), false)
+		v.handlePacket(genuine, inPath{from: p.LocalAddr(), via: viaUDP})
 		select {
 		case r := <-ch:
 			if r.msg.SenderAddr != p.Address() {

@@ -135,6 +135,7 @@ func (n *Node) debugHealth() map[string]any {
 		"drop_wrong_peer":     n.cnt.dropWrongPeer.Load(),
 		"drop_evict_queue":    n.cnt.dropEvictQueue.Load(),
 		"drop_task_queue":     n.cnt.dropTaskQueue.Load(),
+		"drop_punched_queue":  n.cnt.dropPunchedQueue.Load(),
 		"punches":             n.cnt.punches.Load(),
 		"drop_replay":         n.cnt.dropReplay.Load(),
 		"drop_unproven":       n.cnt.dropUnproven.Load(),

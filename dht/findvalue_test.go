@@ -117,7 +117,7 @@ func TestFindValueAnswerIsFair(t *testing.T) {
 	publishers := map[a2al.Address]int{}
 	const asks = 200
 	for i := 0; i < asks; i++ {
-		n.handleRequest(findValueMsg(t, req, key), from, false)
+		n.handleRequest(findValueMsg(t, req, key), inPath{from: from, via: viaUDP, id: a2al.NodeIDFromAddress(req.addr)})
 	}
 	for _, raw := range tr.take() {
 		m, err := protocol.DecodeMessage(raw)
@@ -164,7 +164,7 @@ func BenchmarkFindValueAnswer(b *testing.B) {
 			b.ReportAllocs()
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
-				n.handleRequest(msg, from, false)
+				n.handleRequest(msg, inPath{from: from, via: viaUDP, id: a2al.NodeIDFromAddress(req.addr)})
 			}
 		})
 	}

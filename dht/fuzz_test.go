@@ -66,7 +66,7 @@ func FuzzInboundPacket(f *testing.F) {
 		if inject {
 			n.InjectReceived(data, from)
 		} else {
-			n.handlePacket(data, &netUDP, false)
+			n.handlePacket(data, inPath{from: &netUDP, via: viaUDP})
 		}
 	})
 }

@@ -27,18 +27,50 @@ type evictJob struct {
 	lru, cand routing.Contact
 }
 
-type inPacket struct {
-	data []byte
+// via is the channel a datagram arrived on. It decides how far the source
+// address is trusted and where an answer goes.
+type via uint8
+
+const (
+	// viaUDP: the node's own socket. The source address may be forged
+	// until the peer answers our tx_id there (docs/dht-security.md).
+	viaUDP via = iota
+	// viaPunched: a punched Mode B connection of the PunchTransport,
+	// authenticated end to end; answers go back on it.
+	viaPunched
+)
+
+// inPath is where an inbound message came from: source address, channel
+// and, once the message is verified, the sender's NodeID.
+type inPath struct {
 	from net.Addr
+	via  via
+	id   a2al.NodeID // zero until verified
 }
 
-// verifyWorkers decode and verify datagrams in parallel: signature checks
-// dominate the receive path, and a lookup's answers arrive together.
-const verifyWorkers = 2
+// punched reports whether the message came over an authenticated punched
+// connection.
+func (p inPath) punched() bool { return p.via == viaPunched }
+
+type inPacket struct {
+	data []byte
+	path inPath
+}
+
+// The verify stage: verifyWorkers decode and verify datagrams in parallel
+// (signature checks dominate the receive path, and a lookup's answers
+// arrive together). Its queue has one bounded lane per channel: UDP
+// sources can be forged, so a UDP flood must not crowd out authenticated
+// punched peers; workers serve the punched lane first.
+const (
+	verifyWorkers   = 2
+	punchedQueueCap = 64 // punched datagrams waiting; beyond, dropped and counted
+)
 
 // recvLoop is the only caller of Transport.Receive (no concurrency demanded
-// of transports); it hands datagrams to the verify workers and blocks when
-// they are busy, so backlog stays in the socket buffer as before.
+// of transports); it hands datagrams to the verify workers and blocks while
+// the UDP lane is full, leaving the backlog to the transport (the demux
+// drops and counts beyond its own queue).
 func (n *Node) recvLoop() {
 	for {
 		data, from, err := n.tr.Receive()
@@ -55,7 +87,7 @@ func (n *Node) recvLoop() {
 			continue
 		}
 		select {
-		case n.inQ <- inPacket{data: data, from: from}:
+		case n.udpQ <- inPacket{data: data, path: inPath{from: from, via: viaUDP}}:
 		case <-n.ctx.Done():
 			return
 		}
@@ -64,26 +96,42 @@ func (n *Node) recvLoop() {
 
 func (n *Node) verifyWorker() {
 	for {
+		select { // punched lane first
+		case p := <-n.punchedQ:
+			n.handlePacket(p.data, p.path)
+			continue
+		default:
+		}
 		select {
 		case <-n.ctx.Done():
 			return
-		case p := <-n.inQ:
-			n.handlePacket(p.data, p.from, false)
+		case p := <-n.punchedQ:
+			n.handlePacket(p.data, p.path)
+		case p := <-n.udpQ:
+			n.handlePacket(p.data, p.path)
 		}
 	}
 }
 
-// InjectReceived processes a DHT datagram that arrived on another channel
-// (e.g. a punched QUIC stream). Replies go back on that channel when the
-// punch layer can deliver them, else to from. Safe for concurrent use.
+// InjectReceived queues a DHT datagram that arrived over a punched
+// connection of the PunchTransport for the same verification as UDP ones
+// (it keeps a copy of data). Replies go back on that connection when the
+// punch layer can deliver them, else to from. When the punched lane is
+// full the datagram is dropped and counted (drop_punched_queue). Safe for
+// concurrent use.
 func (n *Node) InjectReceived(data []byte, from net.Addr) {
 	if n == nil || from == nil || n.ctx.Err() != nil {
 		return
 	}
-	n.handlePacket(data, from, true)
+	select {
+	case n.punchedQ <- inPacket{data: append([]byte(nil), data...), path: inPath{from: from, via: viaPunched}}:
+	default:
+		n.cnt.dropPunchedQueue.Add(1)
+	}
 }
 
-func (n *Node) handlePacket(data []byte, from net.Addr, injected bool) {
+func (n *Node) handlePacket(data []byte, p inPath) {
+	from := p.from
 	if len(data) == 0 || len(data) > maxInboundPacket || from == nil {
 		n.cnt.dropDecode.Add(1)
 		return
@@ -107,16 +155,17 @@ func (n *Node) handlePacket(data []byte, from net.Addr, injected bool) {
 		return
 	}
 	n.cnt.rx.Add(1)
+	p.id = a2al.NodeIDFromAddress(msg.SenderAddr)
 	switch msg.Header.MsgType {
 	case protocol.MsgPong, protocol.MsgFindNodeResp, protocol.MsgFindValueResp, protocol.MsgStoreResp, protocol.MsgDHTPushAck:
-		n.deliver(msg, from, injected, len(data))
+		n.deliver(msg, p, len(data))
 		return
 	}
-	if n.replay.seen(a2al.NodeIDFromAddress(msg.SenderAddr), msg.Header.TxID, n.now()) {
+	if n.replay.seen(p.id, msg.Header.TxID, n.now()) {
 		n.cnt.dropReplay.Add(1)
 		return
 	}
-	n.handleRequest(msg, from, injected)
+	n.handleRequest(msg, p)
 }
 
 func (n *Node) logDecode(err error, from net.Addr) {
@@ -232,11 +281,11 @@ func (n *Node) checkEviction(j *evictJob) {
 // remember records the sender of a verified request. Only a request from
 // the address we already dial (or from a peer we never heard from
 // first-hand) counts as a sign of life and refreshes the routing entry.
-func (n *Node) remember(msg *protocol.Message, from net.Addr, injected bool) a2al.NodeID {
-	id := a2al.NodeIDFromAddress(msg.SenderAddr)
+func (n *Node) remember(msg *protocol.Message, p inPath) {
+	id, from := p.id, p.from
 	ni := contactFor(msg.SenderAddr, id, from)
 	now := n.now()
-	if injected {
+	if p.punched() {
 		n.noteInbound(id)
 		// Punched channel: evidence of life, but its address never
 		// overrides a better dial address and never clears the punched
@@ -253,7 +302,7 @@ func (n *Node) remember(msg *protocol.Message, from net.Addr, injected bool) a2a
 			n.tab.AddPunched(routing.Contact{Info: ni, Subnet: subnetOf(ni, dial), VerifiedAt: now}, now)
 		}
 		n.tabMu.Unlock()
-		return id
+		return
 	}
 	switch known, rank := n.knownAddr(id); {
 	case rank <= rankHearsay, sameAddr(known, from):
@@ -266,14 +315,13 @@ func (n *Node) remember(msg *protocol.Message, from net.Addr, injected bool) a2a
 		// be a replay. Challenge the new address (docs/dht-security.md).
 		n.challengeAddr(id, from)
 	}
-	return id
 }
 
 // handleRequest answers a verified request. The answer goes out first; the
 // bookkeeping for the sender (address book, routing table, seen-peers) runs
 // after the reply is sent, so it never adds to the requester's latency.
-func (n *Node) handleRequest(msg *protocol.Message, from net.Addr, injected bool) {
-	id := a2al.NodeIDFromAddress(msg.SenderAddr)
+func (n *Node) handleRequest(msg *protocol.Message, p inPath) {
+	id, from := p.id, p.from
 	if id == n.id {
 		n.cnt.dropSelf.Add(1)
 		return
@@ -282,9 +330,9 @@ func (n *Node) handleRequest(msg *protocol.Message, from net.Addr, injected bool
 	now := n.now()
 	switch b := msg.Body.(type) {
 	case protocol.BodyPing:
-		n.reply(from, injected, id, msg.Header.TxID, protocol.BodyPong{Address: n.addr, ObservedAddr: ObservedAddr(from)})
+		n.reply(p, msg.Header.TxID, protocol.BodyPong{Address: n.addr, ObservedAddr: ObservedAddr(from)})
 	case protocol.BodyFindNode:
-		if !n.allowAnswer(id, src, from, injected, now) {
+		if !n.allowAnswer(p, src, now) {
 			return
 		}
 		resp := protocol.BodyFindNodeResp{Nodes: n.answerContacts(b.Target, id), ObservedAddr: ObservedAddr(from)}
@@ -292,9 +340,9 @@ func (n *Node) handleRequest(msg *protocol.Message, from net.Addr, injected bool
 			n.log.Debug("dht: trim FIND_NODE_RESP", "err", err)
 			return
 		}
-		n.reply(from, injected, id, msg.Header.TxID, resp)
+		n.reply(p, msg.Header.TxID, resp)
 	case protocol.BodyFindValue:
-		if !n.allowAnswer(id, src, from, injected, now) {
+		if !n.allowAnswer(p, src, now) {
 			return
 		}
 		resp := n.findValueAnswer(b, id, from, now)
@@ -302,8 +350,8 @@ func (n *Node) handleRequest(msg *protocol.Message, from net.Addr, injected bool
 			n.log.Debug("dht: trim FIND_VALUE_RESP", "err", err)
 			return
 		}
-		n.reply(from, injected, id, msg.Header.TxID, resp)
-		n.onSubscribe(b, id, from, injected, len(resp.Records))
+		n.reply(p, msg.Header.TxID, resp)
+		n.onSubscribe(b, p, len(resp.Records))
 	case protocol.BodyStore:
 		if !n.limiter.allow(src, classStore, now) {
 			n.cnt.dropRate.Add(1)
@@ -314,27 +362,27 @@ func (n *Node) handleRequest(msg *protocol.Message, from net.Addr, injected bool
 			key = *b.Key
 		}
 		resp := n.storeResponse(key, b.Record, from, now)
-		n.reply(from, injected, id, msg.Header.TxID, resp)
+		n.reply(p, msg.Header.TxID, resp)
 		if resp.Stored && !resp.AlreadyHad {
 			n.onNewRecord(b.EffectiveKey(), b.Record)
 		}
 	case protocol.BodyDHTPush:
-		if !n.handlePush(b, id, from, injected, msg.Header.TxID) {
+		if !n.handlePush(b, p, msg.Header.TxID) {
 			return
 		}
 	case protocol.BodyNATProbeReq:
-		n.remember(msg, from, injected)
+		n.remember(msg, p)
 		n.handleNATProbeReq(b, from)
 		return
 	case protocol.BodyNATProbeEcho:
-		n.remember(msg, from, injected)
+		n.remember(msg, p)
 		n.nat.wake(b.Token)
 		return
 	default:
 		n.cnt.dropUnknown.Add(1)
 		return
 	}
-	n.remember(msg, from, injected)
+	n.remember(msg, p)
 }
 
 // allowAnswer spends the budget for an answer several times larger than
@@ -342,9 +390,9 @@ func (n *Node) handleRequest(msg *protocol.Message, from net.Addr, injected bool
 // answered our own tx_id there) may be a spoofed victim, so it gets the
 // tighter classAmplifyUnproven budget (docs/dht-security.md). Punched
 // channels are authenticated and count as proven.
-func (n *Node) allowAnswer(id a2al.NodeID, src string, from net.Addr, injected bool, now time.Time) bool {
-	if !injected {
-		if a, rank := n.book.get(id); rank < rankAnswered || !sameAddr(a, from) {
+func (n *Node) allowAnswer(p inPath, src string, now time.Time) bool {
+	if !p.punched() {
+		if a, rank := n.book.get(p.id); rank < rankAnswered || !sameAddr(a, p.from) {
 			if !n.limiter.allow(src, classAmplifyUnproven, now) {
 				n.cnt.dropRate.Add(1)
 				n.cnt.dropUnproven.Add(1)
@@ -413,24 +461,24 @@ func (n *Node) responsibleFor(key a2al.NodeID) bool {
 	return len(cs) < routing.K || a2al.Closer(n.id, cs[len(cs)-1].Info.NodeID, key)
 }
 
-// reply answers a request on the channel it arrived on: injected requests
+// reply answers a request on the channel it arrived on: punched requests
 // go back through the punch layer, UDP requests straight to their source.
-func (n *Node) reply(from net.Addr, injected bool, to a2al.NodeID, tx [protocol.TxIDLen]byte, body any) {
+func (n *Node) reply(p inPath, tx [protocol.TxIDLen]byte, body any) {
 	raw, err := n.encode(tx, body)
 	if err != nil {
 		n.log.Debug("dht: encode reply", "err", err)
 		return
 	}
-	if injected && n.punch != nil {
-		if ok, err := n.punch.SendTo(n.ctx, to, raw); ok {
+	if p.punched() && n.punch != nil {
+		if ok, err := n.punch.SendTo(n.ctx, p.id, raw); ok {
 			if err == nil {
 				n.cnt.tx.Add(1)
 			}
 			return
 		}
 	}
-	if err := n.tr.Send(from, raw); err != nil {
-		n.log.Debug("dht: send reply", "to", from, "err", err)
+	if err := n.tr.Send(p.from, raw); err != nil {
+		n.log.Debug("dht: send reply", "to", p.from, "err", err)
 		return
 	}
 	n.cnt.tx.Add(1)

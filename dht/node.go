@@ -84,7 +84,7 @@ type counters struct {
 	dropSelf, punches                atomic.Uint64
 	dropReplay, dropChallenge        atomic.Uint64
 	challenges, addrMoves            atomic.Uint64
-	dropUnproven                     atomic.Uint64
+	dropUnproven, dropPunchedQueue   atomic.Uint64
 }
 
 // Node is a single DHT participant (routing + local store + wire handler).
@@ -129,9 +129,10 @@ type Node struct {
 	replay  replayCache
 	chal    challenges
 
-	evictQ chan *evictJob
-	inQ    chan inPacket
-	taskQ  chan func()
+	evictQ   chan *evictJob
+	udpQ     chan inPacket // verify stage, UDP lane (inbound.go)
+	punchedQ chan inPacket // verify stage, punched lane
+	taskQ    chan func()
 
 	debugMu    sync.Mutex
 	debugStops []func()
@@ -168,22 +169,23 @@ func NewNode(cfg Config) (*Node, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	n := &Node{
-		tr:     cfg.Transport,
-		ks:     cfg.Keystore,
-		pub:    append([]byte(nil), pub...),
-		addr:   addr,
-		id:     a2al.NodeIDFromAddress(addr),
-		log:    log,
-		clk:    clk,
-		store:  NewStore(cfg.RecordAuth, cfg.MaxStoreKeys),
-		auth:   cfg.RecordAuth,
-		punch:  cfg.PunchTransport,
-		onObs:  cfg.OnObservedAddr,
-		ctx:    ctx,
-		cancel: cancel,
-		evictQ: make(chan *evictJob, evictQueueCap),
-		inQ:    make(chan inPacket, verifyWorkers),
-		taskQ:  make(chan func(), taskQueueCap),
+		tr:       cfg.Transport,
+		ks:       cfg.Keystore,
+		pub:      append([]byte(nil), pub...),
+		addr:     addr,
+		id:       a2al.NodeIDFromAddress(addr),
+		log:      log,
+		clk:      clk,
+		store:    NewStore(cfg.RecordAuth, cfg.MaxStoreKeys),
+		auth:     cfg.RecordAuth,
+		punch:    cfg.PunchTransport,
+		onObs:    cfg.OnObservedAddr,
+		ctx:      ctx,
+		cancel:   cancel,
+		evictQ:   make(chan *evictJob, evictQueueCap),
+		udpQ:     make(chan inPacket, verifyWorkers),
+		punchedQ: make(chan inPacket, punchedQueueCap),
+		taskQ:    make(chan func(), taskQueueCap),
 	}
 	n.tab = routing.New(n.id, routing.DefaultLimits)
 	n.rpc.init()

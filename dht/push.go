@@ -103,7 +103,8 @@ func (n *Node) FindValueSubscribe(ctx context.Context, peer net.Addr, key a2al.N
 
 // handlePush answers a DHT_PUSH from replica id. It returns false when the
 // push was dropped unanswered (unsolicited or invalid record).
-func (n *Node) handlePush(b protocol.BodyDHTPush, id a2al.NodeID, from net.Addr, injected bool, tx [protocol.TxIDLen]byte) bool {
+func (n *Node) handlePush(b protocol.BodyDHTPush, p inPath, tx [protocol.TxIDLen]byte) bool {
+	id := p.id
 	now := n.now()
 	k := ownSubKey{key: b.Key, peer: id}
 	n.own.mu.Lock()
@@ -142,7 +143,7 @@ func (n *Node) handlePush(b protocol.BodyDHTPush, id a2al.NodeID, from net.Addr,
 		delete(n.own.m, k)
 	}
 	n.own.mu.Unlock()
-	n.reply(from, injected, id, tx, protocol.BodyDHTPushAck{Key: b.Key, MsgID: msgID, OneShotSubscribe: resub})
+	n.reply(p, tx, protocol.BodyDHTPushAck{Key: b.Key, MsgID: msgID, OneShotSubscribe: resub})
 	return true
 }
 

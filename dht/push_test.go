@@ -91,7 +91,7 @@ func TestPushNotReflectedToForgedSource(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rep.handlePacket(raw, victim.LocalAddr(), false) // attacker's request, victim's source
+	rep.handlePacket(raw, inPath{from: victim.LocalAddr(), via: viaUDP}) // attacker's request, victim's source
 	waitFor(t, 5*time.Second, "subscription registered", func() bool { return rep.PushStatsData().Subscriptions == 1 })
 	// The proof PING goes to the victim, whose PONG is not the attacker's.
 	waitFor(t, 5*time.Second, "proof ping over", func() bool {

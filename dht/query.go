@@ -294,7 +294,7 @@ func (q *queryRun) onResult(r rpcResult) {
 	n := q.n
 	n.cnt.rpcOK.Add(1)
 	id := n.onRPCSuccess(r)
-	if !r.injected {
+	if !r.path.punched() {
 		n.book.bind(id, c.addr, rankAnswered, n.now())
 		n.tabAddDirect(contactFor(r.msg.SenderAddr, id, c.addr), c.addr, false)
 	}

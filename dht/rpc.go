@@ -24,12 +24,11 @@ const (
 
 // rpcResult is a matched response.
 type rpcResult struct {
-	c        *call
-	msg      *protocol.Message
-	from     net.Addr
-	injected bool
-	rtt      time.Duration
-	size     int // datagram bytes
+	c    *call
+	msg  *protocol.Message
+	path inPath
+	rtt  time.Duration
+	size int // datagram bytes
 }
 
 // call is one outstanding request attempt. A response is accepted only if
@@ -73,7 +72,7 @@ func (e *rpcEngine) unregister(c *call) {
 
 // deliver hands a verified response to its waiter. It returns false when no
 // waiter matches (late, unsolicited or from the wrong peer).
-func (n *Node) deliver(msg *protocol.Message, from net.Addr, injected bool, size int) bool {
+func (n *Node) deliver(msg *protocol.Message, p inPath, size int) bool {
 	e := &n.rpc
 	e.mu.Lock()
 	c := e.pending[msg.Header.TxID]
@@ -81,8 +80,7 @@ func (n *Node) deliver(msg *protocol.Message, from net.Addr, injected bool, size
 		e.mu.Unlock()
 		return false
 	}
-	sender := a2al.NodeIDFromAddress(msg.SenderAddr)
-	if c.hasID && sender != c.peerID || !c.hasID && from.String() != c.addr {
+	if c.hasID && p.id != c.peerID || !c.hasID && p.from.String() != c.addr {
 		e.mu.Unlock()
 		n.cnt.dropWrongPeer.Add(1)
 		return false
@@ -90,7 +88,7 @@ func (n *Node) deliver(msg *protocol.Message, from net.Addr, injected bool, size
 	delete(e.pending, c.tx)
 	e.mu.Unlock()
 	select {
-	case c.ch <- rpcResult{c: c, msg: msg, from: from, injected: injected, rtt: time.Since(c.sent), size: size}:
+	case c.ch <- rpcResult{c: c, msg: msg, path: p, rtt: time.Since(c.sent), size: size}:
 	default: // channel sized for every outstanding call; never blocks
 	}
 	return true
@@ -255,7 +253,7 @@ func (n *Node) roundTripTo(ctx context.Context, to net.Addr, id a2al.NodeID, has
 }
 
 // onRPCSuccess updates health, RTT and the routing table for a verified
-// response from r.from.
+// response from r.path.from.
 func (n *Node) onRPCSuccess(r rpcResult) a2al.NodeID {
 	id := a2al.NodeIDFromAddress(r.msg.SenderAddr)
 	n.recordSuccess(id, r.rtt)

@@ -35,7 +35,7 @@ func (n *Node) PingIdentity(ctx context.Context, peer net.Addr) (*PeerIdentity, 
 		return nil, fmt.Errorf("dht: ping %v reached ourselves", peer)
 	}
 	now := n.now()
-	if !r.injected {
+	if !r.path.punched() {
 		n.book.bind(id, peer, rankAnswered, now)
 		n.tabAddDirect(contactFor(r.msg.SenderAddr, id, peer), peer, true)
 	}
@@ -77,7 +77,7 @@ func (n *Node) storeAt(ctx context.Context, peer net.Addr, storeKey a2al.NodeID,
 		return protocol.BodyStoreResp{}, a2al.NodeID{}, fmt.Errorf("dht: unexpected STORE answer %T", r.msg.Body)
 	}
 	id := n.onRPCSuccess(r)
-	if !r.injected {
+	if !r.path.punched() {
 		n.book.bind(id, peer, rankAnswered, n.now())
 		n.tabAddDirect(contactFor(r.msg.SenderAddr, id, peer), peer, false)
 	}

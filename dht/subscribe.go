@@ -230,14 +230,14 @@ func (s *subTable) acquirePush() bool {
 // requester is registered only when the answer carried records (as the
 // reference does). An unproven UDP source is challenged (one PING to it,
 // within the node's challenge budget) before anything is pushed to it.
-func (n *Node) onSubscribe(b protocol.BodyFindValue, id a2al.NodeID, from net.Addr, injected bool, answered int) {
+func (n *Node) onSubscribe(b protocol.BodyFindValue, p inPath, answered int) {
 	if !b.OneShotSubscribe || answered == 0 {
 		return
 	}
 	now := n.now()
-	sub := subscription{addr: from, src: sourceKey(from), injected: injected, recType: b.RecType, expires: now.Add(subTTL)}
-	if ok, needProof := n.subs.register(b.Target, id, sub, now, n.provenAt); ok && needProof {
-		n.challengeAddr(id, from)
+	sub := subscription{addr: p.from, src: sourceKey(p.from), injected: p.punched(), recType: b.RecType, expires: now.Add(subTTL)}
+	if ok, needProof := n.subs.register(b.Target, p.id, sub, now, n.provenAt); ok && needProof {
+		n.challengeAddr(p.id, p.from)
 	}
 }
 
