@@ -52,9 +52,12 @@ type inPath struct {
 // connection.
 func (p inPath) punched() bool { return p.via == viaPunched }
 
+// inPacket is a datagram waiting for verification (its sender is not
+// known yet, so it carries no inPath).
 type inPacket struct {
 	data []byte
-	path inPath
+	from net.Addr
+	via  via
 }
 
 // The verify stage: verifyWorkers decode and verify datagrams in parallel
@@ -64,7 +67,7 @@ type inPacket struct {
 // punched peers; workers serve the punched lane first.
 const (
 	verifyWorkers   = 2
-	punchedQueueCap = 64 // punched datagrams waiting; beyond, dropped and counted
+	punchedQueueCap = 32 // punched datagrams waiting; beyond, dropped and counted
 )
 
 // recvLoop is the only caller of Transport.Receive (no concurrency demanded
@@ -87,7 +90,7 @@ func (n *Node) recvLoop() {
 			continue
 		}
 		select {
-		case n.udpQ <- inPacket{data: data, path: inPath{from: from, via: viaUDP}}:
+		case n.udpQ <- inPacket{data: data, from: from, via: viaUDP}:
 		case <-n.ctx.Done():
 			return
 		}
@@ -98,7 +101,7 @@ func (n *Node) verifyWorker() {
 	for {
 		select { // punched lane first
 		case p := <-n.punchedQ:
-			n.handlePacket(p.data, p.path)
+			n.handlePacket(p.data, inPath{from: p.from, via: p.via})
 			continue
 		default:
 		}
@@ -106,9 +109,9 @@ func (n *Node) verifyWorker() {
 		case <-n.ctx.Done():
 			return
 		case p := <-n.punchedQ:
-			n.handlePacket(p.data, p.path)
+			n.handlePacket(p.data, inPath{from: p.from, via: p.via})
 		case p := <-n.udpQ:
-			n.handlePacket(p.data, p.path)
+			n.handlePacket(p.data, inPath{from: p.from, via: p.via})
 		}
 	}
 }
@@ -124,7 +127,7 @@ func (n *Node) InjectReceived(data []byte, from net.Addr) {
 		return
 	}
 	select {
-	case n.punchedQ <- inPacket{data: append([]byte(nil), data...), path: inPath{from: from, via: viaPunched}}:
+	case n.punchedQ <- inPacket{data: append([]byte(nil), data...), from: from, via: viaPunched}:
 	default:
 		n.cnt.dropPunchedQueue.Add(1)
 	}
