@@ -60,6 +60,8 @@ type inPacket struct {
 	via  via
 }
 
+func (p inPacket) path() inPath { return inPath{from: p.from, via: p.via} }
+
 // The verify stage: verifyWorkers decode and verify datagrams in parallel
 // (signature checks dominate the receive path, and a lookup's answers
 // arrive together). Its queue has one bounded lane per channel: UDP
@@ -101,7 +103,7 @@ func (n *Node) verifyWorker() {
 	for {
 		select { // punched lane first
 		case p := <-n.punchedQ:
-			n.handlePacket(p.data, inPath{from: p.from, via: p.via})
+			n.handlePacket(p.data, p.path())
 			continue
 		default:
 		}
@@ -109,9 +111,9 @@ func (n *Node) verifyWorker() {
 		case <-n.ctx.Done():
 			return
 		case p := <-n.punchedQ:
-			n.handlePacket(p.data, inPath{from: p.from, via: p.via})
+			n.handlePacket(p.data, p.path())
 		case p := <-n.udpQ:
-			n.handlePacket(p.data, inPath{from: p.from, via: p.via})
+			n.handlePacket(p.data, p.path())
 		}
 	}
 }
