@@ -206,7 +206,7 @@ func (h *Host) dialDirect(ctx context.Context, er *protocol.EndpointRecord) (*Co
 	}
 	// Happy Eyeballs: start endpoint i after i*250 ms; the first handshake
 	// wins and the others are cancelled (or closed if they also finished).
-	ctx, cancel := context.WithCancel(ctx)
+	raceCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	type result struct {
 		qc  *quic.Conn
@@ -219,11 +219,11 @@ func (h *Host) dialDirect(ctx context.Context, er *protocol.EndpointRecord) (*Co
 			defer t.Stop()
 			select {
 			case <-t.C:
-			case <-ctx.Done():
-				results <- result{err: ctx.Err()}
+			case <-raceCtx.Done():
+				results <- result{err: raceCtx.Err()}
 				return
 			}
-			qc, err := h.dialA(ctx, a, er.Address, directDialTimeout)
+			qc, err := h.dialA(raceCtx, a, er.Address, directDialTimeout)
 			results <- result{qc, err}
 		}()
 	}

@@ -17,6 +17,9 @@ import (
 type TunnelConfig struct {
 	// Remote is the address the service answers on. Required.
 	Remote a2al.Address
+	// At, if set, is the remote's UDP address: dial it directly instead of
+	// resolving Remote's endpoint record.
+	At net.Addr
 	// Listener is the local TCP listener; Tunnel closes it when it returns.
 	// Required.
 	Listener net.Listener
@@ -103,7 +106,13 @@ func (t *tunnel) conn(ctx context.Context) (*Conn, error) {
 	}
 	dctx, cancel := context.WithTimeout(ctx, t.cfg.DialTimeout)
 	defer cancel()
-	c, err := t.h.Dial(dctx, t.cfg.Remote)
+	var c *Conn
+	var err error
+	if t.cfg.At != nil {
+		c, err = t.h.DialEndpoint(dctx, t.cfg.At, t.cfg.Remote)
+	} else {
+		c, err = t.h.Dial(dctx, t.cfg.Remote)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("host: tunnel to %s: %w", t.cfg.Remote.String(), err)
 	}
