@@ -13,7 +13,7 @@ import (
 )
 
 // ModeAConfig bounds inbound application (Mode A) connections so callers
-// cannot squat on a node's slots (docs/security.md).
+// cannot squat on a node's slots (docs/modea.md).
 type ModeAConfig struct {
 	// MaxConns caps inbound Mode A connections in total. Default 256; zero
 	// means the default.
