@@ -18,8 +18,9 @@ type ModeAConfig struct {
 	// MaxConns caps inbound Mode A connections in total. Default 256; zero
 	// means the default.
 	MaxConns int
-	// MaxPerIP caps inbound Mode A connections from one remote IP address.
-	// Default 16 (a household behind one NAT); zero means the default.
+	// MaxPerIP caps inbound Mode A connections from one remote IPv4 address
+	// or IPv6 /64 (one subscriber's prefix). Default 16 (a household behind
+	// one NAT); zero means the default.
 	MaxPerIP int
 	// MaxPerPeer caps inbound Mode A connections from one verified identity.
 	// Default 4; zero means the default.
@@ -96,11 +97,17 @@ func (a *admission) take(cfg ModeAConfig, ip string, peer a2al.Address) (release
 	}, nil
 }
 
+// remoteIP is the per-IP cap's key: the IPv4 address, or the IPv6 /64 (an
+// IPv6 subscriber usually holds a whole /64, so single addresses are free).
 func remoteIP(a net.Addr) string {
-	if u, ok := a.(*net.UDPAddr); ok {
-		return u.IP.String()
+	u, ok := a.(*net.UDPAddr)
+	if !ok {
+		return a.String()
 	}
-	return a.String()
+	if v4 := u.IP.To4(); v4 != nil {
+		return v4.String()
+	}
+	return u.IP.Mask(net.CIDRMask(64, 128)).String() + "/64"
 }
 
 // acceptModeA admits an inbound application connection under the caps and

@@ -17,18 +17,22 @@ import (
 // Mode A close codes (QUIC application error codes) with the reason text
 // sent beside them; docs/modea.md lists them.
 const (
-	CodeClosed       quic.ApplicationErrorCode = 0
-	CodeIdentity     quic.ApplicationErrorCode = 1
-	CodeUnexpectedB  quic.ApplicationErrorCode = 2
-	CodeBusy         quic.ApplicationErrorCode = 3
-	CodeALPN         quic.ApplicationErrorCode = 4
-	CodeRoute        quic.ApplicationErrorCode = 5 // missing, late or malformed agent-route stream
-	CodeLimit        quic.ApplicationErrorCode = 6 // per-IP / per-identity / total connection cap
-	CodeIdle         quic.ApplicationErrorCode = 7 // no application activity for the idle timeout
-	CodeNotAllowed   quic.ApplicationErrorCode = 8 // caller not on the service's allow-list
-	CodeNoService    quic.ApplicationErrorCode = 9 // nothing serves the dialled address here
-	maxCtrlMsgs                                = 16
-	routeStreamReset quic.StreamErrorCode      = 5
+	CodeClosed      quic.ApplicationErrorCode = 0
+	CodeIdentity    quic.ApplicationErrorCode = 1
+	CodeUnexpectedB quic.ApplicationErrorCode = 2
+	CodeBusy        quic.ApplicationErrorCode = 3
+	CodeALPN        quic.ApplicationErrorCode = 4
+	CodeRoute       quic.ApplicationErrorCode = 5 // missing, late or malformed agent-route stream
+	CodeLimit       quic.ApplicationErrorCode = 6 // per-IP / per-identity / total connection cap
+	CodeIdle        quic.ApplicationErrorCode = 7 // no application activity for the idle timeout
+	CodeNotAllowed  quic.ApplicationErrorCode = 8 // caller not on the service's allow-list
+)
+
+// routeStreamReset resets a route stream we will not read; maxCtrlMsgs
+// bounds the control messages read per side (each at most 4096 bytes).
+const (
+	routeStreamReset quic.StreamErrorCode = 5
+	maxCtrlMsgs                           = 16
 )
 
 // ErrRouteRefused wraps the peer's close reason when it ends a Mode A

@@ -248,3 +248,20 @@ func TestModeAIdleTimeout(t *testing.T) {
 		t.Fatalf("close cause %v", err)
 	}
 }
+
+func TestRemoteIPKey(t *testing.T) {
+	for in, want := range map[string]string{
+		"192.0.2.7:1":            "192.0.2.7",
+		"[::ffff:192.0.2.7]:1":   "192.0.2.7",
+		"[2001:db8:1:2:3::9]:1":  "2001:db8:1:2::/64",
+		"[2001:db8:1:2:ffff::]:": "2001:db8:1:2::/64",
+	} {
+		a, err := net.ResolveUDPAddr("udp", in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := remoteIP(a); got != want {
+			t.Errorf("%s: %s, want %s", in, got, want)
+		}
+	}
+}
