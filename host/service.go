@@ -126,7 +126,7 @@ func (s *service) serve(h *Host, c *Conn) {
 				return
 			}
 			h.m.serviceStreams.WithLabelValues(s.cfg.Name).Inc()
-			Bridge(c.Context(), st, tc.(*net.TCPConn))
+			bridge(c.Context(), st, tc.(*net.TCPConn))
 		}()
 	}
 }
@@ -137,17 +137,17 @@ const (
 	streamTargetDown = 2 // the service's TCP target refused or timed out
 )
 
-// HalfCloser is a connection that can shut down its write side (TCP, Unix).
-type HalfCloser interface {
+// halfCloser is a connection that can shut down its write side (TCP, Unix).
+type halfCloser interface {
 	net.Conn
 	CloseWrite() error
 }
 
-// Bridge copies both ways between an application stream and a TCP
+// bridge copies both ways between an application stream and a TCP
 // connection, respecting half-close: EOF from TCP becomes the stream's FIN
 // and the stream's FIN becomes a TCP write shutdown. It returns when both
 // directions are done or ctx ends, with both sides closed.
-func Bridge(ctx context.Context, st *Stream, tc HalfCloser) {
+func bridge(ctx context.Context, st *Stream, tc halfCloser) {
 	defer tc.Close()
 	done := make(chan struct{}, 2)
 	go func() {

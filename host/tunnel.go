@@ -136,7 +136,7 @@ func (t *tunnel) close() {
 }
 
 func (t *tunnel) forward(ctx context.Context, nc net.Conn) {
-	tc, ok := nc.(HalfCloser)
+	tc, ok := nc.(halfCloser)
 	if !ok {
 		_ = nc.Close()
 		return
@@ -155,5 +155,5 @@ func (t *tunnel) forward(ctx context.Context, nc net.Conn) {
 		_ = nc.Close()
 		return
 	}
-	Bridge(ctx, st, tc)
+	bridge(ctx, st, tc)
 }
