@@ -3,6 +3,7 @@ package host
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"sync"
 	"time"
@@ -145,7 +146,11 @@ func (h *Host) runModeA(c *Conn) {
 			ce = &closeError{CodeRoute, err.Error()}
 		}
 		h.m.modeARefused.WithLabelValues(refusalLabel(ce.code)).Inc()
-		h.log.Info("application connection refused", "peer", c.Peer.String(), "remote", c.RemoteAddr(), "reason", ce.msg)
+		lvl := slog.LevelDebug // malformed route streams are the caller's problem
+		if ce.code == CodeNotAllowed {
+			lvl = slog.LevelInfo // the operator wants to see who was turned away
+		}
+		h.log.Log(h.ctx, lvl, "application connection refused", "peer", c.Peer.String(), "remote", c.RemoteAddr(), "reason", ce.msg)
 		_ = c.CloseWithReason(ce.code, ce.msg)
 		return
 	}
