@@ -28,8 +28,8 @@ type ServiceConfig struct {
 	Allow []a2al.Address
 	// Public admits every caller (Allow is then ignored).
 	Public bool
-	// MaxStreams caps concurrent bridged streams per connection. Default 32;
-	// zero means the default.
+	// MaxStreams caps concurrent bridged streams per connection; later
+	// streams wait until one ends. Default 32; zero means the default.
 	MaxStreams int
 	// DialTimeout bounds the TCP dial to Target. Default 5 s; zero means the
 	// default.
@@ -95,23 +95,23 @@ func (s *service) admit(peer a2al.Address) error {
 }
 
 // serve bridges every stream of c to a new TCP connection to the target,
-// at most MaxStreams at once, until c closes.
+// at most MaxStreams at once (later streams wait), until c closes.
 func (s *service) serve(h *Host, c *Conn) {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	sem := make(chan struct{}, s.cfg.MaxStreams)
 	h.log.Info("service connection", "service", s.cfg.Name, "peer", c.Peer.String(), "remote", c.RemoteAddr())
 	for {
+		// Take a slot first: further streams wait in QUIC's accept queue,
+		// and the peer cannot open more than the connection's stream limit.
+		select {
+		case sem <- struct{}{}:
+		case <-c.Context().Done():
+			return
+		}
 		st, err := c.AcceptStream(c.Context())
 		if err != nil {
 			return
-		}
-		select {
-		case sem <- struct{}{}:
-		default:
-			st.CancelRead(streamBusy)
-			st.CancelWrite(streamBusy)
-			continue
 		}
 		wg.Add(1)
 		go func() {
@@ -131,11 +131,8 @@ func (s *service) serve(h *Host, c *Conn) {
 	}
 }
 
-// Stream reset codes used by services and tunnels.
-const (
-	streamBusy       = 1 // too many concurrent streams on this connection
-	streamTargetDown = 2 // the service's TCP target refused or timed out
-)
+// streamTargetDown resets a stream whose TCP target could not be reached.
+const streamTargetDown = 2
 
 // halfCloser is a connection that can shut down its write side (TCP, Unix).
 type halfCloser interface {

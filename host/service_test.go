@@ -85,7 +85,8 @@ func roundTrip(addr, msg string) (string, error) {
 func TestServiceThroughTunnel(t *testing.T) {
 	a := loopbackHostCfg(t, Config{})
 	b := loopbackHostCfg(t, Config{})
-	if err := b.Serve(ServiceConfig{Name: "upper", Target: upperServer(t).String(), Allow: []a2al.Address{a.Address()}}); err != nil {
+	// MaxStreams 3 < 8 connections: the rest wait for a slot, none is lost.
+	if err := b.Serve(ServiceConfig{Name: "upper", Target: upperServer(t).String(), Allow: []a2al.Address{a.Address()}, MaxStreams: 3}); err != nil {
 		t.Fatal(err)
 	}
 	addr, errc, stop := startTunnel(t, a, b, b.Address())
