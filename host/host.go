@@ -201,7 +201,6 @@ func New(cfg Config) (*Host, error) {
 		h.stun = stunFromHubs(cfg.HubURLs)
 	}
 
-	growSocketBuffers(conn)
 	h.demux = transport.NewDemux(conn, transport.DemuxOptions{Logger: cfg.Logger})
 	h.qtr = &quic.Transport{Conn: h.demux.QUIC()}
 	h.ln, err = h.qtr.Listen(id.ServerTLS(h.agentBySNI), quicConfig(cfg.HandshakeLimit))
@@ -293,22 +292,6 @@ func New(cfg Config) (*Host, error) {
 // 3 s re-creates the mapping quickly for about 20 bytes/s per hub.
 var hubDialer = &net.Dialer{KeepAliveConfig: net.KeepAliveConfig{
 	Enable: true, Idle: 3 * time.Second, Interval: 3 * time.Second, Count: 5}}
-
-// socketBuffer is the UDP buffer size asked for. QUIC sees the demux, not
-// the socket, so it cannot enlarge the buffers itself as it does for a plain
-// UDP socket; with the kernel default (~200 KB) a fast transfer overflows the
-// receive buffer and loses packets (docs/services.md, throughput).
-const socketBuffer = 4 << 20
-
-func growSocketBuffers(c net.PacketConn) {
-	if u, ok := c.(interface {
-		SetReadBuffer(int) error
-		SetWriteBuffer(int) error
-	}); ok {
-		_ = u.SetReadBuffer(socketBuffer) // capped by net.core.rmem_max; best effort
-		_ = u.SetWriteBuffer(socketBuffer)
-	}
-}
 
 func quietPion() logging.LoggerFactory {
 	f := logging.NewDefaultLoggerFactory()
