@@ -8,6 +8,11 @@ import (
 func FuzzPeerAddressFromCerts(f *testing.F) {
 	id := newTestIdentity(f)
 	f.Add(id.cert.Certificate[0])
+	hf := loadHostFrames(f)
+	f.Add(mustHex(f, hf.Delegated.DER))
+	for _, d := range hf.Defects {
+		f.Add(mustHex(f, d.DER))
+	}
 	f.Add([]byte{})
 	f.Add([]byte{0x30, 0x03, 0x02, 0x01, 0x00})
 	f.Fuzz(func(t *testing.T, der []byte) {
