@@ -94,7 +94,7 @@ func (h *Host) readRouteAnswer(c *Conn, s *quic.Stream, target a2al.Address, max
 	msgs, err := protocol.ReadCtrlMsgs(s, maxCtrlMsgs)
 	if err != nil {
 		var ae *quic.ApplicationError
-		if errors.As(err, &ae) {
+		if errors.As(err, &ae) && ae.Remote {
 			return fmt.Errorf("%w: %s (code %d)", ErrRouteRefused, ae.ErrorMessage, ae.ErrorCode)
 		}
 		return fmt.Errorf("host: agent-route answer: %w", err)
