@@ -164,11 +164,13 @@ func (h *Host) answerRoute(c *Conn, admit func(local a2al.Address) error) (a2al.
 	}
 	magic, target, err := protocol.DecodeRouteFrame(fr[:])
 	if err != nil {
+		h.m.routeFrames.WithLabelValues("unknown").Inc()
 		// Unknown magic: route by SNI alone; the stream carries nothing for us.
 		s.CancelRead(routeStreamReset)
 		s.CancelWrite(routeStreamReset)
 		return local, admit(local)
 	}
+	h.m.routeFrames.WithLabelValues(magic).Inc()
 	if h.localIdentity(target) != nil {
 		local = target
 	}

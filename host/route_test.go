@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
 	"github.com/quic-go/quic-go"
 
 	"github.com/a2alnode/a2al"
@@ -173,6 +174,10 @@ func TestRouteAcceptorOnWire(t *testing.T) {
 	}
 	if want := acceptorAnswer(qc.LocalAddr(), nil); !bytes.Equal(ans, want) {
 		t.Fatalf("answer %x, want %x", ans, want)
+	}
+	var m dto.Metric
+	if err := b.m.routeFrames.WithLabelValues("a2r2").Write(&m); err != nil || m.GetCounter().GetValue() != 1 {
+		t.Fatalf("a2r2 frames counted: %v %v", m.GetCounter().GetValue(), err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
