@@ -84,6 +84,9 @@ type Config struct {
 	// is published first in the endpoint record as stated, without proof.
 	// Default (""): none.
 	PublicAddr string
+	// ModeA bounds inbound application connections; zero fields take the
+	// defaults documented on ModeAConfig.
+	ModeA ModeAConfig
 }
 
 // Host is an a2al node: one UDP socket shared by the DHT, STUN/ICE and QUIC, a
@@ -124,6 +127,10 @@ type Host struct {
 
 	acceptA     chan *Conn
 	unexpectedB atomic.Uint64 // Mode B connections refused for identity
+	admit       admission     // inbound Mode A caps (own lock)
+	agents      agentSet      // hosted agent identities (own lock)
+	svcMu       sync.RWMutex  // guards services
+	services    map[a2al.Address]*service
 }
 
 // New binds the socket and starts every component. The DHT is started but not
@@ -164,10 +171,12 @@ func New(cfg Config) (*Host, error) {
 			return nil, fmt.Errorf("host: hub URL %q: %w", u, err)
 		}
 	}
+	cfg.ModeA = cfg.ModeA.withDefaults()
 	id, err := NewIdentity(cfg.Key, cfg.Now())
 	if err != nil {
 		return nil, err
 	}
+	id.now = cfg.Now
 	conn := cfg.PacketConn
 	if conn == nil {
 		la := cfg.ListenAddr
@@ -181,7 +190,9 @@ func New(cfg Config) (*Host, error) {
 	}
 	h := &Host{cfg: cfg, log: cfg.Logger, id: id, expect: make(map[a2al.Address]chan *quic.Conn),
 		calls: make(map[a2al.NodeID]struct{}), punchWait: make(map[a2al.NodeID][]chan error),
-		acceptA: make(chan *Conn, 16)}
+		acceptA: make(chan *Conn, 16), services: make(map[a2al.Address]*service),
+		admit:  admission{byIP: make(map[string]int), byPeer: make(map[a2al.Address]int)},
+		agents: agentSet{m: make(map[a2al.Address]*Identity)}}
 	h.ctx, h.cancel = context.WithCancel(context.Background())
 	h.m = newHostMetrics()
 	h.pm.public = public
@@ -192,7 +203,7 @@ func New(cfg Config) (*Host, error) {
 
 	h.demux = transport.NewDemux(conn, transport.DemuxOptions{Logger: cfg.Logger})
 	h.qtr = &quic.Transport{Conn: h.demux.QUIC()}
-	h.ln, err = h.qtr.Listen(id.ServerTLS(), quicConfig(cfg.HandshakeLimit))
+	h.ln, err = h.qtr.Listen(id.ServerTLS(h.agentBySNI), quicConfig(cfg.HandshakeLimit))
 	if err != nil {
 		h.qtr.Close()
 		h.demux.Close()
@@ -420,9 +431,9 @@ func (h *Host) acceptLoop() {
 		if err != nil {
 			return
 		}
-		peer, err := PeerAddress(c)
+		peer, err := h.id.PeerAddress(c)
 		if err != nil {
-			_ = c.CloseWithError(1, "identity")
+			_ = c.CloseWithError(CodeIdentity, "identity")
 			continue
 		}
 		h.heardFrom(a2al.NodeIDFromAddress(peer))
@@ -436,23 +447,18 @@ func (h *Host) acceptLoop() {
 				// about who was calling): never pool it.
 				h.m.unexpectedB.Inc()
 				h.unexpectedB.Add(1)
-				_ = c.CloseWithError(2, "unexpected mode B connection")
+				_ = c.CloseWithError(CodeUnexpectedB, "unexpected mode B connection")
 				continue
 			}
 			select {
 			case ch <- c:
 			default:
-				_ = c.CloseWithError(2, "duplicate mode B connection")
+				_ = c.CloseWithError(CodeUnexpectedB, "duplicate mode B connection")
 			}
 		case ALPNModeA:
-			conn := &Conn{qc: c, Peer: peer}
-			select {
-			case h.acceptA <- conn:
-			default:
-				_ = c.CloseWithError(3, "accept queue full")
-			}
+			h.acceptModeA(c, peer)
 		default:
-			_ = c.CloseWithError(4, "alpn")
+			_ = c.CloseWithError(CodeALPN, "alpn")
 		}
 	}
 }

@@ -18,6 +18,12 @@ type hostMetrics struct {
 	unexpectedB prometheus.Counter
 	publishes   prometheus.Counter
 	dialsA      *prometheus.CounterVec
+	// Mode A acceptor: refusals by reason, AgentInfo records by outcome,
+	// service streams bridged by service name.
+	modeARefused   *prometheus.CounterVec
+	routeFrames    *prometheus.CounterVec
+	agentInfo      *prometheus.CounterVec
+	serviceStreams *prometheus.CounterVec
 }
 
 func newHostMetrics() *hostMetrics {
@@ -35,8 +41,17 @@ func newHostMetrics() *hostMetrics {
 		publishes:   prometheus.NewCounter(prometheus.CounterOpts{Name: "a2al_endpoint_publish_total", Help: "Endpoint records published."}),
 		dialsA: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "a2al_modea_dial_total",
 			Help: "Mode A dials by path and outcome."}, []string{"path", "outcome"}),
+		modeARefused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "a2al_modea_refused_total",
+			Help: "Inbound Mode A connections refused or closed by the host: limit, route, not_allowed, idle, other."}, []string{"reason"}),
+		routeFrames: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "a2al_modea_route_frames_total",
+			Help: "Agent-route frames received on inbound Mode A connections, by magic: a2r1, a2r2 or unknown."}, []string{"magic"}),
+		agentInfo: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "a2al_modea_agent_info_total",
+			Help: "AgentInfo topic records received on the agent-route stream, by outcome."}, []string{"outcome"}),
+		serviceStreams: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "a2al_service_streams_total",
+			Help: "Application streams bridged to a local service."}, []string{"service"}),
 	}
-	m.reg.MustRegister(m.punches, m.punchDur, m.natType, m.glare, m.unexpectedB, m.publishes, m.dialsA)
+	m.reg.MustRegister(m.punches, m.punchDur, m.natType, m.glare, m.unexpectedB, m.publishes, m.dialsA,
+		m.modeARefused, m.routeFrames, m.agentInfo, m.serviceStreams)
 	return m
 }
 

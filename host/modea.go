@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/quic-go/quic-go"
@@ -15,18 +17,78 @@ import (
 )
 
 // Conn is an authenticated Mode A connection: Peer is the TLS-verified identity
-// of the other side. Streams are plain QUIC streams.
+// of the other side, Local the identity of ours it was made for (the dialled
+// agent on accepted connections). The agent-route stream is handled by the
+// host; OpenStream and AcceptStream only ever see application streams.
 type Conn struct {
-	qc   *quic.Conn
-	Peer a2al.Address
-	Path string // "direct" or "punched" (dialer side); "" for accepted
+	qc    *quic.Conn
+	Peer  a2al.Address
+	Local a2al.Address
+	Path  string // "direct" or "punched" (dialer side); "" for accepted
+
+	now       func() time.Time
+	last      atomic.Int64 // unix nanos of the last application activity
+	routeDone chan struct{}
+	routeErr  error // set before routeDone closes
+	obsMu     sync.Mutex
+	observed  *net.UDPAddr // our address as the acceptor saw it (dialer side)
 }
 
-// OpenStream opens a bidirectional application stream.
-func (c *Conn) OpenStream(ctx context.Context) (*quic.Stream, error) { return c.qc.OpenStreamSync(ctx) }
+func newConn(h *Host, qc *quic.Conn, peer, local a2al.Address, path string) *Conn {
+	c := &Conn{qc: qc, Peer: peer, Local: local, Path: path, now: h.cfg.Now, routeDone: make(chan struct{})}
+	c.touch()
+	return c
+}
 
-// AcceptStream waits for the peer's next stream.
-func (c *Conn) AcceptStream(ctx context.Context) (*quic.Stream, error) { return c.qc.AcceptStream(ctx) }
+func (c *Conn) touch() { c.last.Store(c.now().UnixNano()) }
+
+// idleFor is how long the connection has had no application activity.
+func (c *Conn) idleFor() time.Duration { return c.now().Sub(time.Unix(0, c.last.Load())) }
+
+// OpenStream opens a bidirectional application stream.
+func (c *Conn) OpenStream(ctx context.Context) (*Stream, error) {
+	s, err := c.qc.OpenStreamSync(ctx)
+	if err != nil {
+		return nil, err
+	}
+	c.touch()
+	return &Stream{Stream: s, c: c}, nil
+}
+
+// AcceptStream waits for the peer's next application stream.
+func (c *Conn) AcceptStream(ctx context.Context) (*Stream, error) {
+	s, err := c.qc.AcceptStream(ctx)
+	if err != nil {
+		return nil, err
+	}
+	c.touch()
+	return &Stream{Stream: s, c: c}, nil
+}
+
+// WaitRoute waits for the agent-route exchange (dialer side) and returns its
+// outcome: nil, or why the peer refused the connection (ErrRouteRefused with
+// the peer's reason). Accepted connections return nil at once.
+func (c *Conn) WaitRoute(ctx context.Context) error {
+	select {
+	case <-c.routeDone:
+		return c.routeErr
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Observed is our address as the acceptor reported it (nil until known).
+func (c *Conn) Observed() *net.UDPAddr {
+	c.obsMu.Lock()
+	defer c.obsMu.Unlock()
+	return c.observed
+}
+
+func (c *Conn) setObserved(a *net.UDPAddr) {
+	c.obsMu.Lock()
+	c.observed = a
+	c.obsMu.Unlock()
+}
 
 // RemoteAddr is the network address of the peer.
 func (c *Conn) RemoteAddr() net.Addr { return c.qc.RemoteAddr() }
@@ -35,7 +97,36 @@ func (c *Conn) RemoteAddr() net.Addr { return c.qc.RemoteAddr() }
 func (c *Conn) Context() context.Context { return c.qc.Context() }
 
 // Close closes the connection.
-func (c *Conn) Close() error { return c.qc.CloseWithError(0, "closed") }
+func (c *Conn) Close() error { return c.qc.CloseWithError(CodeClosed, "closed") }
+
+// CloseWithReason closes the connection with a close code and a reason the
+// peer can read.
+func (c *Conn) CloseWithReason(code quic.ApplicationErrorCode, reason string) error {
+	return c.qc.CloseWithError(code, reason)
+}
+
+// Stream is an application stream; reads and writes count as activity for
+// the connection's idle timeout.
+type Stream struct {
+	*quic.Stream
+	c *Conn
+}
+
+func (s *Stream) Read(p []byte) (int, error) {
+	n, err := s.Stream.Read(p)
+	if n > 0 {
+		s.c.touch()
+	}
+	return n, err
+}
+
+func (s *Stream) Write(p []byte) (int, error) {
+	n, err := s.Stream.Write(p)
+	if n > 0 {
+		s.c.touch()
+	}
+	return n, err
+}
 
 // ErrNoRoute means neither a direct dial nor a punch reached the peer.
 var ErrNoRoute = errors.New("host: peer unreachable")
@@ -77,6 +168,19 @@ func (h *Host) Dial(ctx context.Context, addr a2al.Address) (*Conn, error) {
 	return c, nil
 }
 
+// DialEndpoint opens a Mode A connection to peer at a known UDP address,
+// skipping the DHT lookup (known peers, tests, the interop suite).
+func (h *Host) DialEndpoint(ctx context.Context, to net.Addr, peer a2al.Address) (*Conn, error) {
+	if peer == h.id.Address {
+		return nil, fmt.Errorf("host: dial: %w", ErrSelf)
+	}
+	qc, err := h.dialA(ctx, to, peer, directDialTimeout)
+	if err != nil {
+		return nil, fmt.Errorf("host: dial %s at %v: %w", peer.String(), to, err)
+	}
+	return h.openRoute(ctx, qc, peer, "direct")
+}
+
 func (h *Host) dialA(ctx context.Context, to net.Addr, peer a2al.Address, timeout time.Duration) (*quic.Conn, error) {
 	dctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
@@ -102,7 +206,7 @@ func (h *Host) dialDirect(ctx context.Context, er *protocol.EndpointRecord) (*Co
 	}
 	// Happy Eyeballs: start endpoint i after i*250 ms; the first handshake
 	// wins and the others are cancelled (or closed if they also finished).
-	ctx, cancel := context.WithCancel(ctx)
+	raceCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	type result struct {
 		qc  *quic.Conn
@@ -115,11 +219,11 @@ func (h *Host) dialDirect(ctx context.Context, er *protocol.EndpointRecord) (*Co
 			defer t.Stop()
 			select {
 			case <-t.C:
-			case <-ctx.Done():
-				results <- result{err: ctx.Err()}
+			case <-raceCtx.Done():
+				results <- result{err: raceCtx.Err()}
 				return
 			}
-			qc, err := h.dialA(ctx, a, er.Address, directDialTimeout)
+			qc, err := h.dialA(raceCtx, a, er.Address, directDialTimeout)
 			results <- result{qc, err}
 		}()
 	}
@@ -142,7 +246,7 @@ func (h *Host) dialDirect(ctx context.Context, er *protocol.EndpointRecord) (*Co
 	if win == nil {
 		return nil, lastErr
 	}
-	return &Conn{qc: win, Peer: er.Address, Path: "direct"}, nil
+	return h.openRoute(ctx, win, er.Address, "direct")
 }
 
 // A pooled connection that delivered a DHT message this recently is taken as
@@ -177,7 +281,7 @@ func (h *Host) dialPunched(ctx context.Context, er *protocol.EndpointRecord) (*C
 	if err != nil {
 		return nil, fmt.Errorf("quic over punched path %v: %w", remote, err)
 	}
-	return &Conn{qc: qc, Peer: er.Address, Path: "punched"}, nil
+	return h.openRoute(ctx, qc, er.Address, "punched")
 }
 
 // punchAndWait runs a user-requested punch (bypassing back-off) and waits

@@ -74,7 +74,7 @@ func newTestPeer(t testing.TB, maxSize int) *testPeer {
 		t.Fatal(err)
 	}
 	tr := &quic.Transport{Conn: udp}
-	ln, err := tr.Listen(id.ServerTLS(), quicConfig(0))
+	ln, err := tr.Listen(id.ServerTLS(nil), quicConfig(0))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -112,7 +112,7 @@ func connect(t testing.TB, a, b *testPeer) {
 	if sc == nil {
 		t.Fatal("accept failed")
 	}
-	got, err := PeerAddress(sc)
+	got, err := b.id.PeerAddress(sc)
 	if err != nil || got != a.id.Address {
 		t.Fatalf("server saw %v err %v", got, err)
 	}

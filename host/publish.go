@@ -135,6 +135,7 @@ func (h *Host) Publish(ctx context.Context) (protocol.SignedRecord, error) {
 	h.mu.Lock()
 	h.pub.last, h.pub.lastAt = p, now
 	h.mu.Unlock()
+	h.publishAgents(ctx, p, seq, uint64(now.Unix()))
 	h.m.publishes.Inc()
 	h.log.Info("endpoint record published", "seq", seq, "endpoints", p.Endpoints, "nat", natprobe.TypeFromWire(p.NatType).String(), "hubs", p.Signals)
 	return rec, nil

@@ -47,7 +47,7 @@ type command struct {
 
 // commands is the command list, in the order help shows it.
 func commands() []*command {
-	return []*command{runCmd, idCmd, statusCmd, resolveCmd, pingCmd, connectCmd, demoCmd, versionCmd}
+	return []*command{runCmd, idCmd, statusCmd, resolveCmd, pingCmd, connectCmd, tunnelCmd, agentCmd, demoCmd, versionCmd}
 }
 
 func lookupCommand(name string) *command {

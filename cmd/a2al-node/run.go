@@ -58,6 +58,7 @@ type runOptions struct {
 	echo        bool
 	portMapping string
 	publicAddr  string
+	serve       serveFlags
 }
 
 func (o *runOptions) register(fs *flagSet) {
@@ -79,6 +80,7 @@ func (o *runOptions) register(fs *flagSet) {
 		}
 		return nil
 	})
+	o.serve.register(fs)
 }
 
 // hostConfig is the host configuration of these options.
@@ -110,6 +112,14 @@ func (o *runOptions) run(ctx context.Context, std stdio) error {
 	if created {
 		log.Info("created a new node key", "file", o.id.key())
 	}
+	agents, err := loadAgents(filepath.Join(o.id.dataDir, agentsDir), time.Now())
+	if err != nil {
+		return err
+	}
+	svcs, err := o.serve.plan(agents)
+	if err != nil {
+		return err
+	}
 	var ln net.Listener
 	if o.debugAddr != "" {
 		if ln, err = net.Listen("tcp", o.debugAddr); err != nil {
@@ -123,6 +133,9 @@ func (o *runOptions) run(ctx context.Context, std stdio) error {
 	}
 	defer h.Close()
 	fmt.Fprintf(std.out, "a2al node %s\nlistening on udp %s\n", h.Address().String(), h.LocalAddr())
+	if err := startServices(h, agents, svcs, std.out, log); err != nil {
+		return err
+	}
 	seeded := len(o.net.bootstrap) > 0 || len(readPeersCache(filepath.Join(o.id.dataDir, "peers.cache"))) > 0
 	if !seeded {
 		fmt.Fprintf(std.out, "no bootstrap given: this is a first node; others join with --bootstrap <this-host>:%d\n", udpPort(h.LocalAddr()))
@@ -159,30 +172,22 @@ func udpPort(a net.Addr) int {
 	return 0
 }
 
-const maxEchoConns = 64
-
 // serveEcho answers Mode A connections by echoing every stream back, so
-// "a2al-node connect" has something to talk to.
+// "a2al-node connect" has something to talk to. The host bounds how many
+// connections there are (in total, per IP and per identity) and closes idle
+// ones, so squatters cannot take every slot (docs/modea.md).
 func serveEcho(ctx context.Context, h *host.Host, log *slog.Logger) {
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	sem := make(chan struct{}, maxEchoConns)
 	for {
 		c, err := h.Accept(ctx)
 		if err != nil {
 			return
 		}
-		select {
-		case sem <- struct{}{}:
-		default:
-			_ = c.Close()
-			continue
-		}
 		log.Info("application connection", "peer", c.Peer.String(), "remote", c.RemoteAddr())
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			defer func() { <-sem }()
 			echoConn(ctx, c)
 		}()
 	}

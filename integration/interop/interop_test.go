@@ -35,7 +35,7 @@ const (
 
 // scenarioGroups lists every table row, group by group. A new group is a
 // []Scenario in its own file, added here.
-var scenarioGroups = [][]Scenario{dhtScenarios, pushScenarios, newestScenarios}
+var scenarioGroups = [][]Scenario{dhtScenarios, pushScenarios, newestScenarios, modeaScenarios}
 
 // Net is the network every scenario starts from: two reference daemons,
 // our a2al-node and an in-process node of our dht package all bootstrapped
