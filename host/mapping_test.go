@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -22,17 +23,24 @@ import (
 // natpmpGateway is a minimal NAT-PMP server on loopback (the portmap package
 // tests the protocols in depth; here only the host's use of a mapping counts).
 type natpmpGateway struct {
+	ip   net.IP
 	conn *net.UDPConn
 	mu   sync.Mutex
 	maps map[uint16]uint16 // internal -> external
 }
 
+var gatewayIPs atomic.Uint32
+
 func newNATPMPGateway(t *testing.T) *natpmpGateway {
-	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	// NAT-PMP clients always send to port 5351: each gateway gets a loopback
+	// address of its own (127.0.60.x; the portmap package's tests use
+	// 127.0.53.x-127.0.56.x).
+	ip := net.IPv4(127, 0, 60, byte(1+gatewayIPs.Add(1)%254)).To4()
+	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: ip, Port: 5351})
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("fake gateway on %v:5351: %v", ip, err)
 	}
-	g := &natpmpGateway{conn: c, maps: map[uint16]uint16{}}
+	g := &natpmpGateway{ip: ip, conn: c, maps: map[uint16]uint16{}}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -83,8 +91,7 @@ func newMappedHost(t *testing.T, g *natpmpGateway, public string) *Host {
 	}
 	h, err := New(Config{Key: key, PacketConn: pc, Logger: testLogger(), DisableMaintenance: true, DisableNAT: true,
 		PortMapping: "natpmp", PublicAddr: public,
-		PortMap: portmap.Config{Gateway: net.IPv4(127, 0, 0, 1), LocalIP: net.IPv4(127, 0, 0, 1),
-			PMPPort: g.conn.LocalAddr().(*net.UDPAddr).Port}})
+		PortMap: portmap.Config{Gateway: g.ip, LocalIP: net.IPv4(127, 0, 0, 1)}})
 	if err != nil {
 		t.Fatal(err)
 	}

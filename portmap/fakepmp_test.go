@@ -4,16 +4,38 @@ import (
 	"encoding/binary"
 	"net"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
 
-// fakePMP is an in-process NAT-PMP/PCP gateway on loopback: it keeps a table
+// NAT-PMP's wire numbers, for the fake gateway only (the client side is a
+// library).
+const (
+	natpmpVersion    = 0
+	natpmpOpExternal = 0
+	natpmpOpMapUDP   = 1
+)
+
+var loopbacks atomic.Uint32
+
+// testGatewayIP is a loopback address no other test of this package uses:
+// PCP and NAT-PMP clients always talk to port 5351, so each fake gateway
+// needs an address of its own (127.0.53.x-127.0.56.x; host's tests use
+// another range).
+func testGatewayIP() net.IP {
+	n := loopbacks.Add(1) % (4 * 254)
+	return net.IPv4(127, 0, byte(53+n/254), byte(1+n%254)).To4()
+}
+
+// fakePMP is an in-process NAT-PMP/PCP gateway on its own loopback address,
+// port 5351: it keeps a table
 // of mappings per internal port, refuses ports "held by another LAN host",
 // and can forget everything like a rebooting router.
 type fakePMP struct {
 	t      *testing.T
 	conn   *net.UDPConn
+	ip     net.IP // the gateway address to configure
 	extIP  net.IP
 	natpmp bool
 	pcp    bool
@@ -29,11 +51,12 @@ type fakePMP struct {
 
 func newFakePMP(t *testing.T, natpmp, pcp bool) *fakePMP {
 	t.Helper()
-	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	ip := testGatewayIP()
+	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: ip, Port: pmpPort})
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("fake gateway on %v:%d: %v", ip, pmpPort, err)
 	}
-	f := &fakePMP{t: t, conn: c, extIP: net.IPv4(203, 0, 113, 7).To4(), natpmp: natpmp, pcp: pcp,
+	f := &fakePMP{t: t, conn: c, ip: ip, extIP: net.IPv4(203, 0, 113, 7).To4(), natpmp: natpmp, pcp: pcp,
 		start: time.Now().Add(-1000 * time.Second), maps: map[uint16]uint16{}, held: map[uint16]bool{},
 		maxLease: 7200, requests: map[string]int{}}
 	done := make(chan struct{})
@@ -41,8 +64,6 @@ func newFakePMP(t *testing.T, natpmp, pcp bool) *fakePMP {
 	t.Cleanup(func() { _ = c.Close(); <-done })
 	return f
 }
-
-func (f *fakePMP) port() int { return f.conn.LocalAddr().(*net.UDPAddr).Port }
 
 func (f *fakePMP) count(kind string) int {
 	f.mu.Lock()
@@ -126,7 +147,7 @@ func (f *fakePMP) handle(b []byte) []byte {
 	}
 	epoch := uint32(time.Since(f.start) / time.Second)
 	switch {
-	case b[0] == pmpVersion && !f.natpmp, b[0] == pcpVersion && !f.pcp:
+	case b[0] == natpmpVersion && !f.natpmp, b[0] == pcpVersion && !f.pcp:
 		// Answer in the version we do speak, with "unsupported version".
 		if f.pcp {
 			r := make([]byte, 24)
@@ -135,20 +156,20 @@ func (f *fakePMP) handle(b []byte) []byte {
 			return r
 		}
 		r := make([]byte, 8)
-		r[0], r[1], r[3] = pmpVersion, 0x80|b[1], resultUnsuppVersion
+		r[0], r[1], r[3] = natpmpVersion, 0x80|b[1], resultUnsuppVersion
 		binary.BigEndian.PutUint32(r[4:8], epoch)
 		return r
-	case b[0] == pmpVersion && b[1] == pmpOpExternal:
+	case b[0] == natpmpVersion && b[1] == natpmpOpExternal:
 		f.requests["external"]++
 		r := make([]byte, 12)
 		r[1] = 0x80
 		binary.BigEndian.PutUint32(r[4:8], epoch)
 		copy(r[8:12], f.extIP)
 		return r
-	case b[0] == pmpVersion && b[1] == pmpOpMapUDP && len(b) == 12:
+	case b[0] == natpmpVersion && b[1] == natpmpOpMapUDP && len(b) == 12:
 		in, want, life := binary.BigEndian.Uint16(b[4:6]), binary.BigEndian.Uint16(b[6:8]), binary.BigEndian.Uint32(b[8:12])
 		r := make([]byte, 16)
-		r[1] = 0x80 | pmpOpMapUDP
+		r[1] = 0x80 | natpmpOpMapUDP
 		binary.BigEndian.PutUint32(r[4:8], epoch)
 		binary.BigEndian.PutUint16(r[8:10], in)
 		if life == 0 {

@@ -5,27 +5,28 @@ import (
 	"testing"
 )
 
-func FuzzDecodePMP(f *testing.F) {
+func FuzzDecodePCP(f *testing.F) {
 	var nonce [12]byte
-	f.Add(pmpMapRequest(4121, 4121, 60))
-	f.Add([]byte{0, 0x80, 0, 0, 0, 0, 0, 9, 203, 0, 113, 7})
-	f.Add([]byte{0, 0x81, 0, 0, 0, 0, 0, 9, 0x10, 0x19, 0x10, 0x19, 0, 0, 0, 60})
+	f.Add([]byte{0, 0x81, 0, resultUnsuppVersion, 0, 0, 0, 9})
 	mapResp := pcpMapRequest(net.IPv4(10, 0, 0, 2), nonce, 4121, 4121, nil, 60)
 	mapResp[1] |= 0x80
 	f.Add(mapResp)
+	announce := pcpAnnounceRequest(net.IPv4(10, 0, 0, 2))
+	announce[1] |= 0x80
+	f.Add(announce)
 	f.Add(make([]byte, 24))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		r, err := decodePMP(b)
+		r, err := decodePCP(b)
 		if err != nil {
 			return
 		}
-		if r.version != pmpVersion && r.version != pcpVersion {
-			t.Fatalf("accepted version %d", r.version)
+		if b[0] != pcpVersion {
+			t.Fatalf("accepted version %d", b[0])
 		}
 		if r.extIP != nil && len(r.extIP) != 4 && len(r.extIP) != 16 {
 			t.Fatalf("ext ip of %d bytes", len(r.extIP))
 		}
-		_ = resultError(r)
+		_ = pcpResultError(r)
 	})
 }
 

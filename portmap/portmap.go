@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"os"
 	"strconv"
@@ -61,8 +62,9 @@ type Config struct {
 	Mode string
 	// InternalPort is the local UDP port to map. Required (1..65535).
 	InternalPort int
-	// Gateway is the router asked by PCP/NAT-PMP. nil: the gateway of the
-	// IPv4 default route (Linux /proc/net/route), read at every discovery.
+	// Gateway is the router asked by PCP/NAT-PMP (on its UDP port 5351). nil:
+	// the gateway of the IPv4 default route (Linux /proc/net/route), read at
+	// every discovery.
 	Gateway net.IP
 	// LocalIP is our LAN address, the mapping's internal client. nil: the
 	// source address the kernel picks towards the gateway.
@@ -90,9 +92,6 @@ type Config struct {
 	Logger *slog.Logger
 	// Now is the clock. nil: time.Now.
 	Now func() time.Time
-	// PMPPort is the gateway's PCP/NAT-PMP port. Default (0): 5351 (tests
-	// use a fake gateway elsewhere).
-	PMPPort int
 	// SSDPAddr is where UPnP searches are sent. nil: the SSDP multicast
 	// group 239.255.255.250:1900 (tests send unicast to a fake gateway).
 	SSDPAddr *net.UDPAddr
@@ -140,9 +139,6 @@ func (c *Config) fill() error {
 	if c.Now == nil {
 		c.Now = time.Now
 	}
-	if c.PMPPort == 0 {
-		c.PMPPort = 5351
-	}
 	if c.SSDPAddr == nil {
 		c.SSDPAddr = &net.UDPAddr{IP: net.IPv4(239, 255, 255, 250), Port: 1900}
 	}
@@ -173,6 +169,12 @@ func (m Mapping) String() string {
 		return "none"
 	}
 	return fmt.Sprintf("%s %s -> %s (lease %s)", m.Protocol, m.External, m.Internal, m.Lease)
+}
+
+// leaseSeconds is a lease in whole seconds as the protocols carry it
+// (at least 1, at most what an int32 holds).
+func leaseSeconds(d time.Duration) uint32 {
+	return uint32(min(max(d/time.Second, 1), math.MaxInt32))
 }
 
 // client is one protocol's conversation with one gateway.
@@ -432,13 +434,10 @@ func (m *Mapper) acquire() (client, Mapping, error) {
 func (m *Mapper) try(ctx context.Context, p Protocol, gw, local net.IP) (client, Mapping, error) {
 	var cl client
 	switch p {
-	case PCP, NATPMP:
-		conn := newPMPConn(&net.UDPAddr{IP: gw, Port: m.cfg.PMPPort}, local)
-		if p == PCP {
-			cl = &pcpClient{c: conn, intPort: m.cfg.InternalPort, now: m.cfg.Now}
-		} else {
-			cl = &natpmpClient{c: conn, intPort: m.cfg.InternalPort, now: m.cfg.Now}
-		}
+	case PCP:
+		cl = newPCPClient(gw, local, m.cfg.InternalPort, m.cfg.Now)
+	case NATPMP:
+		cl = &natpmpClient{gw: gw, local: local, intPort: m.cfg.InternalPort, now: m.cfg.Now}
 	case UPnP:
 		svc, kind, err := discoverUPnP(ctx, m.cfg.SSDPAddr, local)
 		if err != nil {
@@ -466,7 +465,7 @@ func (m *Mapper) gateway() (gw, local net.IP, err error) {
 	if local == nil {
 		// Connecting a UDP socket sends nothing; it only asks the kernel
 		// which source address it would use.
-		c, err := net.DialUDP("udp4", nil, &net.UDPAddr{IP: gw, Port: m.cfg.PMPPort})
+		c, err := net.DialUDP("udp4", nil, &net.UDPAddr{IP: gw, Port: pmpPort})
 		if err != nil {
 			return nil, nil, fmt.Errorf("%w: no route to gateway %v: %v", errNoGateway, gw, err)
 		}

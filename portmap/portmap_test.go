@@ -26,16 +26,15 @@ func startMapper(t *testing.T, cfg Config) *testEnv {
 	t.Helper()
 	e := &testEnv{changes: make(chan change, 64)}
 	cfg.InternalPort = testPort
-	cfg.Gateway = net.IPv4(127, 0, 0, 1)
+	if cfg.Gateway == nil {
+		cfg.Gateway = testGatewayIP() // nothing listens there
+	}
 	cfg.LocalIP = net.IPv4(127, 0, 0, 1)
 	if cfg.Timeout == 0 {
 		cfg.Timeout = 500 * time.Millisecond
 	}
 	if cfg.SSDPAddr == nil {
 		cfg.SSDPAddr = deadUDP(t)
-	}
-	if cfg.PMPPort == 0 {
-		cfg.PMPPort = deadUDP(t).Port
 	}
 	cfg.OnChange = func(m Mapping, ok bool) {
 		select {
@@ -92,7 +91,7 @@ func TestPMPMapRenewDelete(t *testing.T) {
 	for _, p := range []Protocol{NATPMP, PCP} {
 		t.Run(string(p), func(t *testing.T) {
 			gw := newFakePMP(t, p == NATPMP, p == PCP)
-			e := startMapper(t, Config{Mode: string(p), PMPPort: gw.port(), Lease: 2 * time.Second})
+			e := startMapper(t, Config{Mode: string(p), Gateway: gw.ip, Lease: 2 * time.Second})
 			c := e.next(t)
 			if !c.ok || c.m.Protocol != p || c.m.External.Port != testPort || !c.m.External.IP.Equal(gw.extIP) {
 				t.Fatalf("first change = %+v", c)
@@ -129,7 +128,7 @@ func TestAutoPrefersPCPAndFallsBack(t *testing.T) {
 		want        Protocol
 	}{{true, true, PCP}, {true, false, NATPMP}, {false, true, PCP}} {
 		gw := newFakePMP(t, tc.natpmp, tc.pcp)
-		e := startMapper(t, Config{PMPPort: gw.port()})
+		e := startMapper(t, Config{Gateway: gw.ip})
 		if c := e.next(t); !c.ok || c.m.Protocol != tc.want {
 			t.Fatalf("natpmp=%v pcp=%v: got %+v, want %s", tc.natpmp, tc.pcp, c, tc.want)
 		}
@@ -141,7 +140,7 @@ func TestPMPGatewayRebootRemaps(t *testing.T) {
 	for _, p := range []Protocol{NATPMP, PCP} {
 		t.Run(string(p), func(t *testing.T) {
 			gw := newFakePMP(t, p == NATPMP, p == PCP)
-			e := startMapper(t, Config{Mode: string(p), PMPPort: gw.port(), CheckInterval: 50 * time.Millisecond})
+			e := startMapper(t, Config{Mode: string(p), Gateway: gw.ip, CheckInterval: 50 * time.Millisecond})
 			if c := e.next(t); !c.ok {
 				t.Fatal("no mapping")
 			}
@@ -164,7 +163,7 @@ func TestPMPConflictPicksAnotherPortAndReports(t *testing.T) {
 			gw.mu.Lock()
 			gw.held[testPort] = true // another LAN host has our port already
 			gw.mu.Unlock()
-			e := startMapper(t, Config{Mode: string(p), PMPPort: gw.port(), CheckInterval: 50 * time.Millisecond})
+			e := startMapper(t, Config{Mode: string(p), Gateway: gw.ip, CheckInterval: 50 * time.Millisecond})
 			c := e.next(t)
 			if !c.ok || c.m.External.Port == testPort {
 				t.Fatalf("first mapping %+v should avoid the held port", c)
@@ -303,7 +302,7 @@ func TestNoGatewayLogsOneLine(t *testing.T) {
 
 func TestModeOffSendsNothing(t *testing.T) {
 	gw := newFakePMP(t, true, true)
-	e := startMapper(t, Config{Mode: ModeOff, PMPPort: gw.port()})
+	e := startMapper(t, Config{Mode: ModeOff, Gateway: gw.ip})
 	<-e.m.FirstAttempt() // closed at once: there is nothing to wait for
 	_ = e.m.Close()
 	if gw.count("map")+gw.count("external")+gw.count("announce") != 0 {
