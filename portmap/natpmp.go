@@ -33,8 +33,11 @@ func (n *natpmpClient) lib(ctx context.Context) (*natpmp.Client, error) {
 		return nil, errors.New("portmap: NAT-PMP request without a deadline")
 	}
 	left := time.Until(dl)
-	if err := ctx.Err(); err != nil || left <= 0 {
-		return nil, fmt.Errorf("portmap: no time left to ask %v: %w", n.gw, context.Cause(ctx))
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("portmap: no time left to ask %v: %w", n.gw, err)
+	}
+	if left <= 0 {
+		return nil, fmt.Errorf("portmap: no time left to ask %v: %w", n.gw, context.DeadlineExceeded)
 	}
 	return natpmp.NewClientWithLocalAndTimeout(n.gw, n.local, left), nil
 }
