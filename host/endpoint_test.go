@@ -23,7 +23,11 @@ func TestParseEndpointHonoursContext(t *testing.T) {
 	if err != nil || a.String() != "203.0.113.5:7" {
 		t.Fatalf("mapped literal: %v, %v", a, err)
 	}
-	for _, bad := range []string{"quic://[2001:db8::1]:4121", "tcp://203.0.113.5:1", "quic://203.0.113.5", "quic://203.0.113.5:99999"} {
+	a, err = parseEndpoint(ctx, nil, "quic://[2001:db8::1]:4121")
+	if err != nil || a.String() != "[2001:db8::1]:4121" {
+		t.Fatalf("IPv6 literal: %v, %v", a, err)
+	}
+	for _, bad := range []string{"quic://[fe80::1%eth0]:4121", "quic://203.0.113.5:0", "tcp://203.0.113.5:1", "quic://203.0.113.5", "quic://203.0.113.5:99999"} {
 		if _, err := parseEndpoint(context.Background(), nil, bad); err == nil {
 			t.Errorf("%q: parsed, want an error", bad)
 		}

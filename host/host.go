@@ -97,6 +97,7 @@ type Host struct {
 	log   *slog.Logger
 	id    *Identity
 	demux *transport.Demux
+	fam   transport.Families // the IP families the socket reaches (docs/host.md §7)
 	qtr   *quic.Transport
 	ln    *quic.Listener
 	env   *iceEnv
@@ -183,10 +184,12 @@ func New(cfg Config) (*Host, error) {
 		if la == "" {
 			la = DefaultListenAddr
 		}
-		conn, err = net.ListenPacket("udp4", la)
+		uc, fam, err := transport.Listen(la)
 		if err != nil {
-			return nil, fmt.Errorf("host: listen %s: %w", la, err)
+			return nil, fmt.Errorf("host: %w", err)
 		}
+		conn = uc
+		cfg.Logger.Info("listening", "addr", uc.LocalAddr().String(), "families", fam.String())
 	}
 	h := &Host{cfg: cfg, log: cfg.Logger, id: id, expect: make(map[a2al.Address]chan *quic.Conn),
 		calls: make(map[a2al.NodeID]struct{}), punchWait: make(map[a2al.NodeID][]chan error),
@@ -201,6 +204,7 @@ func New(cfg Config) (*Host, error) {
 		h.stun = stunFromHubs(cfg.HubURLs)
 	}
 
+	h.fam = transport.SocketFamilies(conn.LocalAddr())
 	h.demux = transport.NewDemux(conn, transport.DemuxOptions{Logger: cfg.Logger})
 	h.qtr = &quic.Transport{Conn: h.demux.QUIC()}
 	h.ln, err = h.qtr.Listen(id.ServerTLS(h.agentBySNI), quicConfig(cfg.HandshakeLimit))
@@ -366,12 +370,12 @@ func (h *Host) Bootstrap(ctx context.Context, seeds ...string) error {
 	seeds = append(seeds, h.cachedPeers()...)
 	var addrs []net.Addr
 	for _, s := range seeds {
-		a, err := resolveUDP(h.cfg.Net, s)
+		as, err := resolveSeed(h.cfg.Net, s, h.fam)
 		if err != nil {
 			h.log.Warn("bad bootstrap address", "addr", s, "err", err)
 			continue
 		}
-		addrs = append(addrs, a)
+		addrs = append(addrs, as...)
 	}
 	if len(addrs) == 0 {
 		return errors.New("host: bootstrap: no usable seed addresses")
@@ -383,12 +387,6 @@ func (h *Host) Bootstrap(ctx context.Context, seeds ...string) error {
 	return nil
 }
 
-func resolveUDP(n ptransport.Net, s string) (*net.UDPAddr, error) {
-	if n != nil {
-		return n.ResolveUDPAddr("udp4", s)
-	}
-	return net.ResolveUDPAddr("udp4", s)
-}
 
 func (h *Host) cachedPeers() []string {
 	if h.cfg.DataDir == "" {

@@ -138,7 +138,7 @@ func startICE(ctx context.Context, env *iceEnv, sig signaler, controlling bool, 
 	s := &iceSession{first: make(chan struct{}), done: make(chan struct{})}
 	cfg := &ice.AgentConfig{
 		Urls:                   env.urls,
-		NetworkTypes:           []ice.NetworkType{ice.NetworkTypeUDP4},
+		NetworkTypes:           iceNetworkTypes(env.mux.LocalAddr()),
 		CandidateTypes:         []ice.CandidateType{ice.CandidateTypeHost, ice.CandidateTypeServerReflexive},
 		UDPMux:                 env.mux,
 		UDPMuxSrflx:            env.mux,

@@ -192,60 +192,18 @@ func (h *Host) dialDirect(ctx context.Context, er *protocol.EndpointRecord) (*Co
 	if restricted && len(hubsOf(er)) > 0 {
 		return nil, errors.New("skipped: peer is behind a filtering NAT")
 	}
-	var addrs []net.Addr
-	for _, ep := range er.Endpoints {
-		if len(addrs) == 4 {
-			break
-		}
-		if a, err := parseEndpoint(ctx, h.cfg.Net, ep); err == nil {
-			addrs = append(addrs, a)
-		}
+	// Happy Eyeballs (docs/host.md §6.2): IPv6 first, the next family
+	// happyEyeballsStagger later; the first handshake wins.
+	targets := dialTargets(ctx, h.cfg.Net, er.Endpoints, h.fam, 4)
+	win, to, err := raceDial(ctx, targets, happyEyeballsStagger,
+		func(ctx context.Context, a *net.UDPAddr) (*quic.Conn, error) {
+			return h.dialA(ctx, a, er.Address, directDialTimeout)
+		},
+		func(qc *quic.Conn) { _ = qc.CloseWithError(0, "superseded") })
+	if err != nil {
+		return nil, err
 	}
-	if len(addrs) == 0 {
-		return nil, errors.New("record has no usable endpoints")
-	}
-	// Happy Eyeballs: start endpoint i after i*250 ms; the first handshake
-	// wins and the others are cancelled (or closed if they also finished).
-	raceCtx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	type result struct {
-		qc  *quic.Conn
-		err error
-	}
-	results := make(chan result, len(addrs))
-	for i, a := range addrs {
-		go func() {
-			t := time.NewTimer(time.Duration(i) * happyEyeballsStagger)
-			defer t.Stop()
-			select {
-			case <-t.C:
-			case <-raceCtx.Done():
-				results <- result{err: raceCtx.Err()}
-				return
-			}
-			qc, err := h.dialA(raceCtx, a, er.Address, directDialTimeout)
-			results <- result{qc, err}
-		}()
-	}
-	var win *quic.Conn
-	var lastErr error
-	for range addrs {
-		r := <-results
-		switch {
-		case r.err != nil:
-			if lastErr == nil || !errors.Is(r.err, context.Canceled) {
-				lastErr = r.err
-			}
-		case win == nil:
-			win = r.qc
-			cancel()
-		default:
-			_ = r.qc.CloseWithError(0, "superseded")
-		}
-	}
-	if win == nil {
-		return nil, lastErr
-	}
+	h.log.Debug("direct dial", "peer", er.Address.String(), "to", to.String(), "family", familyName(to.IP))
 	return h.openRoute(ctx, win, er.Address, "direct")
 }
 

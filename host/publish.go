@@ -65,7 +65,7 @@ func (h *Host) Payload() protocol.EndpointPayload {
 		if !la.IP.IsUnspecified() {
 			add(la.IP, la.Port)
 		} else {
-			for _, ip := range localIPs() {
+			for _, ip := range localIPs(h.fam) {
 				add(ip, la.Port)
 			}
 		}
@@ -83,31 +83,6 @@ func (h *Host) Payload() protocol.EndpointPayload {
 		p.Signal = p.Signals[0]
 	}
 	return p
-}
-
-// localIPs lists usable IPv4 interface addresses (loopback last, as a fallback
-// for single-machine setups).
-func localIPs() []net.IP {
-	addrs, err := net.InterfaceAddrs()
-	if err != nil {
-		return []net.IP{net.IPv4(127, 0, 0, 1)}
-	}
-	var out, lo []net.IP
-	for _, a := range addrs {
-		ipn, ok := a.(*net.IPNet)
-		if !ok || ipn.IP.To4() == nil || ipn.IP.IsLinkLocalUnicast() {
-			continue
-		}
-		if ipn.IP.IsLoopback() {
-			lo = append(lo, ipn.IP)
-			continue
-		}
-		out = append(out, ipn.IP)
-	}
-	if len(out) == 0 {
-		return lo
-	}
-	return out
 }
 
 func samePayload(a, b protocol.EndpointPayload) bool {

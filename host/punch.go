@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/netip"
 	"strings"
 	"sync"
 	"time"
@@ -508,71 +507,19 @@ func (h *Host) startDirectEvidence(ctx context.Context, er *protocol.EndpointRec
 	return &directProbe{}
 }
 
-// directEvidence PINGs up to two published endpoints; only an answer counts.
+// directEvidence PINGs up to two published endpoints (one per family when
+// both are published), IPv6 first and IPv4 happyEyeballsStagger later; only
+// an answer counts.
 func (h *Host) directEvidence(ctx context.Context, er *protocol.EndpointRecord) bool {
-	for i, ep := range er.Endpoints {
-		if i >= 2 {
-			break
-		}
-		a, err := parseEndpoint(ctx, h.cfg.Net, ep)
-		if err != nil {
-			continue
-		}
-		pctx, cancel := context.WithTimeout(ctx, 1500*time.Millisecond)
-		err = h.node.Ping(pctx, a)
-		cancel()
-		if err == nil {
-			return true
-		}
-	}
-	return false
-}
-
-// ResolveEndpoint turns an endpoint URL from a peer's record ("quic://" or
-// legacy "udp://" host:port) into the UDP address this host would dial,
-// resolving names under ctx.
-func (h *Host) ResolveEndpoint(ctx context.Context, ep string) (*net.UDPAddr, error) {
-	return parseEndpoint(ctx, h.cfg.Net, ep)
-}
-
-// parseEndpoint turns "quic://host:port" (or legacy udp://) into a UDP
-// address. The host comes from a peer's record, so a name is resolved under
-// ctx: net.ResolveUDPAddr would ignore the dial's deadline and let a record
-// of unresolvable names stall the dial for the resolver's own timeouts.
-func parseEndpoint(ctx context.Context, n interface {
-	ResolveUDPAddr(string, string) (*net.UDPAddr, error)
-}, ep string) (*net.UDPAddr, error) {
-	rest, ok := strings.CutPrefix(ep, "quic://")
-	if !ok {
-		if rest, ok = strings.CutPrefix(ep, "udp://"); !ok {
-			return nil, fmt.Errorf("endpoint %q: unsupported scheme", ep)
-		}
-	}
-	if n != nil {
-		return n.ResolveUDPAddr("udp4", rest)
-	}
-	if ap, err := netip.ParseAddrPort(rest); err == nil {
-		if !ap.Addr().Unmap().Is4() {
-			return nil, fmt.Errorf("endpoint %q: not an IPv4 address", ep)
-		}
-		return net.UDPAddrFromAddrPort(netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())), nil
-	}
-	host, portStr, err := net.SplitHostPort(rest)
-	if err != nil {
-		return nil, fmt.Errorf("endpoint %q: %w", ep, err)
-	}
-	port, err := net.DefaultResolver.LookupPort(ctx, "udp", portStr)
-	if err != nil {
-		return nil, fmt.Errorf("endpoint %q: port: %w", ep, err)
-	}
-	ips, err := net.DefaultResolver.LookupNetIP(ctx, "ip4", host)
-	if err != nil {
-		return nil, fmt.Errorf("endpoint %q: resolve host: %w", ep, err)
-	}
-	if len(ips) == 0 {
-		return nil, fmt.Errorf("endpoint %q: host has no IPv4 address", ep)
-	}
-	return net.UDPAddrFromAddrPort(netip.AddrPortFrom(ips[0].Unmap(), uint16(port))), nil
+	targets := dialTargets(ctx, h.cfg.Net, er.Endpoints, h.fam, 2)
+	_, _, err := raceDial(ctx, targets, happyEyeballsStagger,
+		func(ctx context.Context, a *net.UDPAddr) (struct{}, error) {
+			pctx, cancel := context.WithTimeout(ctx, 1500*time.Millisecond)
+			defer cancel()
+			return struct{}{}, h.node.Ping(pctx, a)
+		},
+		func(struct{}) {})
+	return err == nil
 }
 
 const maxIncomingCalls = 16

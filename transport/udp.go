@@ -24,8 +24,16 @@ type UDPTransport struct {
 	bufs      sync.Pool
 }
 
-// ListenUDP opens a UDP socket; network is "udp", "udp4" or "udp6".
+// ListenUDP opens a UDP socket; network is "udp4", "udp6", or "udp" for the
+// family rule of Listen (dual stack on an empty host or "::").
 func ListenUDP(network, laddr string) (*UDPTransport, error) {
+	if network == "udp" {
+		c, _, err := Listen(laddr)
+		if err != nil {
+			return nil, err
+		}
+		return NewUDPTransport(c), nil
+	}
 	addr, err := net.ResolveUDPAddr(network, laddr)
 	if err != nil {
 		return nil, fmt.Errorf("transport: resolve %s address %q: %w", network, laddr, err)
