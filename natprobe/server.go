@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/pion/stun"
+
+	"github.com/a2alnode/a2al/transport"
 )
 
 // PacketListener opens UDP sockets. *net.ListenConfig-free code paths use the
@@ -114,8 +116,10 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 func (s *Server) listen(cfg ServerConfig) error {
 	s.owned = true
 	ln := cfg.Net
+	network := func(string) string { return "udp4" } // vnet is IPv4
 	if ln == nil {
 		ln = stdListener{}
+		network = transport.ListenNetwork // a wildcard host serves both families
 	}
 	host, portStr, err := net.SplitHostPort(cfg.Addr)
 	if err != nil {
@@ -130,7 +134,7 @@ func (s *Server) listen(cfg ServerConfig) error {
 		altPort = port + 1
 	}
 	open := func(i int, ip string, p int) error {
-		c, err := ln.ListenPacket("udp4", net.JoinHostPort(ip, strconv.Itoa(p)))
+		c, err := ln.ListenPacket(network(ip), net.JoinHostPort(ip, strconv.Itoa(p)))
 		if err != nil {
 			s.closeConns()
 			return fmt.Errorf("natprobe: listen %s:%d: %w", ip, p, err)
@@ -318,6 +322,11 @@ func (s *Server) handle(pkt []byte, from net.Addr, in int) (reply []byte, out in
 		return nil, 0, false
 	}
 	limit := len(pkt) + s.slack
+	if src.Addr().Is6() {
+		// An IPv6 XOR-MAPPED-ADDRESS is 12 bytes longer than an IPv4 one;
+		// the slack is set for IPv4 (docs/host.md §7).
+		limit += 12
+	}
 	withFP := m.Contains(stun.AttrFingerprint)
 	full := []stun.Setter{
 		&stun.XORMappedAddress{IP: src.Addr().AsSlice(), Port: int(src.Port())},
