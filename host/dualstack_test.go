@@ -185,3 +185,87 @@ func TestDialDirectHappyEyeballs(t *testing.T) {
 		c.Close()
 	}
 }
+
+func newHostAt(t *testing.T, laddr string) *Host {
+	t.Helper()
+	_, key, _ := ed25519.GenerateKey(rand.Reader)
+	h, err := New(Config{Key: key, ListenAddr: laddr, Logger: testLogger(), DisableMaintenance: true, DisableNAT: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.Close() })
+	return h
+}
+
+// The DHT over both families: an IPv6-only node and an IPv4-only node join
+// through a dual-stack one; the IPv6-only node publishes an IPv6 endpoint
+// that the IPv4-only node resolves (through the dual-stack node) and the
+// dual-stack node dials over IPv6. Contacts keep their family's IP length.
+func TestDHTAcrossFamilies(t *testing.T) {
+	t.Setenv("QUIC_GO_DISABLE_RECEIVE_BUFFER_WARNING", "true")
+	if c, err := net.ListenUDP("udp6", &net.UDPAddr{IP: net.IPv6loopback}); err != nil {
+		t.Skipf("no IPv6 loopback: %v", err)
+	} else {
+		c.Close()
+	}
+	dual := newDualHost(t)
+	v6 := newHostAt(t, "[::1]:0")
+	v4 := newHostAt(t, "127.0.0.1:0")
+	if v6.fam != (transport.Families{V6: true}) || v4.fam != (transport.Families{V4: true}) {
+		t.Fatalf("families: %v %v", v6.fam, v4.fam)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	port := strconv.Itoa(dual.LocalAddr().(*net.UDPAddr).Port)
+	if err := v6.Bootstrap(ctx, "[::1]:"+port); err != nil {
+		t.Fatalf("IPv6-only bootstrap: %v", err)
+	}
+	if err := v4.Bootstrap(ctx, "127.0.0.1:"+port); err != nil {
+		t.Fatalf("IPv4-only bootstrap: %v", err)
+	}
+	// A seed of a family the socket lacks is refused up front.
+	if err := v4.Bootstrap(ctx, "[::1]:"+port); err == nil {
+		t.Error("IPv4-only node accepted an IPv6 seed")
+	}
+	rec, err := v6.Publish(ctx)
+	if err != nil {
+		t.Fatalf("publish: %v", err)
+	}
+	er, err := protocol.ParseEndpointRecord(rec)
+	if err != nil || len(er.Endpoints) == 0 || !slices.ContainsFunc(er.Endpoints, func(s string) bool { return s == "quic://[::1]:"+strconv.Itoa(v6.LocalAddr().(*net.UDPAddr).Port) }) {
+		t.Fatalf("IPv6-only node published %v (%v)", er, err)
+	}
+	// Publishing replicates in the background; wait until the dual-stack node holds it.
+	for len(dual.Node().LocalStoreGet(v6.NodeID(), protocol.RecTypeEndpoint)) == 0 {
+		if ctx.Err() != nil {
+			t.Fatal("the record never reached the dual-stack node")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	got, err := v4.endpointRecord(ctx, v6.NodeID(), nil)
+	if err != nil || got.Address != v6.Address() {
+		t.Fatalf("IPv4-only node resolving the IPv6-only node: %v %v", got, err)
+	}
+	if _, err := v4.ResolveEndpoint(ctx, got.Endpoints[0]); err == nil {
+		t.Error("IPv4-only node claims to reach an IPv6 endpoint")
+	}
+	for _, c := range dual.Node().BootstrapCandidateAddrs(8) {
+		ua := c.(*net.UDPAddr)
+		if ua.IP.To4() == nil && len(ua.IP) != net.IPv6len || ua.IP.To4() != nil && len(ua.IP) != net.IPv4len {
+			t.Errorf("dual-stack node keeps contact %v with a %d-byte IP", ua, len(ua.IP))
+		}
+	}
+	go func() {
+		if c, err := v6.Accept(ctx); err == nil {
+			<-c.Context().Done()
+		}
+	}()
+	c, err := dual.dialDirect(ctx, got)
+	if err != nil {
+		t.Fatalf("dual-stack node dialling the IPv6-only node: %v", err)
+	}
+	defer c.Close()
+	if familyName(c.RemoteAddr().(*net.UDPAddr).IP) != "ipv6" {
+		t.Fatalf("connected over %v", c.RemoteAddr())
+	}
+}
