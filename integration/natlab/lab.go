@@ -41,6 +41,7 @@ type Lab struct {
 	routers    int
 	logDir     string
 	closed     bool
+	v6         v6Lab // IPv6 segments (ipv6.go)
 }
 
 // New builds an empty lab (just the WAN bridge). It skips the test, or fails
