@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"strings"
+	"time"
 )
 
 // IPv6 in the lab (opt-in per router and host). The WAN bridge carries the
@@ -48,7 +49,7 @@ func (h *Host) IPv6() net.IP {
 // firewall6 is a home router's IPv6 policy: forward outbound, inbound only
 // what belongs to a flow the LAN started (and the ICMPv6 errors about it).
 const firewall6 = `table ip6 natlab6 {
-  chain fwd {
+  chain filt_fwd6 {
     type filter hook forward priority filter; policy drop;
     ct state established,related accept
     iifname "lan0" oifname "wan0" accept
@@ -131,12 +132,13 @@ func (h *Host) DropIPv4() {
 	}
 }
 
-// BreakIPv6UDP black-holes every IPv6 UDP datagram the host sends (a broken
-// IPv6 path: nothing is refused, nothing arrives). undo restores it.
+// BreakIPv6UDP black-holes IPv6 UDP for the host: what it sends leaves, but
+// nothing comes back (a broken IPv6 path: no error, only silence). undo
+// restores it.
 func (h *Host) BreakIPv6UDP() (undo func() error, err error) {
 	const rules = `table ip6 natlab6brk {
-  chain out {
-    type filter hook output priority filter; policy accept;
+  chain in {
+    type filter hook input priority filter; policy accept;
     meta l4proto udp drop
   }
 }
@@ -148,6 +150,55 @@ func (h *Host) BreakIPv6UDP() (undo func() error, err error) {
 		_, err := h.NS.Run("nft", "delete", "table", "ip6", "natlab6brk")
 		return err
 	}, nil
+}
+
+// ListenUDP6 opens an IPv6 UDP socket on the host's IPv6 address.
+func (h *Host) ListenUDP6(port int) (*net.UDPConn, error) {
+	var c *net.UDPConn
+	err := h.NS.Do(func() error {
+		var err error
+		c, err = net.ListenUDP("udp6", &net.UDPAddr{IP: h.IPv6(), Port: port})
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("natlab: listen udp6 port %d in %s: %w", port, h.NS.Name, err)
+	}
+	return c, nil
+}
+
+// firewallHolds checks the IPv6 firewall in front of inside: a datagram from
+// outside does not arrive unsolicited, and does once inside sent to outside
+// from the same socket (the reply direction of its flow).
+func firewallHolds(inside, outside *Host) (unsolicitedBlocked, replyPasses bool, err error) {
+	const port = 7600
+	in, err := inside.ListenUDP6(port)
+	if err != nil {
+		return false, false, err
+	}
+	defer in.Close()
+	out, err := outside.ListenUDP6(port)
+	if err != nil {
+		return false, false, err
+	}
+	defer out.Close()
+	to := &net.UDPAddr{IP: inside.IPv6(), Port: port}
+	got := func() bool {
+		_ = in.SetReadDeadline(time.Now().Add(time.Second))
+		buf := make([]byte, 64)
+		_, _, err := in.ReadFromUDP(buf)
+		return err == nil
+	}
+	if _, err := out.WriteToUDP([]byte("unsolicited"), to); err != nil {
+		return false, false, err
+	}
+	unsolicitedBlocked = !got()
+	if _, err := in.WriteToUDP([]byte("open"), &net.UDPAddr{IP: outside.IPv6(), Port: port}); err != nil {
+		return false, false, err
+	}
+	if _, err := out.WriteToUDP([]byte("reply"), to); err != nil {
+		return false, false, err
+	}
+	return unsolicitedBlocked, got(), nil
 }
 
 // isIPv6Endpoint reports whether "ip:port" or "[ip]:port" (or a quic:// URL of

@@ -74,13 +74,23 @@ func TestIPv6(t *testing.T) {
 		fail = fail || !ok
 	}
 
+	// 0. The IPv6 firewalls are stateful: unsolicited inbound is dropped,
+	// the reply direction of a flow the LAN host started passes.
+	blocked, passes, err := firewallHolds(hb, he)
+	check("ipv6 firewall: unsolicited dropped", err == nil && blocked, 0, fmt.Sprint(err))
+	check("ipv6 firewall: reply to own flow passes", err == nil && passes, 0, fmt.Sprint(err))
+
 	// 1. Punch through two stateful IPv6 firewalls (IPv4: symmetric x symmetric).
 	r, err := a.Dial(b.Address, 30*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
+	ice := ""
+	if r.Punch != nil {
+		ice = fmt.Sprintf(" punch=%s ok=%v in %dms", r.Punch.Candidates, r.Punch.OK, r.Punch.TookMS)
+	}
 	check("ipv6 firewalls: a->b punched over v6", r.OK && r.Path == "punched" && isIPv6Endpoint(r.Remote),
-		time.Duration(r.TookMS)*time.Millisecond, fmt.Sprintf("path=%s remote=%s %s", r.Path, r.Remote, r.Error))
+		time.Duration(r.TookMS)*time.Millisecond, fmt.Sprintf("path=%s remote=%s%s %s", r.Path, r.Remote, ice, r.Error))
 
 	// 2. An IPv6-only node in the dual-stack DHT.
 	st, err := c.Status()
