@@ -253,6 +253,9 @@ func raceDial[T any](ctx context.Context, targets []*net.UDPAddr, stagger time.D
 	return win.v, win.to, nil
 }
 
+// Families are the IP families the host's socket reaches.
+func (h *Host) Families() transport.Families { return h.fam }
+
 // familyName is "ipv6" or "ipv4" for logs and metrics.
 func familyName(ip net.IP) string {
 	if ip.To4() != nil {

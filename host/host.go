@@ -184,12 +184,11 @@ func New(cfg Config) (*Host, error) {
 		if la == "" {
 			la = DefaultListenAddr
 		}
-		uc, fam, err := transport.Listen(la)
+		uc, _, err := transport.Listen(la)
 		if err != nil {
 			return nil, fmt.Errorf("host: %w", err)
 		}
 		conn = uc
-		cfg.Logger.Info("listening", "addr", uc.LocalAddr().String(), "families", fam.String())
 	}
 	h := &Host{cfg: cfg, log: cfg.Logger, id: id, expect: make(map[a2al.Address]chan *quic.Conn),
 		calls: make(map[a2al.NodeID]struct{}), punchWait: make(map[a2al.NodeID][]chan error),

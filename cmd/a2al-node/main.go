@@ -255,8 +255,8 @@ type netFlags struct {
 }
 
 func (c *netFlags) register(fs *flagSet, listenDef string) {
-	fs.Listen(&c.listen, "listen", listenDef, false, "UDP address to bind")
-	fs.List(&c.bootstrap, "bootstrap", hostPortDefault(4121), "bootstrap nodes host[:port], comma separated (default port 4121)")
+	fs.Listen(&c.listen, "listen", listenDef, false, `UDP address to bind (":4121" or "[::]:4121": IPv4 and IPv6 on one socket; "0.0.0.0:4121": IPv4 only; "[::1]:4121": IPv6 only)`)
+	fs.List(&c.bootstrap, "bootstrap", hostPortDefault(4121), "bootstrap nodes host[:port] or [IPv6]:port, comma separated (default port 4121)")
 	fs.List(&c.hubs, "hub", hubURL, "signaling hub URLs (ws:// or wss://), comma separated")
 	fs.List(&c.stun, "stun", hostPortDefault(3478), "STUN servers host[:port] (default <hub host>:3478)")
 }

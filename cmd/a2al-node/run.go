@@ -132,7 +132,7 @@ func (o *runOptions) run(ctx context.Context, std stdio) error {
 		return err
 	}
 	defer h.Close()
-	fmt.Fprintf(std.out, "a2al node %s\nlistening on udp %s\n", h.Address().String(), h.LocalAddr())
+	fmt.Fprintf(std.out, "a2al node %s\nlistening on udp %s (%s)\n", h.Address().String(), h.LocalAddr(), h.Families())
 	if err := startServices(h, agents, svcs, std.out, log); err != nil {
 		return err
 	}
