@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-		"strings"
+	"strings"
 	"time"
 
 	"github.com/pion/ice/v2"

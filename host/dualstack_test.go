@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pion/ice/v2"
+
 	"github.com/a2alnode/a2al/protocol"
 	"github.com/a2alnode/a2al/transport"
 )
@@ -268,4 +270,42 @@ func TestDHTAcrossFamilies(t *testing.T) {
 	if familyName(c.RemoteAddr().(*net.UDPAddr).IP) != "ipv6" {
 		t.Fatalf("connected over %v", c.RemoteAddr())
 	}
+}
+
+func TestICENetworkTypes(t *testing.T) {
+	for _, tc := range []struct {
+		la   net.Addr
+		want []ice.NetworkType
+	}{
+		{&net.UDPAddr{IP: net.IPv6unspecified, Port: 1}, []ice.NetworkType{ice.NetworkTypeUDP4, ice.NetworkTypeUDP6}},
+		{&net.UDPAddr{IP: net.IPv4zero, Port: 1}, []ice.NetworkType{ice.NetworkTypeUDP4}},
+		{&net.UDPAddr{IP: net.IPv6loopback, Port: 1}, []ice.NetworkType{ice.NetworkTypeUDP6}},
+		{&net.UDPAddr{IP: net.IPv4(192, 168, 1, 2), Port: 1}, []ice.NetworkType{ice.NetworkTypeUDP4}},
+	} {
+		if got := iceNetworkTypes(tc.la); !slices.Equal(got, tc.want) {
+			t.Errorf("%v: %v, want %v", tc.la, got, tc.want)
+		}
+	}
+}
+
+// FuzzEndpointAddrs: endpoint text comes from peers' records; literals only
+// (a nil-context resolver would look names up), never a panic, never port 0
+// or a zoned address.
+func FuzzEndpointAddrs(f *testing.F) {
+	for _, s := range []string{"quic://203.0.113.5:4121", "quic://[2001:db8::1]:4121", "udp://[::ffff:1.2.3.4]:7", "quic://[fe80::1%eth0]:1", "quic://:0"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel() // names fail at once instead of reaching a resolver
+		as, err := endpointAddrs(ctx, nil, s)
+		if err != nil {
+			return
+		}
+		for _, a := range as {
+			if a.Port == 0 || a.Zone != "" || (a.IP.To4() != nil && len(a.IP) != net.IPv4len) {
+				t.Fatalf("%q gave %v", s, a)
+			}
+		}
+	})
 }

@@ -386,7 +386,6 @@ func (h *Host) Bootstrap(ctx context.Context, seeds ...string) error {
 	return nil
 }
 
-
 func (h *Host) cachedPeers() []string {
 	if h.cfg.DataDir == "" {
 		return nil
