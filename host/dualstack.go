@@ -64,8 +64,9 @@ func localIPs(f transport.Families) []net.IP {
 
 // endpointAddrs turns "quic://host:port" (or legacy udp://) from a peer's
 // record into UDP addresses: a literal of either family (IPv4-mapped read as
-// IPv4), or a name resolved under ctx to at most one address per family,
-// IPv6 first. n is the vnet in tests (names resolve to IPv4 there).
+// IPv4), or a name resolved under ctx (a record full of unresolvable names
+// must not outlast the dial) to at most one address per family, IPv6 first.
+// n is the vnet in tests (names resolve to IPv4 there).
 func endpointAddrs(ctx context.Context, n interface {
 	ResolveUDPAddr(string, string) (*net.UDPAddr, error)
 }, ep string) ([]*net.UDPAddr, error) {
@@ -113,17 +114,6 @@ func endpointAddrs(ctx context.Context, n interface {
 		return nil, fmt.Errorf("endpoint %q: host has no address", ep)
 	}
 	return out, nil
-}
-
-// parseEndpoint is the first address of endpointAddrs.
-func parseEndpoint(ctx context.Context, n interface {
-	ResolveUDPAddr(string, string) (*net.UDPAddr, error)
-}, ep string) (*net.UDPAddr, error) {
-	as, err := endpointAddrs(ctx, n, ep)
-	if err != nil {
-		return nil, err
-	}
-	return as[0], nil
 }
 
 // ResolveEndpoint turns an endpoint URL from a peer's record ("quic://" or

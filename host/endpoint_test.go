@@ -3,12 +3,20 @@ package host
 import (
 	"context"
 	"errors"
+	"net"
 	"testing"
 )
 
 // A record's endpoint names are resolved under the dial's context, so a
 // cancelled (or expired) dial does not wait on DNS.
 func TestParseEndpointHonoursContext(t *testing.T) {
+	parseEndpoint := func(ctx context.Context, _ any, ep string) (*net.UDPAddr, error) {
+		as, err := endpointAddrs(ctx, nil, ep)
+		if err != nil {
+			return nil, err
+		}
+		return as[0], nil
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	if _, err := parseEndpoint(ctx, nil, "quic://localhost:4121"); !errors.Is(err, context.Canceled) {
