@@ -215,7 +215,7 @@ func raceDial[T any](ctx context.Context, targets []*net.UDPAddr, stagger time.D
 	var errs []error
 	for pending > 0 {
 		var next <-chan time.Time
-		if win == nil && started < len(targets) {
+		if win == nil && started < len(targets) && ctx.Err() == nil {
 			next = timer.C
 		}
 		select {
