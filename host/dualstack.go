@@ -243,6 +243,22 @@ func raceDial[T any](ctx context.Context, targets []*net.UDPAddr, stagger time.D
 	return win.v, win.to, nil
 }
 
+// natServers are the STUN servers NAT classification uses: the NAT type we
+// publish describes the IPv4 path, so on a socket with IPv4 an IPv6 literal
+// is left out (its mapped address would differ from the IPv4 ones and read
+// as a symmetric NAT); an IPv6-only socket keeps only IPv6 literals. Names
+// stay: natprobe resolves them, IPv4 first.
+func natServers(servers []string, f transport.Families) []string {
+	var out []string
+	for _, s := range servers {
+		if ap, err := netip.ParseAddrPort(s); err == nil && (ap.Addr().Unmap().Is4() != f.V4) {
+			continue
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
 // Families are the IP families the host's socket reaches.
 func (h *Host) Families() transport.Families { return h.fam }
 

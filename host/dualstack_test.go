@@ -309,3 +309,13 @@ func FuzzEndpointAddrs(f *testing.F) {
 		}
 	})
 }
+
+func TestNATServersFamily(t *testing.T) {
+	all := []string{"203.0.113.2:3478", "[2001:db8::2]:3478", "stun.example:3478"}
+	if got := natServers(all, transport.Families{V4: true, V6: true}); !slices.Equal(got, []string{"203.0.113.2:3478", "stun.example:3478"}) {
+		t.Errorf("dual stack: %v", got)
+	}
+	if got := natServers(all, transport.Families{V6: true}); !slices.Equal(got, []string{"[2001:db8::2]:3478", "stun.example:3478"}) {
+		t.Errorf("IPv6 only: %v", got)
+	}
+}

@@ -143,7 +143,7 @@ func (h *Host) ClassifyNAT(ctx context.Context) (natprobe.Result, error) {
 	}
 	res, err := natprobe.Classify(ctx, natprobe.ClassifyConfig{
 		Conn:     h.demux.STUN(),
-		Servers:  h.stun,
+		Servers:  natServers(h.stun, h.fam),
 		Timeout:  h.cfg.NATTimeout,
 		LocalIPs: locals,
 		Logger:   h.log,
