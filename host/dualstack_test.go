@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"net"
+	"net/netip"
 	"slices"
 	"strconv"
 	"sync/atomic"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/pion/ice/v2"
 
+	"github.com/a2alnode/a2al"
 	"github.com/a2alnode/a2al/protocol"
 	"github.com/a2alnode/a2al/transport"
 )
@@ -317,5 +319,27 @@ func TestNATServersFamily(t *testing.T) {
 	}
 	if got := natServers(all, transport.Families{V6: true}); !slices.Equal(got, []string{"[2001:db8::2]:3478", "stun.example:3478"}) {
 		t.Errorf("IPv6 only: %v", got)
+	}
+}
+
+// On a dual-stack socket only IPv4 observed_addr reports decide our public
+// address: more IPv6 reporter networks must not make the IPv6 address win
+// (and flip SelfExtIP, evicting punched paths, whenever the counts change).
+func TestObservedVotesIgnoreIPv6OnDualStack(t *testing.T) {
+	h := newDualHost(t)
+	report := func(obs *net.UDPAddr, reporters ...string) {
+		for _, r := range reporters {
+			h.onObserved(a2al.NodeID{}, net.UDPAddrFromAddrPort(netip.MustParseAddrPort(r)), protocol.EncodeUDPAddr(obs.IP, uint16(obs.Port)))
+		}
+	}
+	v6 := &net.UDPAddr{IP: net.ParseIP("2001:db8:5::7"), Port: 4121}
+	v4 := &net.UDPAddr{IP: net.IPv4(198, 51, 100, 7).To4(), Port: 5000}
+	report(v6, "[2001:db8:1::1]:4121", "[2001:db8:2::1]:4121", "[2001:db8:3::1]:4121", "[2001:db8:4::1]:4121")
+	report(v4, "203.0.113.1:4121", "192.0.2.1:4121", "8.8.4.1:4121")
+	if ip := h.Node().SelfExtIP(); !ip.Equal(v4.IP) {
+		t.Fatalf("SelfExtIP %v, want %v", ip, v4.IP)
+	}
+	if pub, _ := h.PeerPublic(); pub == nil || pub.String() != v4.String() {
+		t.Fatalf("peer-agreed public address %v, want %v", pub, v4)
 	}
 }

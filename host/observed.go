@@ -161,6 +161,13 @@ func (h *Host) onObserved(_ a2al.NodeID, from net.Addr, wire []byte) {
 	if err != nil {
 		return
 	}
+	if obs.IP.To4() == nil && h.fam.V4 {
+		// No NAT66: our IPv6 outside address is an interface address we
+		// already publish (docs/host.md §6.1). Counted next to IPv4 reports,
+		// the winner could flip between families and evict punched paths
+		// each time.
+		return
+	}
 	now := h.cfg.Now()
 	h.votes.add(u.IP, obs, now)
 	addr, ip := h.votes.trusted(now), h.votes.trustedIP(now)
