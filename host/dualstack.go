@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/pion/ice/v2"
+	"github.com/pion/stun"
 	ptransport "github.com/pion/transport/v2"
 
 	"github.com/a2alnode/a2al/transport"
@@ -255,6 +256,27 @@ func natServers(servers []string, f transport.Families) []string {
 			continue
 		}
 		out = append(out, s)
+	}
+	return out
+}
+
+// stunURIs turns "host:port" STUN servers into pion URIs for ICE. pion joins
+// URI.Host and the port without brackets when it resolves a server, so an
+// IPv6 literal host keeps its brackets here; otherwise "::1:3478" fails to
+// resolve and IPv6 server-reflexive candidates are never gathered.
+func stunURIs(servers []string) []*stun.URI {
+	var out []*stun.URI
+	for _, s := range servers {
+		u, err := stun.ParseURI("stun:" + s)
+		if err != nil {
+			continue
+		}
+		if a, err := netip.ParseAddr(u.Host); err == nil && a.Is4In6() {
+			u.Host = a.Unmap().String()
+		} else if err == nil && a.Is6() {
+			u.Host = "[" + u.Host + "]"
+		}
+		out = append(out, u)
 	}
 	return out
 }

@@ -16,7 +16,9 @@ import (
 	"github.com/pion/ice/v2"
 
 	"github.com/a2alnode/a2al"
+	"github.com/a2alnode/a2al/natprobe"
 	"github.com/a2alnode/a2al/protocol"
+	"github.com/a2alnode/a2al/signal"
 	"github.com/a2alnode/a2al/transport"
 )
 
@@ -341,5 +343,63 @@ func TestObservedVotesIgnoreIPv6OnDualStack(t *testing.T) {
 	}
 	if pub, _ := h.PeerPublic(); pub == nil || pub.String() != v4.String() {
 		t.Fatalf("peer-agreed public address %v, want %v", pub, v4)
+	}
+}
+
+// ICE on a dual-stack socket gathers host and server-reflexive candidates of
+// both families through the one mux (STUN servers given as an IPv4 and an
+// IPv6 literal, the latter needing stunURIs' brackets).
+func TestICEGathersBothFamilies(t *testing.T) {
+	if c, err := net.ListenUDP("udp6", &net.UDPAddr{IP: net.IPv6loopback}); err != nil {
+		t.Skipf("no IPv6 loopback: %v", err)
+	} else {
+		c.Close()
+	}
+	srv, err := natprobe.NewServer(natprobe.ServerConfig{Addr: "[::]:0", ReplySlack: 12})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	port := strconv.Itoa(srv.Addr().Port)
+	_, key, _ := ed25519.GenerateKey(rand.Reader)
+	h, err := New(Config{Key: key, ListenAddr: "[::]:0", Logger: testLogger(), DisableMaintenance: true, DisableNAT: true,
+		IncludeLoopback: true, STUNServers: []string{"127.0.0.1:" + port, "[::1]:" + port}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	if !h.fam.V4 || !h.fam.V6 {
+		t.Skipf("no dual-stack socket here (%v)", h.fam)
+	}
+	ours, peer := memSigPair()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	is, err := startICE(ctx, h.env, ours, true, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer is.Close()
+	got := map[string]bool{} // "host/ipv4", "srflx/ipv6", ...
+	for {
+		m, err := peer.Recv(ctx)
+		if err != nil {
+			t.Fatalf("gathering did not finish: %v (have %v)", err, got)
+		}
+		if m.Kind == signal.KindDone {
+			break
+		}
+		if m.Kind != signal.KindCand {
+			continue
+		}
+		c, err := ice.UnmarshalCandidate(m.Candidate)
+		if err != nil {
+			t.Fatalf("candidate %q: %v", m.Candidate, err)
+		}
+		got[c.Type().String()+"/"+familyName(net.ParseIP(c.Address()))] = true
+	}
+	for _, want := range []string{"host/ipv4", "host/ipv6", "srflx/ipv4", "srflx/ipv6"} {
+		if !got[want] {
+			t.Errorf("no %s candidate; gathered %v", want, got)
+		}
 	}
 }

@@ -16,7 +16,6 @@ import (
 
 	"github.com/pion/ice/v2"
 	"github.com/pion/logging"
-	"github.com/pion/stun"
 	ptransport "github.com/pion/transport/v2"
 	"github.com/quic-go/quic-go"
 
@@ -218,11 +217,7 @@ func New(cfg Config) (*Host, error) {
 		}),
 		net: cfg.Net, timers: cfg.ICE, loopback: cfg.IncludeLoopback, logf: quietPion(),
 	}
-	for _, s := range h.stun {
-		if u, err := stun.ParseURI("stun:" + s); err == nil {
-			h.env.urls = append(h.env.urls, u)
-		}
-	}
+	h.env.urls = stunURIs(h.stun)
 
 	h.pool = NewPool(PoolConfig{Self: id.NodeID, MaxSize: cfg.PoolSize, IdleTimeout: cfg.PoolIdle,
 		Logger: cfg.Logger, Now: cfg.Now, OnRemove: h.connGone, OnReceive: h.heardFrom})
