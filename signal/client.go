@@ -107,6 +107,8 @@ type Client struct {
 	upCh    chan struct{}   // closed when cur becomes non-nil
 	nextCID uint64
 	lastErr error // why the last connection attempt or connection failed
+
+	turn turnState // relay credentials (clientturn.go)
 }
 
 // clientConn is one authenticated WebSocket. The client's run goroutine is
@@ -132,6 +134,7 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	}
 	pub := cfg.Key.Public().(ed25519.PublicKey)
 	c := &Client{cfg: cfg, log: cfg.Logger.With("hub", u), pub: pub, url: u, upCh: make(chan struct{})}
+	c.turn.reply = make(chan Frame, 1)
 	c.addr = a2al.AddressFromEd25519(pub)
 	c.id = a2al.NodeIDFromAddress(c.addr)
 	c.ctx, c.cancel = context.WithCancel(context.Background())

@@ -119,6 +119,8 @@ func (c *Client) dispatch(cc *clientConn, f Frame) {
 		default:
 			s.end(&EndError{Reason: f.Reason})
 		}
+	case TTURN:
+		c.onTURN(f)
 	case TReplaced:
 		cc.replaced = true
 		c.log.Warn("signal: another connection registered our node id at this hub; backing off")

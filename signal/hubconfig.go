@@ -96,6 +96,10 @@ type HubConfig struct {
 	// timeouts (DESIGN D10); socket deadlines stay on the wall clock. Nil:
 	// the wall clock.
 	Clock clock.Clock
+
+	// TURN issues relay credentials to authenticated nodes (docs/relay.md);
+	// nil: the hub serves no TURN and answers turn_req with no_turn.
+	TURN *TURNAuth
 }
 
 // DefaultHubConfig returns limits sized for a public hub with a few

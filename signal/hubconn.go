@@ -269,6 +269,8 @@ func (c *hubConn) handle(f Frame, now time.Time) {
 		c.handleCall(f)
 	case TAccept, TReject, THangup, TSig:
 		c.handleSession(f)
+	case TTURNReq:
+		c.handleTURN()
 	default:
 		c.fail(websocket.CloseProtocolError, CodeBadFrame, "frame type "+f.T+" is not sent by nodes")
 	}

@@ -49,6 +49,8 @@ const (
 	THangup    = "hangup"    // node → hub: leave a session
 	TEnd       = "end"       // hub → node: session over
 	TError     = "error"     // hub → node
+	TTURNReq   = "turn_req"  // node → hub: ask for relay credentials
+	TTURN      = "turn"      // hub → node: relay credentials for the authenticated NodeID
 )
 
 // Signal kinds.
@@ -72,6 +74,7 @@ const (
 	CodeQueueFull       = "queue_full"
 	CodeShutdown        = "shutting_down"
 	CodeIdle            = "idle"
+	CodeNoTURN          = "no_turn" // in a turn frame: the hub serves no TURN
 )
 
 // Session end reasons.
@@ -123,6 +126,11 @@ type Frame struct {
 	Code     string `json:"code,omitempty"`
 	Msg      string `json:"msg,omitempty"`
 	Reason   string `json:"reason,omitempty"`
+	// turn frames (docs/relay.md)
+	TURNUser string   `json:"turn_user,omitempty"`
+	TURNPass string   `json:"turn_pass,omitempty"`
+	TURNExp  int64    `json:"turn_exp,omitempty"` // unix seconds
+	TURNURLs []string `json:"turn_urls,omitempty"`
 }
 
 // ErrBadFrame is wrapped by every DecodeFrame error.
@@ -217,7 +225,9 @@ func (f *Frame) validate() error {
 		if _, err := f.Signal(); err != nil {
 			return err
 		}
-	case TReplaced, TError:
+	case TTURN:
+		return validTURNFrame(f)
+	case TReplaced, TError, TTURNReq:
 	default:
 		return errors.New("unknown frame type")
 	}

@@ -122,6 +122,7 @@ type options struct {
 	logLevel, logFormat         string
 	version                     bool
 	hub                         signal.HubConfig
+	turn                        turnOptions
 }
 
 // parseFlags reads A2AL_* variables, then args, and checks every value;
@@ -146,6 +147,7 @@ func parseFlags(args []string, out io.Writer) (*options, error) {
 	fs.IntVar(&o.stunSlack, "stun-reply-slack", 12, "bytes a STUN reply may exceed its request (12 serves plain 20-byte ICE requests; 0 = no amplification)")
 	fs.Float64Var(&o.stunRate, "stun-rate", natprobe.DefaultRatePerSource, "STUN requests answered per second per source IP (negative: no limit)")
 	fs.IntVar(&o.stunBurst, "stun-burst", natprobe.DefaultBurstPerSource, "STUN request burst per source IP")
+	addTURNFlags(fs, &o.turn)
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&o.logFormat, "log-format", "text", "text or json")
 	h := &o.hub
@@ -408,6 +410,14 @@ func run(ctx context.Context, args []string, logOut io.Writer, ready chan<- stri
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	o.hub.Registerer = reg
 	o.hub.Logger = log
+	turnSrv, err := startTURN(o, log, reg)
+	if err != nil {
+		return err
+	}
+	if turnSrv != nil {
+		defer turnSrv.Close()
+		o.hub.TURN = turnSrv.Auth()
+	}
 	hub, err := signal.NewHub(o.hub)
 	if err != nil {
 		return &configError{err} // limits that contradict each other

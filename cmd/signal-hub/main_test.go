@@ -28,7 +28,7 @@ func TestRunServesHubSTUNHealthMetrics(t *testing.T) {
 	ready := make(chan string, 1)
 	done := make(chan error, 1)
 	go func() {
-		done <- run(ctx, []string{"-listen", "127.0.0.1:0", "-stun-addr", "127.0.0.1:0", "-stun-alt-port", "0", "-log-level", "warn"}, io.Discard, ready)
+		done <- run(ctx, []string{"-listen", "127.0.0.1:0", "-stun-addr", "127.0.0.1:0", "-stun-alt-port", "0", "-turn-addr", "127.0.0.1:0", "-log-level", "warn"}, io.Discard, ready)
 	}()
 	var addr string
 	select {
