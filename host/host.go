@@ -62,6 +62,16 @@ type Config struct {
 	NATInterval    time.Duration // NAT re-classification (default 20 min)
 	NATTimeout     time.Duration // per STUN transaction (default 2 s)
 	RecordTTL      uint32        // endpoint record TTL seconds (default 3600)
+	// TURN are relays of our own choosing (e.g. coturn), used besides the
+	// hubs' relays. Default: none.
+	TURN []TURNServer
+	// NoHubTURN stops asking hubs for relay credentials. Default (false):
+	// every connected hub that serves TURN is a relay of last resort.
+	NoHubTURN bool
+	// RelayWait is how long a caller's ICE prefers a direct path before it
+	// may settle for a relayed one, unless the NAT pair is known to be
+	// unpunchable (then: no wait). Default (0): 1.5 s.
+	RelayWait time.Duration
 	// IncludeLoopback lets ICE offer loopback candidates (single-machine tests).
 	IncludeLoopback bool
 	// DisableNAT skips NAT classification (the record then says "unknown").
@@ -164,6 +174,14 @@ func New(cfg Config) (*Host, error) {
 	}
 	if cfg.RecordTTL == 0 {
 		cfg.RecordTTL = 3600
+	}
+	if cfg.RelayWait <= 0 {
+		cfg.RelayWait = defaultRelayWait
+	}
+	for _, t := range cfg.TURN {
+		if err := t.validate(); err != nil {
+			return nil, fmt.Errorf("host: %w", err)
+		}
 	}
 	cfg.ICE = cfg.ICE.withDefaults()
 	for _, u := range cfg.HubURLs { // refused before anything binds or is published
@@ -417,8 +435,14 @@ func (h *Host) savePeers() {
 // listener) and dispatches it by ALPN after the identity check.
 func (h *Host) acceptLoop() {
 	defer h.wg.Done()
+	h.acceptFrom(h.ln)
+}
+
+// acceptFrom dispatches every connection ln accepts (the shared socket's
+// listener, or a relay transport's) until ln closes.
+func (h *Host) acceptFrom(ln *quic.Listener) {
 	for {
-		c, err := h.ln.Accept(h.ctx)
+		c, err := ln.Accept(h.ctx)
 		if err != nil {
 			return
 		}

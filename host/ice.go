@@ -109,6 +109,8 @@ type iceSession struct {
 
 	mu        sync.Mutex
 	firstPath *icePath
+	conn      *ice.Conn           // pion's conn after Dial/Accept (relayed paths carry QUIC over it)
+	relayIPs  map[string]struct{} // addresses of the peer's relay candidates (bounded by maxRemoteCandidates)
 	sendsOff  bool
 	sendWG    sync.WaitGroup
 	cancel    context.CancelFunc
@@ -129,7 +131,10 @@ const maxRemoteCandidates = 32
 // server-reflexive candidate together with the credentials, so the peer can
 // start checking before our STUN gathering finishes. The session runs until
 // Close, which the caller must call.
-func startICE(ctx context.Context, env *iceEnv, sig signaler, controlling bool, own *net.UDPAddr) (*iceSession, error) {
+//
+// relay, if not nil, adds relay candidates from its TURN servers; ICE may
+// nominate a relayed pair only after relay.wait (direct paths win).
+func startICE(ctx context.Context, env *iceEnv, sig signaler, controlling bool, own *net.UDPAddr, relay *iceRelay) (*iceSession, error) {
 	t := env.timers
 	zero := time.Duration(0)
 	// Keep each pair checked for about checkWindow, whatever the interval: a
@@ -164,6 +169,11 @@ func startICE(ctx context.Context, env *iceEnv, sig signaler, controlling bool, 
 	}
 	if len(env.urls) == 0 {
 		cfg.CandidateTypes = []ice.CandidateType{ice.CandidateTypeHost}
+	}
+	if relay != nil && len(relay.urls) > 0 {
+		cfg.Urls = append(append([]*stun.URI(nil), env.urls...), relay.urls...)
+		cfg.CandidateTypes = append(cfg.CandidateTypes, ice.CandidateTypeRelay)
+		cfg.RelayAcceptanceMinWait = &relay.wait
 	}
 	agent, err := ice.NewAgent(cfg)
 	if err != nil {
@@ -248,6 +258,9 @@ func startICE(ctx context.Context, env *iceEnv, sig signaler, controlling bool, 
 					continue // a bad candidate is skipped, not fatal
 				}
 				added++
+				if c.Type() == ice.CandidateTypeRelay {
+					s.noteRelay(c.Address(), c.Port())
+				}
 				_ = agent.AddRemoteCandidate(c)
 			}
 		}
@@ -297,11 +310,15 @@ func (s *iceSession) connect(runCtx, ctx context.Context, t ICETimers, controlli
 		}
 	}()
 	var err error
+	var conn *ice.Conn
 	if controlling {
-		_, err = s.agent.Dial(connCtx, rc.u, rc.p)
+		conn, err = s.agent.Dial(connCtx, rc.u, rc.p)
 	} else {
-		_, err = s.agent.Accept(connCtx, rc.u, rc.p)
+		conn, err = s.agent.Accept(connCtx, rc.u, rc.p)
 	}
+	s.mu.Lock()
+	s.conn = conn
+	s.mu.Unlock()
 	if err != nil {
 		select {
 		case <-failed:
@@ -334,10 +351,12 @@ func ctxErr(ctx, runCtx context.Context) error {
 	return fmt.Errorf("%w: session closed", ErrICEFailed)
 }
 
-// found records the first peer check (see iceSession).
+// found records the first peer check (see iceSession). A check that came
+// through our relay is no early path: a relayed pair is used only once ICE
+// nominates it, after the direct paths had their chance.
 func (s *iceSession) found(local, remote ice.Candidate) {
 	ip := net.ParseIP(remote.Address())
-	if ip == nil {
+	if ip == nil || local.Type() == ice.CandidateTypeRelay {
 		return
 	}
 	s.mu.Lock()
@@ -353,6 +372,40 @@ func (s *iceSession) firstFound() *icePath {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.firstPath
+}
+
+// iceRelay are the relay servers (with credentials) of one session.
+type iceRelay struct {
+	urls []*stun.URI
+	wait time.Duration
+}
+
+// noteRelay remembers one of the peer's relay addresses.
+func (s *iceSession) noteRelay(ip string, port int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.relayIPs == nil {
+		s.relayIPs = map[string]struct{}{}
+	}
+	s.relayIPs[net.JoinHostPort(ip, fmt.Sprint(port))] = struct{}{}
+}
+
+// viaPeerRelay reports whether a is one of the peer's relay candidates.
+func (s *iceSession) viaPeerRelay(a net.Addr) bool {
+	if a == nil {
+		return false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.relayIPs[a.String()]
+	return ok
+}
+
+// iceConn is pion's connection once ICE has selected a pair (nil before).
+func (s *iceSession) iceConn() *ice.Conn {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.conn
 }
 
 // send relays one signal from a pion callback, unless the session is closing.

@@ -18,7 +18,7 @@ func TestICERemoteCandidatesBounded(t *testing.T) {
 	ours, peer := memSigPair()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	is, err := startICE(ctx, n.env, ours, false, nil)
+	is, err := startICE(ctx, n.env, ours, false, nil, nil)
 	if err != nil {
 		t.Fatalf("start ICE: %v", err)
 	}

@@ -24,6 +24,8 @@ type hostMetrics struct {
 	routeFrames    *prometheus.CounterVec
 	agentInfo      *prometheus.CounterVec
 	serviceStreams *prometheus.CounterVec
+	conns          *prometheus.CounterVec   // pooled connections by role, path type, NAT pair
+	connTime       *prometheus.HistogramVec // time to connection by path type
 }
 
 func newHostMetrics() *hostMetrics {
@@ -50,8 +52,14 @@ func newHostMetrics() *hostMetrics {
 		serviceStreams: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "a2al_service_streams_total",
 			Help: "Application streams bridged to a local service."}, []string{"service"}),
 	}
+	m.conns = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "a2al_connections_total",
+		Help: "Mode B connections established by punching, by role, path type (direct, punched, relayed) and NAT pair."},
+		[]string{"role", "path", "nat_pair"})
+	m.connTime = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "a2al_time_to_connection_seconds",
+		Help:    "From the start of a punch to the first QUIC bytes exchanged (connection pooled), by path type.",
+		Buckets: prometheus.ExponentialBuckets(0.025, 2, 12)}, []string{"path"})
 	m.reg.MustRegister(m.punches, m.punchDur, m.natType, m.glare, m.unexpectedB, m.publishes, m.dialsA,
-		m.modeARefused, m.routeFrames, m.agentInfo, m.serviceStreams)
+		m.modeARefused, m.routeFrames, m.agentInfo, m.serviceStreams, m.conns, m.connTime)
 	return m
 }
 

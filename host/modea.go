@@ -24,7 +24,7 @@ type Conn struct {
 	qc    *quic.Conn
 	Peer  a2al.Address
 	Local a2al.Address
-	Path  string // "direct" or "punched" (dialer side); "" for accepted
+	Path  string // "direct", "punched" or "relayed" (dialer side); "" for accepted
 
 	now       func() time.Time
 	last      atomic.Int64 // unix nanos of the last application activity
@@ -164,7 +164,7 @@ func (h *Host) Dial(ctx context.Context, addr a2al.Address) (*Conn, error) {
 		h.node.LocalStoreInvalidate(id, protocol.RecTypeEndpoint)
 		return nil, fmt.Errorf("%w: %s: direct: %v; punch: %w", ErrNoRoute, addr.String(), derr, perr)
 	}
-	h.m.dialsA.WithLabelValues("punched", "ok").Inc()
+	h.m.dialsA.WithLabelValues(c.Path, "ok").Inc()
 	return c, nil
 }
 
@@ -232,14 +232,26 @@ func (h *Host) dialPunched(ctx context.Context, er *protocol.EndpointRecord) (*C
 		}
 	}
 	remote, ok := h.pool.RemoteAddr(id)
+	path, tr, _ := h.pool.Path(id)
 	if !ok {
 		return nil, &PunchError{Reason: dht.PunchFailOther, Code: "other", Err: errors.New("punched connection vanished")}
 	}
-	qc, err := h.dialA(ctx, remote, er.Address, quicHandshakeTimeout)
-	if err != nil {
-		return nil, fmt.Errorf("quic over punched path %v: %w", remote, err)
+	var qc *quic.Conn
+	var err error
+	if tr != nil { // our relay allocation carries the path
+		dctx, cancel := context.WithTimeout(ctx, quicHandshakeTimeout)
+		qc, err = tr.Dial(dctx, remote, h.id.ClientTLS(er.Address, ALPNModeA), relayQUICConfig(h.cfg.HandshakeLimit))
+		cancel()
+	} else {
+		qc, err = h.dialA(ctx, remote, er.Address, quicHandshakeTimeout)
 	}
-	return h.openRoute(ctx, qc, er.Address, "punched")
+	if err != nil {
+		return nil, fmt.Errorf("quic over %s path %v: %w", path, remote, err)
+	}
+	if path != PathRelayed {
+		path = PathPunched
+	}
+	return h.openRoute(ctx, qc, er.Address, string(path))
 }
 
 // punchAndWait runs a user-requested punch (bypassing back-off) and waits

@@ -101,6 +101,15 @@ type poolEntry struct {
 	release  func() // tears down ICE state attached to this connection
 	closeOne sync.Once
 	since    time.Time
+	path     PathType        // guarded by Pool.mu
+	tr       *quic.Transport // the relay transport of a relayed path; nil: the shared socket
+}
+
+// PoolPath says how a pooled connection reaches its peer.
+type PoolPath struct {
+	Type      PathType
+	Transport *quic.Transport // relayed: the transport new connections to the peer use (Mode A)
+	Release   func()          // called once when the entry is closed (may be nil)
 }
 
 // NewPool creates an empty pool. Call SetInjector before adding connections.
@@ -138,12 +147,17 @@ func (p *Pool) SetInjector(in Injector) { p.inject.Store(&injectorBox{in}) }
 // called when the entry is closed. Add reports whether conn was kept; if not,
 // the caller's conn has been closed.
 func (p *Pool) Add(peer a2al.Address, conn *quic.Conn, dialer a2al.NodeID, release func()) bool {
+	return p.AddOn(peer, conn, dialer, PoolPath{Type: PathPunched, Release: release})
+}
+
+// AddOn is Add for a connection whose path type (and relay transport) is known.
+func (p *Pool) AddOn(peer a2al.Address, conn *quic.Conn, dialer a2al.NodeID, via PoolPath) bool {
 	id := a2al.NodeIDFromAddress(peer)
 	ctx, cancel := context.WithCancel(conn.Context())
 	e := &poolEntry{
 		id: id, peer: peer, conn: conn, remote: conn.RemoteAddr(), dialer: dialer,
-		sendq: make(chan []byte, p.cfg.SendQueueLen), cancel: cancel, release: release,
-		since: p.cfg.Now(),
+		sendq: make(chan []byte, p.cfg.SendQueueLen), cancel: cancel, release: via.Release,
+		since: p.cfg.Now(), path: via.Type, tr: via.Transport,
 	}
 	e.lastUsed.Store(p.cfg.Now().UnixNano())
 
@@ -195,7 +209,7 @@ func (p *Pool) Add(peer a2al.Address, conn *quic.Conn, dialer a2al.NodeID, relea
 	for i, v := range victims {
 		p.closeEntry(v, reasons[i])
 	}
-	p.cfg.Logger.Debug("mode B connection pooled", "peer", peer.String(), "remote", e.remote)
+	p.cfg.Logger.Debug("mode B connection pooled", "peer", peer.String(), "remote", e.remote, "path", e.path)
 	return true
 }
 
@@ -324,6 +338,7 @@ type PoolEntryInfo struct {
 	Since    time.Time `json:"since"`
 	LastUsed time.Time `json:"last_used"`
 	WeDialed bool      `json:"we_dialed"`
+	Path     PathType  `json:"path"`
 }
 
 // Snapshot lists pooled connections, most recently used first.
@@ -335,7 +350,7 @@ func (p *Pool) Snapshot() []PoolEntryInfo {
 		e := el.Value.(*poolEntry)
 		out = append(out, PoolEntryInfo{
 			Peer: e.peer.String(), Remote: e.remote.String(), Since: e.since,
-			LastUsed: time.Unix(0, e.lastUsed.Load()), WeDialed: e.dialer == p.cfg.Self,
+			LastUsed: time.Unix(0, e.lastUsed.Load()), WeDialed: e.dialer == p.cfg.Self, Path: e.path,
 		})
 	}
 	return out
@@ -350,6 +365,28 @@ func (p *Pool) Lookup(id a2al.NodeID) (a2al.Address, net.Addr, bool) {
 		return a2al.Address{}, nil, false
 	}
 	return e.peer, e.remote, true
+}
+
+// Path returns how the pooled connection to id runs, and the transport a new
+// connection to the peer must use (nil: the shared socket).
+func (p *Pool) Path(id a2al.NodeID) (PathType, *quic.Transport, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	e, ok := p.entries[id]
+	if !ok {
+		return "", nil, false
+	}
+	return e.path, e.tr, true
+}
+
+// setPath records evidence about the path of conn (nil: the current entry)
+// that arrived after pooling (direct: the peer's published address answered).
+func (p *Pool) setPath(id a2al.NodeID, conn *quic.Conn, t PathType) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if e, ok := p.entries[id]; ok && (conn == nil || e.conn == conn) && e.path != PathRelayed {
+		e.path = t
+	}
 }
 
 // RemoteAddr returns the network address of the pooled connection to id.

@@ -82,12 +82,13 @@ func (h *Host) Payload() protocol.EndpointPayload {
 		p.Signals = append([]string(nil), h.cfg.HubURLs...)
 		p.Signal = p.Signals[0]
 	}
+	p.Turns = h.turnHints()
 	return p
 }
 
 func samePayload(a, b protocol.EndpointPayload) bool {
 	return slices.Equal(a.Endpoints, b.Endpoints) && a.NatType == b.NatType && a.Signal == b.Signal &&
-		slices.Equal(a.Signals, b.Signals)
+		slices.Equal(a.Signals, b.Signals) && slices.Equal(a.Turns, b.Turns)
 }
 
 // Publish signs and publishes the endpoint record now, with a fresh seq.

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/pion/ice/v2"
 	"github.com/quic-go/quic-go"
 
 	"github.com/a2alnode/a2al"
@@ -52,7 +53,8 @@ type PunchRecord struct {
 	Path     string        `json:"path,omitempty"` // local->remote candidate types
 	Remote   string        `json:"remote,omitempty"`
 	Direct   bool          `json:"direct"`
-	NATPair  string        `json:"nat_pair"` // our NAT type -> peer's published NAT type
+	PathType PathType      `json:"path_type,omitempty"` // direct | punched | relayed (successes)
+	NATPair  string        `json:"nat_pair"`            // our NAT type -> peer's published NAT type
 	At       time.Time     `json:"at"`
 }
 
@@ -94,9 +96,12 @@ func (h *Host) logPunch(r PunchRecord) {
 	h.m.punches.WithLabelValues(r.Role, prioName(r.Priority), r.NATPair, res).Inc()
 	if r.OK {
 		h.m.punchDur.Observe(r.Duration.Seconds())
+		if r.PathType != "" {
+			h.noteConnection(r.Role, r.PathType, r.NATPair, r.Duration)
+		}
 	}
 	h.log.Info("punch finished", "peer", r.Peer, "role", r.Role, "ok", r.OK, "reason", r.Reason, "err", r.Error,
-		"took", r.Duration.Round(time.Millisecond), "path", r.Path, "remote", r.Remote, "direct", r.Direct)
+		"took", r.Duration.Round(time.Millisecond), "path", r.Path, "path_type", r.PathType, "remote", r.Remote, "direct", r.Direct)
 }
 
 // Punches returns the recent punch outcomes, oldest first.
@@ -208,6 +213,10 @@ func (h *Host) runPunch(ctx context.Context, job PunchJob) Outcome {
 	rec.NATPair = h.natPair(job.ID, job.Record)
 	if err == nil {
 		rec.OK, rec.Remote = true, r.remote.String()
+		rec.PathType = pathOf(r.relayed, r.direct)
+		if r.path != "pooled" {
+			h.pool.setPath(job.ID, nil, rec.PathType)
+		}
 		h.logPunch(rec)
 		h.node.OnPunchComplete(job.ID, peer, r.remote, true, r.direct, dht.PunchFailNone)
 		h.notifyPunch(job.ID, nil)
@@ -344,11 +353,12 @@ func waitHub(ctx context.Context, c *signal.Client, d time.Duration) error {
 // punchResult is what a caller-side attempt produced. took is the time
 // until the connection was pooled (the evidence PING may finish later).
 type punchResult struct {
-	peer   a2al.Address
-	remote net.Addr
-	path   string
-	direct bool
-	took   time.Duration
+	peer    a2al.Address
+	remote  net.Addr
+	path    string
+	direct  bool
+	relayed bool
+	took    time.Duration
 }
 
 // punchOut calls the peer through its hub, runs ICE as the controlling side
@@ -385,7 +395,10 @@ func (h *Host) punchOut(ctx context.Context, job PunchJob, start time.Time) (r p
 	}
 	ev := h.startDirectEvidence(ctx, er)
 	defer ev.stop()
+	relayc := make(chan *iceRelay, 1) // credentials are fetched while the hub rings the peer
+	go func() { relayc <- h.iceRelayFor(ctx, er) }()
 	sess, err := client.Call(ctx, job.ID)
+	relay := <-relayc
 	if err != nil {
 		return r, fmt.Errorf("call via hub: %w", err)
 	}
@@ -393,45 +406,81 @@ func (h *Host) punchOut(ctx context.Context, job PunchJob, start time.Time) (r p
 	if sess.Peer() != r.peer {
 		return r, fmt.Errorf("%w: hub connected us to %s", ErrIdentity, (sess.Peer()).String())
 	}
-	is, err := startICE(ctx, h.env, sess, true, h.iceHint())
+	is, err := startICE(ctx, h.env, sess, true, h.iceHint(), relay)
 	if err != nil {
 		return r, err
 	}
-	defer is.Close() // ICE only punched the hole; QUIC owns the path now
-	qc, p, err := h.dialICE(ctx, is, r.peer, ALPNModeB)
+	qc, p, rp, err := h.dialICE(ctx, is, r.peer, ALPNModeB)
+	if rp == nil {
+		defer is.Close() // ICE only punched the hole; QUIC owns the path now
+	}
 	r.path = p.String()
 	if err != nil {
 		return r, err
 	}
-	if !h.pool.Add(r.peer, qc, h.id.NodeID, nil) && !h.pool.HasConn(job.ID) {
+	via := PoolPath{Type: PathPunched}
+	if rp != nil {
+		via = PoolPath{Type: PathRelayed, Transport: rp.tr, Release: rp.close}
+	}
+	if !h.pool.AddOn(r.peer, qc, h.id.NodeID, via) && !h.pool.HasConn(job.ID) {
 		return r, errors.New("pool refused connection")
 	}
 	r.took = time.Since(start)
-	r.remote, r.direct = p.remote, ev.wait()
+	r.remote, r.relayed = p.remote, rp != nil
+	r.direct = !r.relayed && ev.wait()
 	return r, nil
 }
 
-// dialICE dials QUIC from the shared socket to the first path ICE proved; if
-// that fails, to the pair ICE nominates, when it is a different one.
-func (h *Host) dialICE(ctx context.Context, is *iceSession, peer a2al.Address, alpn string) (*quic.Conn, *icePath, error) {
+// iceRelayFor is the relay setup of a caller-side ICE session (nil: none).
+func (h *Host) iceRelayFor(ctx context.Context, er *protocol.EndpointRecord) *iceRelay {
+	urls := h.relayURIs(ctx)
+	if len(urls) == 0 {
+		return nil
+	}
+	return &iceRelay{urls: urls, wait: h.relayWait(er)}
+}
+
+// dialICE dials QUIC to the first path ICE proved; if that fails, to the
+// pair ICE nominates, when it is a different one. A relayed pair is dialed
+// through our allocation (rp, which then owns the ICE session).
+func (h *Host) dialICE(ctx context.Context, is *iceSession, peer a2al.Address, alpn string) (*quic.Conn, *icePath, *relayPath, error) {
 	p, err := is.Path(ctx)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	qc, rp, err := h.dialPath(ctx, is, p, peer, alpn)
+	if err == nil {
+		return qc, p, rp, nil
+	}
+	err = fmt.Errorf("quic dial %v (%s): %w", p.remote, p, err)
+	sel, serr := is.Selected(ctx)
+	if serr != nil || sel == nil || (sel.remote.String() == p.remote.String() && sel.localType == p.localType) {
+		return nil, p, nil, err
+	}
+	qc, rp, err2 := h.dialPath(ctx, is, sel, peer, alpn)
+	if err2 != nil {
+		return nil, sel, nil, fmt.Errorf("%w; nominated pair %v (%s): %w", err, sel.remote, sel, err2)
+	}
+	return qc, sel, rp, nil
+}
+
+// dialPath dials over one ICE path: from the shared socket, or through our
+// relay allocation when that is the pair's local side.
+func (h *Host) dialPath(ctx context.Context, is *iceSession, p *icePath, peer a2al.Address, alpn string) (*quic.Conn, *relayPath, error) {
+	if p.localType != ice.CandidateTypeRelay {
+		qc, err := h.qtr.Dial(ctx, p.remote, h.id.ClientTLS(peer, alpn), quicConfig(h.cfg.HandshakeLimit))
+		return qc, nil, err
+	}
+	rp, err := h.newRelayPath(is)
 	if err != nil {
 		return nil, nil, err
 	}
-	qc, err := h.qtr.Dial(ctx, p.remote, h.id.ClientTLS(peer, alpn), quicConfig(h.cfg.HandshakeLimit))
-	if err == nil {
-		return qc, p, nil
+	qc, err := rp.tr.Dial(ctx, p.remote, h.id.ClientTLS(peer, alpn), relayQUICConfig(h.cfg.HandshakeLimit))
+	if err != nil {
+		rp.close()
+		return nil, nil, err
 	}
-	err = fmt.Errorf("quic dial %v: %w", p.remote, err)
-	sel, serr := is.Selected(ctx)
-	if serr != nil || sel == nil || sel.remote.String() == p.remote.String() {
-		return nil, p, err
-	}
-	qc, err2 := h.qtr.Dial(ctx, sel.remote, h.id.ClientTLS(peer, alpn), quicConfig(h.cfg.HandshakeLimit))
-	if err2 != nil {
-		return nil, sel, fmt.Errorf("%w; nominated pair %v: %w", err, sel.remote, err2)
-	}
-	return qc, sel, nil
+	return qc, rp, nil
 }
 
 // ownMapping is our public mapping of the shared socket, when it is the same
@@ -588,7 +637,7 @@ func (h *Host) handleCall(peer a2al.Address, s signaler) {
 	rec.NATPair = h.natPair(pid, er)
 	ev := h.startDirectEvidence(ctx, er)
 	defer ev.stop()
-	qc, path, err := h.punchIn(ctx, s, ch)
+	qc, path, rel, err := h.punchIn(ctx, s, ch)
 	rec.Duration, rec.Path = time.Since(start), path
 	if err != nil {
 		pe := newPunchError(err)
@@ -601,13 +650,19 @@ func (h *Host) handleCall(peer a2al.Address, s signaler) {
 		return
 	}
 	remote := qc.RemoteAddr()
-	if !h.pool.Add(peer, qc, pid, nil) && !h.pool.HasConn(pid) {
+	via := PoolPath{Type: PathPunched}
+	if rel != nil {
+		via = PoolPath{Type: PathRelayed, Release: rel.Close}
+	}
+	if !h.pool.AddOn(peer, qc, pid, via) && !h.pool.HasConn(pid) {
 		rec.Reason = "pool refused"
 		h.logPunch(rec)
 		return
 	}
-	direct := ev.wait()
+	direct := rel == nil && ev.wait()
 	rec.OK, rec.Remote, rec.Direct = true, remote.String(), direct
+	rec.PathType = pathOf(rel != nil, direct)
+	h.pool.setPath(pid, qc, rec.PathType)
 	h.logPunch(rec)
 	h.node.OnPunchComplete(pid, peer, remote, true, direct, dht.PunchFailNone)
 	h.notifyPunch(pid, nil)
@@ -617,12 +672,20 @@ func (h *Host) handleCall(peer a2al.Address, s signaler) {
 // whose TLS identity the accept loop has already matched to the expected
 // peer. The caller dials as soon as one of our checks reaches it, usually
 // before ICE nominates anything, so the connection is awaited alongside ICE.
-func (h *Host) punchIn(ctx context.Context, s signaler, ch chan *quic.Conn) (*quic.Conn, string, error) {
-	is, err := startICE(ctx, h.env, s, false, h.iceHint())
+func (h *Host) punchIn(ctx context.Context, s signaler, ch chan *quic.Conn) (qc *quic.Conn, path string, relayed *iceSession, err error) {
+	is, err := startICE(ctx, h.env, s, false, h.iceHint(), nil)
 	if err != nil {
-		return nil, "", err
+		return nil, "", nil, err
 	}
-	defer is.Close()
+	defer func() {
+		// A connection from the caller's relay keeps our agent: it answers
+		// the keepalives that keep the caller's allocation in use.
+		if err == nil && is.viaPeerRelay(qc.RemoteAddr()) {
+			relayed = is
+			return
+		}
+		is.Close()
+	}()
 	wait := h.cfg.HandshakeLimit
 	if wait <= 0 {
 		wait = quicHandshakeTimeout
@@ -632,24 +695,24 @@ func (h *Host) punchIn(ctx context.Context, s signaler, ch chan *quic.Conn) (*qu
 	for {
 		select {
 		case qc := <-ch:
-			return qc, is.Known().String(), nil
+			return qc, is.Known().String(), nil, nil
 		case <-done:
 			select {
 			case qc := <-ch:
-				return qc, is.Known().String(), nil
+				return qc, is.Known().String(), nil, nil
 			default:
 			}
 			if is.err != nil {
-				return nil, is.Known().String(), is.err
+				return nil, is.Known().String(), nil, is.err
 			}
 			done = nil
 			t := time.NewTimer(wait + 2*time.Second)
 			defer t.Stop()
 			late = t.C
 		case <-late:
-			return nil, is.Known().String(), fmt.Errorf("%w: caller's QUIC connection with the expected identity did not arrive", ErrIdentity)
+			return nil, is.Known().String(), nil, fmt.Errorf("%w: caller's QUIC connection with the expected identity did not arrive", ErrIdentity)
 		case <-ctx.Done():
-			return nil, is.Known().String(), ctx.Err()
+			return nil, is.Known().String(), nil, ctx.Err()
 		}
 	}
 }

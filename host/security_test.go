@@ -54,12 +54,12 @@ func TestLyingHubCannotPoolImpersonator(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	is, err := startICE(ctx, m.env, sigM, true, m.iceHint())
+	is, err := startICE(ctx, m.env, sigM, true, m.iceHint(), nil)
 	if err != nil {
 		t.Fatalf("attacker ICE: %v", err)
 	}
 	defer is.Close()
-	qc, _, err := m.dialICE(ctx, is, b.Address(), ALPNModeB)
+	qc, _, _, err := m.dialICE(ctx, is, b.Address(), ALPNModeB)
 	if err == nil {
 		// The handshake may complete before B's accept loop refuses it.
 		select {
@@ -143,16 +143,18 @@ func TestHostGoroutinesReturnToBaseline(t *testing.T) {
 		s := newSim(t, 0)
 		a, _ := s.addNode(natprobe.TypePortRestricted)
 		b, erB := s.addNode(natprobe.TypeFullCone)
-		// An unpunchable pair too, so a failed ICE session is cleaned up as well.
+		// An unpunchable pair too: its relayed path (allocation, relay
+		// transport, the ICE agents both sides keep) must be torn down as well.
 		c, _ := s.addNode(natprobe.TypeSymmetric)
 		d, erD := s.addNode(natprobe.TypePortRestricted)
 		a.sched.Enqueue(b.NodeID(), erB, PrioHigh)
 		c.sched.Enqueue(d.NodeID(), erD, PrioHigh)
 		waitFor(t, "pooled", func() bool { return b.pool.HasConn(a.NodeID()) && a.pool.HasConn(b.NodeID()) })
-		waitFor(t, "failed punch", func() bool { return len(c.Punches()) > 0 })
-		if p := c.Punches()[0]; p.OK {
-			t.Fatal("symmetric -> port-restricted punched")
+		waitFor(t, "relayed punch", func() bool { return len(c.Punches()) > 0 })
+		if p := c.Punches()[0]; !p.OK || p.PathType != PathRelayed {
+			t.Fatalf("symmetric -> port-restricted: %+v, want relayed", p)
 		}
+		waitFor(t, "callee pooled", func() bool { return d.pool.HasConn(c.NodeID()) })
 	})
 	deadline := time.Now().Add(20 * time.Second)
 	for runtime.NumGoroutine() > base+3 {

@@ -30,6 +30,8 @@ type sim struct {
 	hubURL string
 	boot   *Host
 	bootAt string
+	turn   *signal.TURNAuth // the hub's relay credentials (TURN server on an open vnet host)
+	relay  *signal.TURNServer
 }
 
 func testLogger() *slog.Logger {
@@ -51,6 +53,7 @@ func newSim(t testing.TB, latency time.Duration) *sim {
 		t.Fatal(err)
 	}
 	s := &sim{t: t, w: w, hubAt: "127.0.0.1:0"}
+	s.startTURN()
 	s.startHub()
 	s.hubURL = "ws://" + s.hubAt
 	t.Cleanup(func() {
@@ -73,6 +76,7 @@ func (s *sim) startHub() {
 	defer s.hubMu.Unlock()
 	cfg := signal.DefaultHubConfig()
 	cfg.Logger = testLogger()
+	cfg.TURN = s.turn
 	hub, err := signal.NewHub(cfg)
 	if err != nil {
 		s.t.Fatal(err)
@@ -85,6 +89,30 @@ func (s *sim) startHub() {
 	s.hubAt = ln.Addr().String()
 	s.hub, s.srv = hub, &http.Server{Handler: hub.Handler(), ReadHeaderTimeout: 5 * time.Second}
 	go s.srv.Serve(ln)
+}
+
+// startTURN runs the hub's TURN server (UDP) on an open host of the world;
+// the hub hands out its credentials.
+func (s *sim) startTURN() {
+	s.t.Helper()
+	th, err := s.w.AddOpenHost()
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	pc, err := th.Net.ListenPacket("udp4", th.Bind(3480))
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	s.turn, err = signal.NewTURNAuth(signal.TURNAuthConfig{URLs: []string{"turn:" + th.Bind(3480) + "?transport=udp"}})
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	s.relay, err = signal.NewTURNServer(signal.TURNServerConfig{Auth: s.turn, PacketConn: pc, RelayIP: th.IP,
+		RelayBind: th.IP.String(), Net: th.Net, Logger: testLogger()})
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	s.t.Cleanup(func() { s.relay.Close() })
 }
 
 // stopHub takes the hub down: every node connection is dropped and nothing

@@ -111,3 +111,11 @@ func (c *Client) onTURN(f Frame) {
 	default: // nobody asked, or a reply is already waiting
 	}
 }
+
+// CachedTURNURLs are the relay URLs of the last credential the hub gave us
+// (nil before the first), for the endpoint record's relay hints.
+func (c *Client) CachedTURNURLs() []string {
+	c.turn.mu.Lock()
+	defer c.turn.mu.Unlock()
+	return append([]string(nil), c.turn.cur.URLs...)
+}

@@ -91,7 +91,7 @@ func (o *clientOptions) clientHost(ctx context.Context, std stdio) (*host.Host, 
 		return nil, usagef("no bootstrap address: pass --bootstrap host[:port] (or run a node first to fill %s)", cache)
 	}
 	h, err := host.New(host.Config{
-		Key: key, ListenAddr: o.net.listen, Bootstrap: boot, HubURLs: o.net.hubs, STUNServers: o.net.stun,
+		Key: key, ListenAddr: o.net.listen, Bootstrap: boot, HubURLs: o.net.hubs, STUNServers: o.net.stun, TURN: o.net.turnServers(),
 		Logger: o.log.logger(std.err), DisableMaintenance: true, DisableNAT: true,
 	})
 	if err != nil {

@@ -252,6 +252,7 @@ type netFlags struct {
 	bootstrap []string
 	hubs      []string
 	stun      []string
+	turn      []string
 }
 
 func (c *netFlags) register(fs *flagSet, listenDef string) {
@@ -259,6 +260,7 @@ func (c *netFlags) register(fs *flagSet, listenDef string) {
 	fs.List(&c.bootstrap, "bootstrap", hostPortDefault(4121), "bootstrap nodes host[:port] or [IPv6]:port, comma separated (default port 4121)")
 	fs.List(&c.hubs, "hub", hubURL, "signaling hub URLs (ws:// or wss://), comma separated")
 	fs.List(&c.stun, "stun", hostPortDefault(3478), "STUN servers host[:port] (default <hub host>:3478)")
+	fs.List(&c.turn, "turn", checkTURN, "extra TURN relays: turn:host:port?transport=udp&user=U&pass=P or ...&secret=S (coturn shared secret), comma separated; see docs/relay.md")
 }
 
 // logFlags choose the log level and format.

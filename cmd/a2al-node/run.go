@@ -87,7 +87,7 @@ func (o *runOptions) register(fs *flagSet) {
 func (o *runOptions) hostConfig(key ed25519.PrivateKey, log *slog.Logger) host.Config {
 	return host.Config{
 		Key: key, ListenAddr: o.net.listen, Bootstrap: o.net.bootstrap, HubURLs: o.net.hubs,
-		STUNServers: o.net.stun, DataDir: o.id.dataDir, Logger: log,
+		STUNServers: o.net.stun, TURN: o.net.turnServers(), DataDir: o.id.dataDir, Logger: log,
 		PortMapping: o.portMapping, PublicAddr: o.publicAddr,
 	}
 }
