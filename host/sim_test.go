@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/a2alnode/a2al/natprobe"
 	"github.com/a2alnode/a2al/natprobe/natsim"
 	"github.com/a2alnode/a2al/protocol"
@@ -21,17 +23,18 @@ import (
 // sim is a vnet world with an in-process hub (real TCP on loopback; vnet has
 // no TCP) and an open bootstrap host on the WAN.
 type sim struct {
-	t      testing.TB
-	w      *natsim.World
-	hubMu  sync.Mutex
-	hub    *signal.Hub
-	srv    *http.Server
-	hubAt  string // loopback host:port, kept across restarts
-	hubURL string
-	boot   *Host
-	bootAt string
-	turn   *signal.TURNAuth // the hub's relay credentials (TURN server on an open vnet host)
-	relay  *signal.TURNServer
+	t        testing.TB
+	w        *natsim.World
+	hubMu    sync.Mutex
+	hub      *signal.Hub
+	srv      *http.Server
+	hubAt    string // loopback host:port, kept across restarts
+	hubURL   string
+	boot     *Host
+	bootAt   string
+	turn     *signal.TURNAuth // the hub's relay credentials (TURN server on an open vnet host)
+	relay    *signal.TURNServer
+	relayReg *prometheus.Registry
 }
 
 func testLogger() *slog.Logger {
@@ -48,12 +51,21 @@ func vnetICETimers() ICETimers {
 
 func newSim(t testing.TB, latency time.Duration) *sim {
 	t.Helper()
+	return newSimTURN(t, latency, signal.TURNAuthConfig{}, signal.TURNLimits{})
+}
+
+// simTURNSecret is the sim relay's HMAC secret (a coturn-style shared secret).
+const simTURNSecret = "sim-turn-shared-secret"
+
+// newSimTURN is newSim with the relay's credential and limit settings.
+func newSimTURN(t testing.TB, latency time.Duration, auth signal.TURNAuthConfig, lim signal.TURNLimits) *sim {
+	t.Helper()
 	w, err := natsim.NewWorld(natsim.Options{MinDelay: latency})
 	if err != nil {
 		t.Fatal(err)
 	}
 	s := &sim{t: t, w: w, hubAt: "127.0.0.1:0"}
-	s.startTURN()
+	s.startTURN(auth, lim)
 	s.startHub()
 	s.hubURL = "ws://" + s.hubAt
 	t.Cleanup(func() {
@@ -93,7 +105,7 @@ func (s *sim) startHub() {
 
 // startTURN runs the hub's TURN server (UDP) on an open host of the world;
 // the hub hands out its credentials.
-func (s *sim) startTURN() {
+func (s *sim) startTURN(auth signal.TURNAuthConfig, lim signal.TURNLimits) {
 	s.t.Helper()
 	th, err := s.w.AddOpenHost()
 	if err != nil {
@@ -103,12 +115,15 @@ func (s *sim) startTURN() {
 	if err != nil {
 		s.t.Fatal(err)
 	}
-	s.turn, err = signal.NewTURNAuth(signal.TURNAuthConfig{URLs: []string{"turn:" + th.Bind(3480) + "?transport=udp"}})
+	s.relayReg = prometheus.NewRegistry()
+	auth.URLs = []string{"turn:" + th.Bind(3480) + "?transport=udp"}
+	auth.Secret = []byte(simTURNSecret)
+	s.turn, err = signal.NewTURNAuth(auth)
 	if err != nil {
 		s.t.Fatal(err)
 	}
 	s.relay, err = signal.NewTURNServer(signal.TURNServerConfig{Auth: s.turn, PacketConn: pc, RelayIP: th.IP,
-		RelayBind: th.IP.String(), Net: th.Net, Logger: testLogger()})
+		RelayBind: th.IP.String(), Net: th.Net, Logger: testLogger(), Limits: lim, Registerer: s.relayReg})
 	if err != nil {
 		s.t.Fatal(err)
 	}
@@ -160,11 +175,17 @@ func (s *sim) startHostCfg(nh *natsim.Host, withHub bool, mod func(*Config)) *Ho
 // for its hub registration, classifies its NAT and publishes its record.
 func (s *sim) addNode(kind natprobe.NATType) (*Host, *protocol.EndpointRecord) {
 	s.t.Helper()
+	return s.addNodeCfg(kind, func(*Config) {})
+}
+
+// addNodeCfg is addNode with a config change.
+func (s *sim) addNodeCfg(kind natprobe.NATType, mod func(*Config)) (*Host, *protocol.EndpointRecord) {
+	s.t.Helper()
 	nh, err := s.w.AddNAT(kind)
 	if err != nil {
 		s.t.Fatal(err)
 	}
-	h := s.startHost(nh, true)
+	h := s.startHostCfg(nh, true, mod)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	if err := h.Bootstrap(ctx, s.bootAt); err != nil {

@@ -15,8 +15,15 @@
 // latency once, so RTT = 6 x latency. The hub is reached over loopback TCP
 // (vnet has no TCP), so signaling adds no simulated latency.
 //
+// With -relay the pairs are the unpunchable ones (a symmetric NAT against a
+// symmetric or port-restricted one), which connect through the hub's TURN
+// relay (on an open host of the simulated WAN); the time is then the time to
+// a working relayed connection, against 1 s at zero latency and 12 RTT
+// otherwise.
+//
 //	go run ./integration/cmd/punchbench                 # 0 and 20 ms, table
 //	go run ./integration/cmd/punchbench -json -rounds 8
+//	go run ./integration/cmd/punchbench -relay -latencies 0,6666us   # 0 and 40 ms RTT
 package main
 
 import (
@@ -53,11 +60,18 @@ var pairs = [][2]natprobe.NATType{
 	{natprobe.TypeAddressRestricted, natprobe.TypeSymmetric},
 }
 
+// relayPairs cannot be punched; they connect through the relay.
+var relayPairs = [][2]natprobe.NATType{
+	{natprobe.TypeSymmetric, natprobe.TypeSymmetric},
+	{natprobe.TypeSymmetric, natprobe.TypePortRestricted},
+	{natprobe.TypePortRestricted, natprobe.TypeSymmetric},
+}
+
 // Row is the result for one latency.
 type Row struct {
 	LatencyMS float64 `json:"latency_per_hop_ms"`
 	RTTMS     float64 `json:"rtt_ms"`
-	TargetMS  float64 `json:"target_ms"` // 4*RTT + 50 ms
+	TargetMS  float64 `json:"target_ms"` // 4*RTT + 50 ms (relay: 12*RTT, or 1 s at 0 ms)
 	N         int     `json:"n"`
 	Failed    int     `json:"failed"`
 	MedianMS  float64 `json:"median_ms"`
@@ -75,6 +89,7 @@ type Sample struct {
 	MS     float64 `json:"ms"`
 	OK     bool    `json:"ok"`
 	Path   string  `json:"path,omitempty"`
+	Type   string  `json:"type,omitempty"` // direct | punched | relayed
 	Reason string  `json:"reason,omitempty"`
 }
 
@@ -84,7 +99,11 @@ func main() {
 	rounds := flag.Int("rounds", 4, "rounds over the NAT pairs per latency")
 	jsonOut := flag.Bool("json", false, "print JSON instead of a table")
 	timeout := flag.Duration("timeout", 5*time.Minute, "overall deadline")
+	relay := flag.Bool("relay", false, "measure the unpunchable pairs, which connect through the relay")
 	flag.Parse()
+	if *relay {
+		pairs = relayPairs
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
 	var rows []Row
@@ -98,7 +117,7 @@ func main() {
 			fmt.Fprintf(os.Stderr, "punchbench: bad latency %q\n", s)
 			os.Exit(2)
 		}
-		r, err := bench(ctx, lat, *rounds)
+		r, err := bench(ctx, lat, *rounds, *relay)
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "punchbench: latency %v: %v\n", lat, err)
 			os.Exit(1)
@@ -127,13 +146,14 @@ func printTable(w io.Writer, rows []Row) {
 			ms(r.LatencyMS), ms(r.RTTMS), ms(r.TargetMS), r.N, r.Failed,
 			ms(r.MedianMS), ms(r.P90MS), ms(r.MinMS), ms(r.MaxMS), r.Met)
 	}
-	fmt.Fprintln(w, "RTT = 6 x latency (caller NAT, WAN and callee NAT routers each add it once); target = 4 x RTT + 50 ms")
+	fmt.Fprintln(w, "RTT = 6 x latency (caller NAT, WAN and callee NAT routers each add it once); target = 4 x RTT + 50 ms (-relay: 12 x RTT, 1 s at 0 ms)")
 }
 
 func ms(v float64) string { return fmt.Sprintf("%.0fms", v) }
 
 type world struct {
 	w      *natsim.World
+	turn   *signal.TURNServer
 	hub    *signal.Hub
 	srv    *httptest.Server
 	hubURL string
@@ -148,15 +168,22 @@ func newWorld(lat time.Duration) (*world, error) {
 		return nil, err
 	}
 	log := slog.New(slog.DiscardHandler)
-	cfg := signal.DefaultHubConfig()
-	cfg.Logger = log
-	hub, err := signal.NewHub(cfg)
+	turnSrv, err := startTURN(w)
 	if err != nil {
 		w.Close()
 		return nil, err
 	}
+	cfg := signal.DefaultHubConfig()
+	cfg.Logger = log
+	cfg.TURN = turnSrv.Auth()
+	hub, err := signal.NewHub(cfg)
+	if err != nil {
+		turnSrv.Close()
+		w.Close()
+		return nil, err
+	}
 	srv := httptest.NewServer(hub.Handler())
-	wd := &world{w: w, hub: hub, srv: srv, hubURL: "ws://" + strings.TrimPrefix(srv.URL, "http://"), log: log}
+	wd := &world{w: w, turn: turnSrv, hub: hub, srv: srv, hubURL: "ws://" + strings.TrimPrefix(srv.URL, "http://"), log: log}
 	bh, err := w.AddOpenHost()
 	if err != nil {
 		wd.close()
@@ -176,7 +203,32 @@ func (wd *world) close() {
 	}
 	wd.srv.Close()
 	wd.hub.Close()
+	wd.turn.Close()
 	wd.w.Close()
+}
+
+// startTURN runs the hub's TURN relay on an open host of the WAN.
+func startTURN(w *natsim.World) (*signal.TURNServer, error) {
+	th, err := w.AddOpenHost()
+	if err != nil {
+		return nil, err
+	}
+	pc, err := th.Net.ListenPacket("udp4", th.Bind(3480))
+	if err != nil {
+		return nil, err
+	}
+	auth, err := signal.NewTURNAuth(signal.TURNAuthConfig{URLs: []string{"turn:" + th.Bind(3480) + "?transport=udp"}})
+	if err != nil {
+		pc.Close()
+		return nil, err
+	}
+	s, err := signal.NewTURNServer(signal.TURNServerConfig{Auth: auth, PacketConn: pc, RelayIP: th.IP,
+		RelayBind: th.IP.String(), Net: th.Net})
+	if err != nil {
+		pc.Close()
+		return nil, err
+	}
+	return s, nil
 }
 
 // start runs a node with production defaults (ICE timers included) except
@@ -238,7 +290,7 @@ func (wd *world) join(ctx context.Context, kind natprobe.NATType) (*host.Host, p
 	return h, rec, nil
 }
 
-func bench(ctx context.Context, lat time.Duration, rounds int) (Row, error) {
+func bench(ctx context.Context, lat time.Duration, rounds int, relay bool) (Row, error) {
 	wd, err := newWorld(lat)
 	if err != nil {
 		return Row{}, err
@@ -285,6 +337,12 @@ func bench(ctx context.Context, lat time.Duration, rounds int) (Row, error) {
 		}
 	}()
 	row := Row{LatencyMS: msOf(lat), RTTMS: msOf(6 * lat), TargetMS: msOf(4*6*lat + 50*time.Millisecond)}
+	if relay {
+		row.TargetMS = msOf(12 * 6 * lat)
+		if lat == 0 {
+			row.TargetMS = msOf(time.Second)
+		}
+	}
 	var durs []time.Duration
 	for _, j := range jobs {
 		if j.err != nil {
@@ -293,7 +351,10 @@ func bench(ctx context.Context, lat time.Duration, rounds int) (Row, error) {
 		pctx, cancel := context.WithTimeout(ctx, time.Minute)
 		rec, err := j.a.PunchPeer(pctx, j.b.Address())
 		cancel()
-		s := Sample{Pair: j.name, MS: msOf(rec.Duration), OK: err == nil, Path: rec.Path, Reason: rec.Reason}
+		s := Sample{Pair: j.name, MS: msOf(rec.Duration), OK: err == nil, Path: rec.Path, Type: string(rec.PathType), Reason: rec.Reason}
+		if err == nil && (rec.PathType == host.PathRelayed) != relay {
+			err = fmt.Errorf("path type %q", rec.PathType)
+		}
 		if err != nil {
 			s.Reason = err.Error()
 			row.Failed++
