@@ -26,6 +26,7 @@ command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 # miniupnpd (UPnP IGD + NAT-PMP + PCP) runs only inside lab router namespaces
 # with a config the port-mapping tests write; it must never start on the host.
 command -v miniupnpd >/dev/null 2>&1 || [ -x /usr/sbin/miniupnpd ] || need+=(miniupnpd-nftables)
+command -v turnserver >/dev/null 2>&1 || need+=(coturn)   # relay lab scenario
 if [ "${LAB_DEPS_DOCKER:-1}" != 0 ]; then
   command -v dockerd        >/dev/null 2>&1 || need+=(docker.io)
   command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
@@ -47,4 +48,4 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
   if [ "$own_policy" = 1 ]; then rm -f "$policy"; fi
 fi
-echo "install-lab-deps: ip=$(command -v ip) nft=$(command -v nft) conntrack=$(command -v conntrack) docker=$(command -v docker || echo none) compose=$(command -v docker-compose || echo none)"
+echo "install-lab-deps: ip=$(command -v ip) nft=$(command -v nft) conntrack=$(command -v conntrack) turnserver=$(command -v turnserver || echo none) docker=$(command -v docker || echo none) compose=$(command -v docker-compose || echo none)"

@@ -66,6 +66,7 @@ func (n NetNS) Request(method, url string, timeout time.Duration) ([]byte, error
 const (
 	HubWSPort   = 4122
 	HubSTUNPort = 3478
+	HubTURNPort = 3480 // TURN over UDP and TCP (docs/relay.md)
 )
 
 // Hub is a signal-hub (WebSocket signaling + RFC 5780 STUN on two IPs) on
@@ -73,6 +74,9 @@ const (
 type Hub struct {
 	Host *Host
 	Proc *Proc
+	// Args are extra signal-hub flags (e.g. "-turn-addr", "off" or TURN
+	// limits), applied on the next Start.
+	Args []string
 	bin  string
 }
 
@@ -96,11 +100,12 @@ func (l *Lab) StartHub(t testing.TB) *Hub {
 
 // Start (re)starts the hub process and waits for /healthz.
 func (h *Hub) Start() error {
-	p, err := h.Host.Start("signal-hub", h.bin,
-		"-listen", fmt.Sprintf("%s:%d", HubIP, HubWSPort),
+	args := append([]string{"-listen", fmt.Sprintf("%s:%d", HubIP, HubWSPort),
 		"-stun-addr", fmt.Sprintf("%s:%d", HubIP, HubSTUNPort),
 		"-stun-alt-ip", HubAltIP.String(),
-		"-log-level", "debug")
+		"-turn-addr", fmt.Sprintf("%s:%d", HubIP, HubTURNPort),
+		"-log-level", "debug"}, h.Args...)
+	p, err := h.Host.Start("signal-hub", h.bin, args...)
 	if err != nil {
 		return err
 	}

@@ -20,7 +20,8 @@ const NodePort = 4121
 type NodeOptions struct {
 	Bootstrap []string // seeds "ip:port"
 	Hub       *Hub
-	DataDir   string // default: a directory in the lab's log dir
+	DataDir   string   // default: a directory in the lab's log dir
+	Args      []string // extra `a2al-node run` flags (e.g. --turn)
 }
 
 // Node is a real `a2al-node run` process in a lab host, driven through its
@@ -60,6 +61,7 @@ func (n *Node) Start() error {
 	if n.Opts.Hub != nil {
 		args = append(args, "--hub", n.Opts.Hub.URL(), "--stun", n.Opts.Hub.STUN())
 	}
+	args = append(args, n.Opts.Args...)
 	p, err := n.Host.Start("a2al-node", n.bin, args...)
 	if err != nil {
 		return err
@@ -214,7 +216,7 @@ func (n *Node) WaitReady(timeout time.Duration) (NodeStatus, error) {
 // DialResult is POST /api/dial.
 type DialResult struct {
 	OK     bool       `json:"ok"`
-	Path   string     `json:"path"` // direct | punched
+	Path   string     `json:"path"` // direct | punched | relayed
 	Remote string     `json:"remote"`
 	TookMS int64      `json:"took_ms"`
 	Punch  *PunchView `json:"punch"`
