@@ -112,6 +112,12 @@ func (h *Host) relayURIs(ctx context.Context) []*stun.URI {
 	if h.cfg.NoHubTURN {
 		return out
 	}
+	// One allocation per hub: over UDP, or over TCP/TLS when UDP is blocked
+	// (pion allocates on every URL it is given).
+	wantUDP := true
+	if nr, ok := h.NATResult(); ok && nr.Type == natprobe.TypeUDPBlocked {
+		wantUDP = false
+	}
 	for _, c := range h.hubs {
 		if !c.Registered() {
 			continue
@@ -125,8 +131,11 @@ func (h *Host) relayURIs(ctx context.Context) []*stun.URI {
 			}
 			continue
 		}
-		for _, u := range cr.URLs {
-			add(u, cr.Username, cr.Password)
+		for _, raw := range cr.URLs {
+			u, err := stun.ParseURI(raw)
+			if err == nil && (u.Proto == stun.ProtoTypeUDP) == wantUDP {
+				add(raw, cr.Username, cr.Password)
+			}
 		}
 	}
 	return out

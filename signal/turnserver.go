@@ -16,7 +16,8 @@ import (
 
 // TURNLimits bound what relaying may cost the hub (see docs/relay.md).
 type TURNLimits struct {
-	// MaxAllocsPerNode: concurrent allocations one NodeID may hold. Default (0): 4.
+	// MaxAllocsPerNode: concurrent allocations one NodeID may hold (a node
+	// holds one per relayed peer connection it dialed). Default (0): 16.
 	MaxAllocsPerNode int
 	// MaxAllocs: concurrent allocations on the server. Default (0): 2000.
 	MaxAllocs int
@@ -37,7 +38,7 @@ type TURNLimits struct {
 // DefaultTURNLimits are the limits of a public hub relaying DHT traffic and
 // modest application streams.
 func DefaultTURNLimits() TURNLimits {
-	return TURNLimits{MaxAllocsPerNode: 4, MaxAllocs: 2000, AllocLifetime: time.Hour,
+	return TURNLimits{MaxAllocsPerNode: 16, MaxAllocs: 2000, AllocLifetime: time.Hour,
 		AllocBandwidth: 512 << 10, NodeBandwidth: 1 << 20, TotalBandwidth: 64 << 20,
 		MaxStreamConns: 1000, StreamIdle: 2 * time.Minute}
 }
