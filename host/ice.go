@@ -73,6 +73,9 @@ type iceEnv struct {
 	timers   ICETimers
 	loopback bool
 	logf     logging.LoggerFactory
+	// relayOnly makes a caller offer relay candidates only (benchmarks that
+	// must measure the relayed path between hosts that could talk directly).
+	relayOnly bool
 }
 
 // icePath is a working path found by ICE: the remote address QUIC is dialed
@@ -174,6 +177,9 @@ func startICE(ctx context.Context, env *iceEnv, sig signaler, controlling bool, 
 		cfg.Urls = append(append([]*stun.URI(nil), env.urls...), relay.urls...)
 		cfg.CandidateTypes = append(cfg.CandidateTypes, ice.CandidateTypeRelay)
 		cfg.RelayAcceptanceMinWait = &relay.wait
+		if env.relayOnly {
+			cfg.CandidateTypes = []ice.CandidateType{ice.CandidateTypeRelay}
+		}
 	}
 	agent, err := ice.NewAgent(cfg)
 	if err != nil {
