@@ -469,6 +469,11 @@ func run(ctx context.Context, args []string, logOut io.Writer, ready chan<- stri
 	} else {
 		attrs = append(attrs, "stun", "off")
 	}
+	if turnSrv != nil {
+		attrs = append(attrs, "turn", strings.Join(turnSrv.Auth().URLs(), " "))
+	} else {
+		attrs = append(attrs, "turn", "off")
+	}
 	log.Info("signal-hub listening", attrs...)
 	if len(o.hub.PublicURLs) == 0 {
 		log.Warn("no -public-url set: accepting signatures for the Host header form; set it in production so signatures made for another hub are refused")

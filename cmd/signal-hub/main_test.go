@@ -185,7 +185,7 @@ func TestBinaryExitCodes(t *testing.T) {
 	}
 
 	// JSON logs, and SIGTERM ends the hub cleanly within 2 s.
-	cmd := exec.Command(bin, "-listen", "127.0.0.1:0", "-stun-addr", "off", "-log-format", "json")
+	cmd := exec.Command(bin, "-listen", "127.0.0.1:0", "-stun-addr", "off", "-turn-addr", "off", "-log-format", "json")
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
 	stderr, err := cmd.StderrPipe()
 	if err != nil {

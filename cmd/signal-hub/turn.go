@@ -136,6 +136,5 @@ func startTURN(o *options, log *slog.Logger, reg prometheus.Registerer) (*signal
 		closeAll()
 		return nil, err
 	}
-	log.Info("turn relay listening", "urls", strings.Join(urls, " "), "relay_ip", relay)
 	return s, nil
 }
