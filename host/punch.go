@@ -432,7 +432,16 @@ func (h *Host) punchOut(ctx context.Context, job PunchJob, start time.Time) (r p
 }
 
 // iceRelayFor is the relay setup of a caller-side ICE session (nil: none).
+// Every session with relays costs an allocation while it runs, so none is
+// made when either side accepts unsolicited packets (open or full cone):
+// such a pair always punches.
 func (h *Host) iceRelayFor(ctx context.Context, er *protocol.EndpointRecord) *iceRelay {
+	if nr, ok := h.NATResult(); ok && (nr.Type == natprobe.TypeOpen || nr.Type == natprobe.TypeFullCone) {
+		return nil
+	}
+	if er != nil && er.NatType == protocol.NATFullCone {
+		return nil
+	}
 	urls := h.relayURIs(ctx)
 	if len(urls) == 0 {
 		return nil
