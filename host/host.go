@@ -72,6 +72,10 @@ type Config struct {
 	// may settle for a relayed one, unless the NAT pair is known to be
 	// unpunchable (then: no wait). Default (0): 1.5 s.
 	RelayWait time.Duration
+	// RelayUpgrade is how long a relayed connection we dialed runs before we
+	// try once more to punch the peer directly (then twice as long after each
+	// failure, up to 30 min). Default (0): 2 minutes.
+	RelayUpgrade time.Duration
 	// IncludeLoopback lets ICE offer loopback candidates (single-machine tests).
 	IncludeLoopback bool
 	// DisableNAT skips NAT classification (the record then says "unknown").
@@ -177,6 +181,9 @@ func New(cfg Config) (*Host, error) {
 	}
 	if cfg.RelayWait <= 0 {
 		cfg.RelayWait = defaultRelayWait
+	}
+	if cfg.RelayUpgrade <= 0 {
+		cfg.RelayUpgrade = defaultRelayUpgrade
 	}
 	for _, t := range cfg.TURN {
 		if err := t.validate(); err != nil {

@@ -73,9 +73,10 @@ type iceEnv struct {
 	timers   ICETimers
 	loopback bool
 	logf     logging.LoggerFactory
-	// relayOnly makes a caller offer relay candidates only (benchmarks that
-	// must measure the relayed path between hosts that could talk directly).
-	relayOnly bool
+	// relayOnly makes a caller offer relay candidates only (tests and
+	// benchmarks that need the relayed path between hosts that could talk
+	// directly).
+	relayOnly atomic.Bool
 }
 
 // icePath is a working path found by ICE: the remote address QUIC is dialed
@@ -177,7 +178,7 @@ func startICE(ctx context.Context, env *iceEnv, sig signaler, controlling bool, 
 		cfg.Urls = append(append([]*stun.URI(nil), env.urls...), relay.urls...)
 		cfg.CandidateTypes = append(cfg.CandidateTypes, ice.CandidateTypeRelay)
 		cfg.RelayAcceptanceMinWait = &relay.wait
-		if env.relayOnly {
+		if env.relayOnly.Load() {
 			cfg.CandidateTypes = []ice.CandidateType{ice.CandidateTypeRelay}
 		}
 	}

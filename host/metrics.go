@@ -26,6 +26,7 @@ type hostMetrics struct {
 	serviceStreams *prometheus.CounterVec
 	conns          *prometheus.CounterVec   // pooled connections by role, path type, NAT pair
 	connTime       *prometheus.HistogramVec // time to connection by path type
+	upgrades       prometheus.Counter       // relayed connections replaced by punched ones
 }
 
 func newHostMetrics() *hostMetrics {
@@ -58,8 +59,10 @@ func newHostMetrics() *hostMetrics {
 	m.connTime = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "a2al_time_to_connection_seconds",
 		Help:    "From the start of a punch to the first QUIC bytes exchanged (connection pooled), by path type.",
 		Buckets: prometheus.ExponentialBuckets(0.025, 2, 12)}, []string{"path"})
+	m.upgrades = prometheus.NewCounter(prometheus.CounterOpts{Name: "a2al_relay_upgrades_total",
+		Help: "Relayed connections replaced by a direct (punched) one."})
 	m.reg.MustRegister(m.punches, m.punchDur, m.natType, m.glare, m.unexpectedB, m.publishes, m.dialsA,
-		m.modeARefused, m.routeFrames, m.agentInfo, m.serviceStreams, m.conns, m.connTime)
+		m.modeARefused, m.routeFrames, m.agentInfo, m.serviceStreams, m.conns, m.connTime, m.upgrades)
 	return m
 }
 

@@ -379,6 +379,14 @@ func (p *Pool) Path(id a2al.NodeID) (PathType, *quic.Transport, bool) {
 	return e.path, e.tr, true
 }
 
+// holds reports whether conn is the pooled connection to id.
+func (p *Pool) holds(id a2al.NodeID, conn *quic.Conn) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	e, ok := p.entries[id]
+	return ok && e.conn == conn
+}
+
 // setPath records evidence about the path of conn (nil: the current entry)
 // that arrived after pooling (direct: the peer's published address answered).
 func (p *Pool) setPath(id a2al.NodeID, conn *quic.Conn, t PathType) {

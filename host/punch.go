@@ -428,6 +428,13 @@ func (h *Host) punchOut(ctx context.Context, job PunchJob, start time.Time) (r p
 	r.took = time.Since(start)
 	r.remote, r.relayed = p.remote, rp != nil
 	r.direct = !r.relayed && ev.wait()
+	if r.relayed && h.pool.holds(job.ID, qc) {
+		h.wg.Add(1)
+		go func() {
+			defer h.wg.Done()
+			h.watchRelayed(r.peer, er, qc)
+		}()
+	}
 	return r, nil
 }
 

@@ -264,7 +264,8 @@ func TestVNetRelayBandwidthLimit(t *testing.T) {
 	}
 }
 
-// counterValue reads one labelled counter from reg.
+// counterValue reads one counter from reg: the sample with a label of value
+// label, or the unlabelled one for "".
 func counterValue(t *testing.T, reg *prometheus.Registry, name, label string) float64 {
 	t.Helper()
 	mfs, err := reg.Gather()
@@ -276,6 +277,9 @@ func counterValue(t *testing.T, reg *prometheus.Registry, name, label string) fl
 			continue
 		}
 		for _, m := range mf.GetMetric() {
+			if label == "" && len(m.GetLabel()) == 0 {
+				return m.GetCounter().GetValue()
+			}
 			for _, l := range m.GetLabel() {
 				if l.GetValue() == label {
 					return m.GetCounter().GetValue()
@@ -284,4 +288,25 @@ func counterValue(t *testing.T, reg *prometheus.Registry, name, label string) fl
 		}
 	}
 	return 0
+}
+
+// TestVNetRelayUpgrade: a punchable pair that ended up relayed (forced here:
+// the caller offered only relay candidates) is punched again later and the
+// direct connection replaces the relayed one in both pools.
+func TestVNetRelayUpgrade(t *testing.T) {
+	s := newSim(t, 0)
+	a, _ := s.addNodeCfg(natprobe.TypePortRestricted, func(c *Config) { c.RelayUpgrade = 300 * time.Millisecond })
+	b, erB := s.addNode(natprobe.TypePortRestricted)
+	a.env.relayOnly.Store(true)
+	punchRelayed(t, a, b, erB)
+	a.env.relayOnly.Store(false)
+	waitFor(t, "upgrade to a punched path", func() bool {
+		pa, _, _ := a.pool.Path(b.NodeID())
+		pb, _, _ := b.pool.Path(a.NodeID())
+		return pa == PathPunched && pb == PathPunched
+	})
+	findNodeOverPool(t, a, b)
+	if got := counterValue(t, a.m.reg, "a2al_relay_upgrades_total", ""); got != 1 {
+		t.Fatalf("upgrades counted %v, want 1", got)
+	}
 }

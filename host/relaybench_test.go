@@ -44,7 +44,7 @@ func benchBulk(b *testing.B, relayed bool) {
 		return h
 	}
 	x, y := mk(), mk()
-	x.env.relayOnly = relayed
+	x.env.relayOnly.Store(relayed)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	p := y.Payload()

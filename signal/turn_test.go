@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pion/stun"
 	"github.com/pion/turn/v2"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -348,4 +349,31 @@ func FuzzParseTURNUsername(f *testing.F) {
 			t.Fatalf("%q parsed but does not round-trip", s)
 		}
 	})
+}
+
+// TestTURNCloseEndsStreamConns: Close also ends accepted TCP connections
+// (pion only closes its listeners).
+func TestTURNCloseEndsStreamConns(t *testing.T) {
+	tt := startTURN(t, TURNLimits{})
+	c, err := net.Dial("tcp4", tt.tcp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	req := stun.MustBuild(stun.TransactionID, stun.BindingRequest)
+	if _, err := c.Write(req.Raw); err != nil {
+		t.Fatal(err)
+	}
+	c.SetReadDeadline(time.Now().Add(3 * time.Second))
+	buf := make([]byte, 512)
+	if _, err := c.Read(buf); err != nil {
+		t.Fatalf("binding over tcp: %v", err)
+	}
+	tt.srv.Close()
+	c.SetReadDeadline(time.Now().Add(3 * time.Second))
+	_, err = c.Read(buf)
+	var ne net.Error
+	if err == nil || (errors.As(err, &ne) && ne.Timeout()) {
+		t.Fatalf("read after Close: %v, want the connection closed", err)
+	}
 }

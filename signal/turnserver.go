@@ -110,6 +110,10 @@ type TURNServer struct {
 
 	streams   chan struct{} // TCP/TLS connection slots
 	closeOnce sync.Once
+
+	mu     sync.Mutex
+	live   map[*turnStreamConn]struct{} // open TCP/TLS connections, closed by Close
+	closed bool
 }
 
 // DefaultAllowPeer refuses loopback, unspecified, multicast and link-local peers.
@@ -145,7 +149,8 @@ func NewTURNServer(cfg TURNServerConfig) (*TURNServer, error) {
 		cfg.Now = time.Now
 	}
 	cfg.Limits.fill()
-	s := &TURNServer{auth: cfg.Auth, log: cfg.Logger, streams: make(chan struct{}, cfg.Limits.MaxStreamConns)}
+	s := &TURNServer{auth: cfg.Auth, log: cfg.Logger, streams: make(chan struct{}, cfg.Limits.MaxStreamConns),
+		live: map[*turnStreamConn]struct{}{}}
 	s.m = newTURNMetrics()
 	s.gate = newTURNGate(cfg.Limits, cfg.Auth, cfg.Realm, cfg.Now, s.m)
 	if cfg.Registerer != nil {
@@ -213,7 +218,17 @@ func (s *TURNServer) Allocations() (allocs, nodes int) { return s.gate.counts() 
 // Close stops the server and closes its sockets and relay allocations.
 func (s *TURNServer) Close() error {
 	var err error
-	s.closeOnce.Do(func() { err = s.srv.Close() })
+	s.closeOnce.Do(func() {
+		err = s.srv.Close() // listeners and the UDP socket; pion then frees the allocations
+		s.mu.Lock()
+		s.closed = true
+		live := s.live
+		s.live = nil
+		s.mu.Unlock()
+		for c := range live { // pion leaves accepted connections open
+			_ = c.Close()
+		}
+	})
 	return err
 }
 
@@ -273,8 +288,17 @@ func (l *turnListener) Accept() (net.Conn, error) {
 			l.s.m.allocs.WithLabelValues("stream-limit").Inc()
 			continue
 		}
-		return &turnStreamConn{Conn: c, g: l.s.gate, key: gateKey(c.RemoteAddr()), slot: l.s.streams,
-			idle: l.idle, fr: turn.NewSTUNConn(c)}, nil
+		sc := &turnStreamConn{Conn: c, s: l.s, key: gateKey(c.RemoteAddr()), idle: l.idle, fr: turn.NewSTUNConn(c)}
+		l.s.mu.Lock()
+		if l.s.closed {
+			l.s.mu.Unlock()
+			<-l.s.streams
+			_ = c.Close()
+			return nil, net.ErrClosed
+		}
+		l.s.live[sc] = struct{}{}
+		l.s.mu.Unlock()
+		return sc, nil
 	}
 }
 
@@ -282,9 +306,8 @@ func (l *turnListener) Accept() (net.Conn, error) {
 // STUN and ChannelData frames; pion re-frames what Read returns.
 type turnStreamConn struct {
 	net.Conn
-	g     *turnGate
+	s     *TURNServer
 	key   string
-	slot  chan struct{}
 	idle  time.Duration
 	fr    *turn.STUNConn
 	frame []byte // unread rest of the current frame
@@ -305,7 +328,7 @@ func (c *turnStreamConn) Read(p []byte) (int, error) {
 		if err != nil {
 			return 0, err
 		}
-		pass, reply := c.g.inbound(c.key, c.buf[:n])
+		pass, reply := c.s.gate.inbound(c.key, c.buf[:n])
 		if reply != nil {
 			_ = c.Conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
 			if _, err := c.Conn.Write(reply); err != nil {
@@ -322,7 +345,7 @@ func (c *turnStreamConn) Read(p []byte) (int, error) {
 }
 
 func (c *turnStreamConn) Write(p []byte) (int, error) {
-	if !c.g.outbound(c.key, p) {
+	if !c.s.gate.outbound(c.key, p) {
 		return len(p), nil
 	}
 	_ = c.Conn.SetWriteDeadline(time.Now().Add(10 * time.Second))
@@ -331,8 +354,11 @@ func (c *turnStreamConn) Write(p []byte) (int, error) {
 
 func (c *turnStreamConn) Close() error {
 	c.once.Do(func() {
-		c.g.release(c.key)
-		<-c.slot
+		c.s.gate.release(c.key)
+		c.s.mu.Lock()
+		delete(c.s.live, c)
+		c.s.mu.Unlock()
+		<-c.s.streams
 	})
 	return c.Conn.Close()
 }
