@@ -86,6 +86,10 @@ type TURNServerConfig struct {
 	RelayIP net.IP
 	// RelayBind is the local IP relay sockets bind. Default: "0.0.0.0".
 	RelayBind string
+	// RelayPortMin and RelayPortMax bound the UDP ports of relayed addresses
+	// (to open in a firewall or publish from a container). Default (0, 0):
+	// any ephemeral port.
+	RelayPortMin, RelayPortMax uint16
 	// Net opens relay sockets (pion vnet in tests). Default: the OS network.
 	Net transport.Net
 	// AllowPeer decides which peer IPs an allocation may reach. Default:
@@ -133,6 +137,9 @@ func NewTURNServer(cfg TURNServerConfig) (*TURNServer, error) {
 	if cfg.PacketConn == nil && len(cfg.Listeners) == 0 {
 		return nil, errors.New("signal: turn server needs a PacketConn or a Listener")
 	}
+	if (cfg.RelayPortMin == 0) != (cfg.RelayPortMax == 0) || cfg.RelayPortMin > cfg.RelayPortMax {
+		return nil, fmt.Errorf("signal: turn relay ports %d-%d: give both, min <= max", cfg.RelayPortMin, cfg.RelayPortMax)
+	}
 	if cfg.Realm == "" {
 		cfg.Realm = "a2al"
 	}
@@ -160,6 +167,10 @@ func NewTURNServer(cfg TURNServerConfig) (*TURNServer, error) {
 	}
 	perm := func(_ net.Addr, ip net.IP) bool { return cfg.AllowPeer(ip) }
 	gen := func() turn.RelayAddressGenerator {
+		if cfg.RelayPortMin != 0 {
+			return &turn.RelayAddressGeneratorPortRange{RelayAddress: cfg.RelayIP, Address: cfg.RelayBind, Net: cfg.Net,
+				MinPort: cfg.RelayPortMin, MaxPort: cfg.RelayPortMax}
+		}
 		return &turn.RelayAddressGeneratorStatic{RelayAddress: cfg.RelayIP, Address: cfg.RelayBind, Net: cfg.Net}
 	}
 	sc := turn.ServerConfig{Realm: cfg.Realm, AuthHandler: s.authHandler, LoggerFactory: pionLogs()}

@@ -22,6 +22,7 @@ type turnOptions struct {
 	addr, tlsAddr       string
 	relayIP, publicHost string
 	secretFile          string
+	relayPorts          string
 	allowLoopback       bool
 	auth                signal.TURNAuthConfig
 	limits              signal.TURNLimits
@@ -37,6 +38,7 @@ func addTURNFlags(fs *flag.FlagSet, t *turnOptions) {
 	fs.StringVar(&t.publicHost, "turn-public-host", "", "host name or IP put in the turn: URLs handed to nodes (default: the relay IP)")
 	fs.StringVar(&t.secretFile, "turn-secret-file", "", "file whose content is the credential HMAC secret (share it with coturn's static-auth-secret); default: random per start")
 	fs.DurationVar(&t.auth.TTL, "turn-cred-ttl", t.auth.TTL, "lifetime of issued TURN credentials")
+	fs.StringVar(&t.relayPorts, "turn-relay-ports", "", `UDP port range of relayed addresses, "min-max" (e.g. 49152-65535; default: any ephemeral port)`)
 	fs.BoolVar(&t.allowLoopback, "turn-allow-loopback", false, "let allocations reach loopback peers (single-machine tests only)")
 	fs.IntVar(&l.MaxAllocsPerNode, "turn-max-allocs-per-node", l.MaxAllocsPerNode, "concurrent TURN allocations per NodeID")
 	fs.IntVar(&l.MaxAllocs, "turn-max-allocs", l.MaxAllocs, "concurrent TURN allocations in the hub")
@@ -72,6 +74,16 @@ func startTURN(o *options, log *slog.Logger, reg prometheus.Registerer) (*signal
 	}
 	if relay == nil {
 		return nil, errors.New("turn: cannot tell the relay IP; set -turn-relay-ip")
+	}
+	var pmin, pmax uint16
+	if t.relayPorts != "" {
+		lo, hi, ok := strings.Cut(t.relayPorts, "-")
+		a, err1 := strconv.ParseUint(lo, 10, 16)
+		b, err2 := strconv.ParseUint(hi, 10, 16)
+		if !ok || err1 != nil || err2 != nil || a == 0 || a > b {
+			return nil, fmt.Errorf("-turn-relay-ports %q: want min-max, 1-65535", t.relayPorts)
+		}
+		pmin, pmax = uint16(a), uint16(b)
 	}
 	if t.secretFile != "" {
 		b, err := os.ReadFile(t.secretFile)
@@ -127,7 +139,7 @@ func startTURN(o *options, log *slog.Logger, reg prometheus.Registerer) (*signal
 		return nil, err
 	}
 	cfg := signal.TURNServerConfig{Auth: auth, PacketConn: pc, Listeners: lns, RelayIP: relay, Limits: t.limits,
-		Logger: log, Registerer: reg}
+		RelayPortMin: pmin, RelayPortMax: pmax, Logger: log, Registerer: reg}
 	if t.allowLoopback {
 		cfg.AllowPeer = func(net.IP) bool { return true }
 	}

@@ -25,7 +25,7 @@ func TestRunServesTURN(t *testing.T) {
 	done := make(chan error, 1)
 	go func() {
 		done <- run(ctx, []string{"-listen", "127.0.0.1:0", "-stun-addr", "off", "-turn-addr", "127.0.0.1:0",
-			"-turn-max-allocs-per-node", "1", "-log-level", "warn"}, io.Discard, ready)
+			"-turn-max-allocs-per-node", "1", "-turn-relay-ports", "40000-40100", "-log-level", "warn"}, io.Discard, ready)
 	}()
 	defer func() {
 		cancel()
@@ -72,8 +72,12 @@ func TestRunServesTURN(t *testing.T) {
 	if err := tc.Listen(); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := tc.Allocate(); err != nil {
+	relay, err := tc.Allocate()
+	if err != nil {
 		t.Fatalf("allocate with hub credentials at %s: %v", server, err)
+	}
+	if p := relay.LocalAddr().(*net.UDPAddr).Port; p < 40000 || p > 40100 {
+		t.Errorf("relayed port %d outside -turn-relay-ports 40000-40100", p)
 	}
 	resp, err := (&http.Client{Timeout: 5 * time.Second}).Get("http://" + addr + "/metrics")
 	if err != nil {
