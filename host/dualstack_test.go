@@ -374,7 +374,7 @@ func TestICEGathersBothFamilies(t *testing.T) {
 	ours, peer := memSigPair()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	is, err := startICE(ctx, h.env, ours, true, nil)
+	is, err := startICE(ctx, h.env, ours, true, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
