@@ -26,7 +26,6 @@ type hostMetrics struct {
 	serviceStreams *prometheus.CounterVec
 	conns          *prometheus.CounterVec   // pooled connections by role, path type, NAT pair
 	connTime       *prometheus.HistogramVec // time to connection by path type
-	upgrades       prometheus.Counter       // relayed connections replaced by punched ones
 }
 
 func newHostMetrics() *hostMetrics {
@@ -59,10 +58,8 @@ func newHostMetrics() *hostMetrics {
 	m.connTime = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "a2al_time_to_connection_seconds",
 		Help:    "From the start of a punch to the first QUIC bytes exchanged (connection pooled), by path type.",
 		Buckets: prometheus.ExponentialBuckets(0.025, 2, 12)}, []string{"path"})
-	m.upgrades = prometheus.NewCounter(prometheus.CounterOpts{Name: "a2al_relay_upgrades_total",
-		Help: "Relayed connections replaced by a direct (punched) one."})
 	m.reg.MustRegister(m.punches, m.punchDur, m.natType, m.glare, m.unexpectedB, m.publishes, m.dialsA,
-		m.modeARefused, m.routeFrames, m.agentInfo, m.serviceStreams, m.conns, m.connTime, m.upgrades)
+		m.modeARefused, m.routeFrames, m.agentInfo, m.serviceStreams, m.conns, m.connTime)
 	return m
 }
 
@@ -81,6 +78,9 @@ func (h *Host) registerNodeMetrics() {
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "a2al_dht_rpcs_completed_total", Help: "DHT RPCs completed."},
 			func() float64 { return float64(stat().ok) }),
 		sentByTransport(func() (tx, modeB uint64) { return stat().tx, h.m.modeBSent.Load() }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "a2al_relay_upgrades_total",
+			Help: "Relayed Mode B connections replaced by a direct (punched) one."},
+			func() float64 { return float64(h.pool.Stats().Upgraded.Load()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "a2al_pool_size", Help: "Mode B pooled connections (live)."},
 			func() float64 { return float64(h.pool.Len()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "a2al_hubs_registered", Help: "Signaling hubs with a live registration."},

@@ -85,6 +85,9 @@ type PoolStats struct {
 	QueueDrops, SendErrors, Added, Evicted, Dead, Replaced atomic.Uint64
 	// Silent counts the Dead entries found by the silence check (a subset).
 	Silent atomic.Uint64
+	// Upgraded counts relayed entries replaced by a direct or punched
+	// connection, whichever side's punch produced it.
+	Upgraded atomic.Uint64
 }
 
 type poolEntry struct {
@@ -186,6 +189,9 @@ func (p *Pool) AddOn(peer a2al.Address, conn *quic.Conn, dialer a2al.NodeID, via
 		p.removeLocked(old)
 		victims, reasons = append(victims, old), append(reasons, "replaced")
 		p.stats.Replaced.Add(1)
+		if old.path == PathRelayed && e.path != PathRelayed {
+			p.stats.Upgraded.Add(1)
+		}
 	}
 	for len(p.entries) >= p.cfg.MaxSize {
 		back := p.lru.Back()

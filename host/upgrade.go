@@ -85,7 +85,6 @@ func (h *Host) punchDirect(ctx context.Context, peer a2al.Address, er *protocol.
 	if !h.pool.AddOn(peer, qc, h.id.NodeID, PoolPath{Type: PathPunched}) {
 		return errors.New("pool kept the relayed connection")
 	}
-	h.m.upgrades.Inc()
 	h.log.Info("relayed connection upgraded", "peer", peer.String(), "path", p.String(), "took", time.Since(start).Round(time.Millisecond))
 	return nil
 }
