@@ -92,16 +92,9 @@ func startTURN(o *options, log *slog.Logger, reg prometheus.Registerer) (*signal
 		}
 		t.auth.Secret = []byte(strings.TrimSpace(string(b)))
 	}
-	pc, err := net.ListenPacket("udp", t.addr)
+	pc, ln, err := listenUDPTCP(host, t.addr)
 	if err != nil {
-		return nil, fmt.Errorf("turn udp %s: %w", t.addr, err)
-	}
-	// TCP on the UDP socket's port (same number when -turn-addr says :0).
-	tcpAddr := net.JoinHostPort(host, strconv.Itoa(pc.LocalAddr().(*net.UDPAddr).Port))
-	ln, err := net.Listen("tcp", tcpAddr)
-	if err != nil {
-		pc.Close()
-		return nil, fmt.Errorf("turn tcp %s: %w", tcpAddr, err)
+		return nil, err
 	}
 	lns := []net.Listener{ln}
 	pub := t.publicHost
@@ -149,4 +142,33 @@ func startTURN(o *options, log *slog.Logger, reg prometheus.Registerer) (*signal
 		return nil, err
 	}
 	return s, nil
+}
+
+// listenUDPTCP binds UDP at addr and TCP on the same port. With port 0 the
+// kernel picks a UDP port whose TCP twin may be taken, so a few picks are
+// tried before giving up.
+func listenUDPTCP(host, addr string) (net.PacketConn, net.Listener, error) {
+	_, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, nil, fmt.Errorf("-turn-addr %q: %w", addr, err)
+	}
+	tries := 1
+	if p == "0" {
+		tries = 8
+	}
+	for i := 0; ; i++ {
+		pc, err := net.ListenPacket("udp", addr)
+		if err != nil {
+			return nil, nil, fmt.Errorf("turn udp %s: %w", addr, err)
+		}
+		tcpAddr := net.JoinHostPort(host, strconv.Itoa(pc.LocalAddr().(*net.UDPAddr).Port))
+		ln, err := net.Listen("tcp", tcpAddr)
+		if err == nil {
+			return pc, ln, nil
+		}
+		pc.Close()
+		if i+1 >= tries {
+			return nil, nil, fmt.Errorf("turn tcp %s: %w", tcpAddr, err)
+		}
+	}
 }
