@@ -94,6 +94,11 @@ func endpointAddrs(ctx context.Context, n interface {
 	if err != nil {
 		return nil, fmt.Errorf("endpoint %q: %w", ep, err)
 	}
+	// The resolver may answer from /etc/hosts without looking at ctx; a
+	// dial that has ended must not resolve anything.
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("endpoint %q: %w", ep, err)
+	}
 	port, err := net.DefaultResolver.LookupPort(ctx, "udp", portStr)
 	if err != nil || port == 0 {
 		return nil, fmt.Errorf("endpoint %q: port %q: %w", ep, portStr, err)
