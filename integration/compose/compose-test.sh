@@ -2,11 +2,13 @@
 # compose-test.sh — the docker-compose NAT lab end to end (`make compose-test`).
 #
 # Builds our static binaries and the FROM-scratch image, brings up
-# docker-compose.yml (hub + bootstrap on a WAN, two nodes behind NAT routers
-# of types NAT_A / NAT_B) running the real `a2al-node run`, waits until
-# node_a has connected to node_b (punching if needed), checks that a DHT
-# FIND_NODE between them then rides the punched Mode B connection, prints the
-# outcome and always tears everything down. Exit status: 0 on success.
+# docker-compose.yml (hub + bootstrap on a WAN, node_a/node_b behind NAT
+# routers of types NAT_A / NAT_B, node_c/node_d behind symmetric NATs) running
+# the real `a2al-node run`, waits until node_a has connected to node_b
+# (punching if needed) and node_c to node_d (only possible through the hub's
+# TURN relay: the path must be "relayed"), checks that a DHT FIND_NODE on each
+# pair then rides the pooled Mode B connection, prints the outcome and always
+# tears everything down. Exit status: 0 on success.
 #
 # Env: NAT_A, NAT_B (router types, default port-restricted), TIMEOUT (s, 180),
 #      KEEP=1 (leave the topology up for poking), COMPOSE (override the
@@ -110,27 +112,47 @@ wait_for() { # wait_for DESCRIPTION COMMAND...
 # shellcheck source=integration/compose/node-api.sh
 . "$ROOT/integration/compose/node-api.sh"
 
-wait_for "node_a control endpoint" debug node_a /api/status
-wait_for "node_b control endpoint" debug node_b /api/status
+NODES=(node_a node_b node_c node_d)
+for n in "${NODES[@]}"; do wait_for "$n control endpoint" debug "$n" /api/status; done
 ADDR_B=$(node_address node_b)
-[ -n "$ADDR_B" ] || die "cannot read node_b's address"
+ADDR_D=$(node_address node_d)
+[ -n "$ADDR_B" ] && [ -n "$ADDR_D" ] || die "cannot read node_b's or node_d's address"
 log "node_b address: $ADDR_B"
-wait_for "node_a NAT classified" node_nat_known node_a
-wait_for "node_b NAT classified" node_nat_known node_b
-wait_for "node_a published" node_published node_a
-wait_for "node_b published" node_published node_b
+log "node_d address: $ADDR_D"
+for n in "${NODES[@]}"; do wait_for "$n NAT classified" node_nat_known "$n"; done
+for n in "${NODES[@]}"; do wait_for "$n published" node_published "$n"; done
 
-log "node_a -> node_b: punching"
-OUT=""
-until OUT=$(punch node_a "$ADDR_B" 2>&1); do
-  check_alive
-  [ $SECONDS -lt $deadline ] || die "punch never succeeded; last output: $OUT"
-  sleep 3
-done
-DHT=$(dht_transport node_a "$ADDR_B")
-printf '\n%-10s %-20s %-20s %-50s %s\n' pair "NAT a" "NAT b" "result (punch time, remote, path, candidates)" "FIND_NODE a->b"
-printf '%-10s %-20s %-20s %-50s %s\n' "a->b" "$(node_nat node_a)" "$(node_nat node_b)" "$OUT" "$DHT"
-case "$OUT" in
-  *" punched "*) [ "$DHT" = modeB ] || die "after the punch, FIND_NODE a->b went over '$DHT', want the Mode B connection" ;;
+# connect CALLER CALLEE_ADDR: Mode A dial until it succeeds; sets OUT to the
+# punch() line and PATH_TYPE to its path.
+connect() {
+  log "$1 -> $2: dialing"
+  OUT=""
+  until OUT=$(punch "$1" "$2" 2>&1); do
+    check_alive
+    [ $SECONDS -lt $deadline ] || die "$1 never connected; last output: $OUT"
+    sleep 3
+  done
+  PATH_TYPE=$(printf '%s' "$OUT" | cut -d' ' -f4)
+}
+
+connect node_a "$ADDR_B"
+OUT_AB=$OUT PATH_AB=$PATH_TYPE
+DHT_AB=$(dht_transport node_a "$ADDR_B")
+
+# node_c and node_d sit behind symmetric NATs: no punch can work, the caller
+# must get a relayed connection through the hub's TURN server.
+connect node_c "$ADDR_D"
+OUT_CD=$OUT PATH_CD=$PATH_TYPE
+DHT_CD=$(dht_transport node_c "$ADDR_D")
+POOL_CD=$(pool_path node_c "$ADDR_D")
+
+printf '\n%-10s %-20s %-20s %-50s %-15s %s\n' pair "NAT a" "NAT b" "result (punch time, remote, path, candidates)" "FIND_NODE" "pool path"
+printf '%-10s %-20s %-20s %-50s %-15s %s\n' "a->b" "$(node_nat node_a)" "$(node_nat node_b)" "$OUT_AB" "$DHT_AB" "$(pool_path node_a "$ADDR_B")"
+printf '%-10s %-20s %-20s %-50s %-15s %s\n' "c->d" "$(node_nat node_c)" "$(node_nat node_d)" "$OUT_CD" "$DHT_CD" "$POOL_CD"
+case "$PATH_AB" in
+  punched | relayed) [ "$DHT_AB" = modeB ] || die "after the $PATH_AB connection, FIND_NODE a->b went over '$DHT_AB', want the Mode B connection" ;;
 esac
+[ "$PATH_CD" = relayed ] || die "symmetric<->symmetric pair c->d connected over '$PATH_CD', want relayed"
+[ "$POOL_CD" = relayed ] || die "node_c's pool entry for node_d has path '$POOL_CD', want relayed (/debug/host)"
+[ "$DHT_CD" = modeB ] || die "FIND_NODE c->d went over '$DHT_CD', want the relayed Mode B connection"
 log "PASS"

@@ -41,3 +41,15 @@ dht_transport() {
 # punch.took_ms), or nothing if absent; uses the natrouter binary built on the
 # host ($BIN), since neither the images nor necessarily the host have jq.
 field() { "$BIN/natrouter" field "$1" 2>/dev/null || true; }
+# pool_path SERVICE ADDRESS: the path (direct, punched, relayed) of the
+# service's pooled Mode B connection to ADDRESS, from /debug/host; "-" if none.
+pool_path() {
+  local body peer i
+  body=$(api "$1" /debug/host 5s) || { echo "-"; return 0; }
+  for i in $(seq 0 63); do
+    peer=$(printf '%s' "$body" | field "pool.$i.peer")
+    [ -n "$peer" ] || break
+    if [ "$peer" = "$2" ]; then printf '%s\n' "$(printf '%s' "$body" | field "pool.$i.path")"; return 0; fi
+  done
+  echo "-"
+}
