@@ -53,47 +53,82 @@ func (s *natState) wake(tok [8]byte) {
 // (6- or 18-byte wire form). It reports whether the echo arrived before ctx
 // ended; a timeout is (false, nil). Probe traffic always uses raw UDP.
 func (n *Node) SendNATProbeReq(ctx context.Context, probeAddr net.Addr, claimedAddr []byte) (bool, error) {
-	if n == nil {
-		return false, errNilNode
+	tok, wait, err := n.ExpectNATEcho()
+	if err != nil {
+		return false, err
 	}
-	if _, err := protocol.DecodeUDPAddr(claimedAddr); err != nil {
-		return false, fmt.Errorf("dht: NAT probe claimed address: %w", err)
+	if err := n.SendNATProbeToken(probeAddr, claimedAddr, tok); err != nil {
+		wait(nil)
+		return false, err
+	}
+	return wait(ctx)
+}
+
+// ExpectNATEcho registers a waiter for a NAT_PROBE_ECHO carrying a fresh
+// token. wait blocks until that echo reaches this node (true), ctx ends
+// (false, nil) or the node closes; it must be called once, and wait(nil)
+// just removes the waiter. The request itself may be sent by another node
+// (SendNATProbeToken), so an echo can be awaited on a socket that never
+// talked to the peer that echoes (docs/public-address.md).
+func (n *Node) ExpectNATEcho() (tok [8]byte, wait func(ctx context.Context) (bool, error), err error) {
+	if n == nil {
+		return tok, nil, errNilNode
 	}
 	if !n.started.Load() {
 		n.Start()
 	}
-	var tok [8]byte
 	_, _ = crand.Read(tok[:])
 	ch := make(chan struct{}, 1)
 	s := &n.nat
 	s.mu.Lock()
 	if len(s.waiters) >= maxNATWaiters {
 		s.mu.Unlock()
-		return false, fmt.Errorf("dht: too many NAT probes in flight")
+		return tok, nil, fmt.Errorf("dht: too many NAT probes in flight")
 	}
 	s.waiters[tok] = ch
 	s.mu.Unlock()
-	defer func() {
-		s.mu.Lock()
-		delete(s.waiters, tok)
-		s.mu.Unlock()
-	}()
+	wait = func(ctx context.Context) (bool, error) {
+		defer func() {
+			s.mu.Lock()
+			delete(s.waiters, tok)
+			s.mu.Unlock()
+		}()
+		if ctx == nil {
+			return false, nil
+		}
+		select {
+		case <-ch:
+			return true, nil
+		case <-ctx.Done():
+			return false, nil
+		case <-n.ctx.Done():
+			return false, errClosed
+		}
+	}
+	return tok, wait, nil
+}
+
+// SendNATProbeToken sends one NAT_PROBE_REQ{tok, claimedAddr} to probeAddr
+// (no retries, no waiter: see ExpectNATEcho).
+func (n *Node) SendNATProbeToken(probeAddr net.Addr, claimedAddr []byte, tok [8]byte) error {
+	if n == nil {
+		return errNilNode
+	}
+	if _, err := protocol.DecodeUDPAddr(claimedAddr); err != nil {
+		return fmt.Errorf("dht: NAT probe claimed address: %w", err)
+	}
+	if !n.started.Load() {
+		n.Start()
+	}
 	raw, err := n.encode(newTxID(), protocol.BodyNATProbeReq{Token: tok, ClaimedAddr: append([]byte(nil), claimedAddr...)})
 	if err != nil {
-		return false, err
+		return err
 	}
 	if err := n.tr.Send(probeAddr, raw); err != nil {
-		return false, fmt.Errorf("dht: send NAT probe to %v: %w", probeAddr, err)
+		return fmt.Errorf("dht: send NAT probe to %v: %w", probeAddr, err)
 	}
 	n.cnt.tx.Add(1)
-	select {
-	case <-ch:
-		return true, nil
-	case <-ctx.Done():
-		return false, nil
-	case <-n.ctx.Done():
-		return false, errClosed
-	}
+	return nil
 }
 
 // handleNATProbeReq echoes to the claimed address only when it is public,

@@ -130,6 +130,7 @@ type Host struct {
 	calls      map[a2al.NodeID]struct{}         // incoming calls being handled
 	nat        natprobe.Result
 	natKnown   bool
+	sense      natSense // NAT type from DHT peers (natsense.go)
 	pub        publishState
 	pm         mappingState
 	votes      addrVotes    // own lock
@@ -264,6 +265,7 @@ func New(cfg Config) (*Host, error) {
 	if err != nil {
 		return abort("key store", err)
 	}
+	h.sense.kick = make(chan struct{}, 1)
 	h.node, err = dht.NewNode(dht.Config{
 		Transport:      h.demux.DHT(),
 		Keystore:       ks,
@@ -303,6 +305,10 @@ func New(cfg Config) (*Host, error) {
 	if !cfg.DisableMaintenance {
 		h.wg.Add(1)
 		go h.maintain()
+		if !cfg.DisableNAT {
+			h.wg.Add(1)
+			go h.senseLoop()
+		}
 	}
 	return h, nil
 }

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/a2alnode/a2al"
+	"github.com/a2alnode/a2al/natprobe"
 	"github.com/a2alnode/a2al/protocol"
 )
 
@@ -63,6 +64,16 @@ func (v *addrVotes) add(reporter net.IP, observed *net.UDPAddr, now time.Time) {
 		}
 		t = &addrTally{addr: observed, nets: make(map[string]time.Time)}
 		v.by[key] = t
+	}
+	// A network's latest report is its vote: when our router's outside
+	// address or port changes, reporters move their votes to the new one.
+	for k, o := range v.by {
+		if o != t {
+			delete(o.nets, rn)
+			if len(o.nets) == 0 {
+				delete(v.by, k)
+			}
+		}
 	}
 	if _, ok := t.nets[rn]; !ok && len(t.nets) >= maxVotesPerAddr {
 		v.pruneLocked(now)
@@ -141,6 +152,46 @@ func (v *addrVotes) trustedIP(now time.Time) net.IP {
 	return best
 }
 
+// mapping judges the NAT's mapping behaviour from the votes for the trusted
+// IP (docs/public-address.md): one port that voteQuorum networks agree on is
+// endpoint-independent mapping; voteQuorum networks that each saw another
+// port is endpoint-dependent (symmetric). Anything in between (a mapping
+// that just moved) is unknown until the votes settle. sample is an address
+// with the trusted IP (the agreed one when there is one).
+func (v *addrVotes) mapping(now time.Time) (b natprobe.Behavior, ip net.IP, sample *net.UDPAddr) {
+	ip = v.trustedIP(now)
+	if ip == nil {
+		return natprobe.BehaviorUnknown, nil, nil
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	nets, ports, maxPerPort := 0, 0, 0
+	var latest time.Time
+	for _, t := range v.by {
+		if !t.addr.IP.Equal(ip) {
+			continue
+		}
+		ports++
+		nets += len(t.nets)
+		if len(t.nets) > maxPerPort {
+			maxPerPort = len(t.nets)
+			sample = t.addr
+		}
+		for _, at := range t.nets {
+			if maxPerPort == 1 && at.After(latest) {
+				latest, sample = at, t.addr
+			}
+		}
+	}
+	switch {
+	case maxPerPort >= voteQuorum:
+		return natprobe.BehaviorEndpointIndependent, ip, sample
+	case maxPerPort == 1 && ports >= voteQuorum:
+		return natprobe.BehaviorAddressPortDep, ip, sample
+	}
+	return natprobe.BehaviorUnknown, ip, sample
+}
+
 // reset forgets every report (the network changed).
 func (v *addrVotes) reset() {
 	v.mu.Lock()
@@ -174,8 +225,11 @@ func (h *Host) onObserved(_ a2al.NodeID, from net.Addr, wire []byte) {
 	h.mu.Lock()
 	prevAddr, prevIP := h.peerPublic, h.peerIP
 	h.peerPublic, h.peerIP = addr, ip
-	stun := h.natKnown && h.nat.PublicIP != nil
+	stun := h.natKnown && !h.sense.byPeers && h.nat.PublicIP != nil
 	h.mu.Unlock()
+	if ip != nil && (!ip.Equal(prevIP) || !addrEqual(prevAddr, addr) || !stun) {
+		h.kickSense() // the votes say something new: re-judge the NAT type
+	}
 	if ip != nil && !ip.Equal(prevIP) {
 		h.log.Info("public IP from DHT peers", "ip", ip.String(), "min_reporter_networks", voteQuorum)
 		if !stun {

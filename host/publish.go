@@ -143,11 +143,12 @@ func (h *Host) ClassifyNAT(ctx context.Context) (natprobe.Result, error) {
 		locals = []net.IP{la.IP}
 	}
 	res, err := natprobe.Classify(ctx, natprobe.ClassifyConfig{
-		Conn:     h.demux.STUN(),
-		Servers:  natServers(h.stun, h.fam),
-		Timeout:  h.cfg.NATTimeout,
-		LocalIPs: locals,
-		Logger:   h.log,
+		Conn:      h.demux.STUN(),
+		Servers:   natServers(h.stun, h.fam),
+		Timeout:   h.cfg.NATTimeout,
+		LocalIPs:  locals,
+		Logger:    h.log,
+		EchoProbe: h.strangerEcho, // a one-IP STUN server cannot test filtering
 		InstallHook: func(handler func([]byte, net.Addr) bool) (func(), error) {
 			return h.demux.AddSTUNHook(handler)
 		},
@@ -170,6 +171,7 @@ func (h *Host) ClassifyNAT(ctx context.Context) (natprobe.Result, error) {
 	h.mu.Lock()
 	prev := h.nat
 	h.nat, h.natKnown = res, true
+	h.sense.byPeers = false
 	h.mu.Unlock()
 	if res.PublicIP != nil {
 		h.node.SetSelfExtIP(res.PublicIP)
@@ -205,8 +207,11 @@ func (h *Host) maintain() {
 	step := func(ctx context.Context, natToo bool) {
 		if natToo && !h.cfg.DisableNAT && len(h.stun) > 0 {
 			cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-			if _, err := h.ClassifyNAT(cctx); err != nil {
-				h.log.Warn("NAT classification failed", "err", err)
+			if res, err := h.ClassifyNAT(cctx); err != nil || res.Type == natprobe.TypeUnknown {
+				if err != nil {
+					h.log.Warn("NAT classification failed", "err", err)
+				}
+				h.kickSense() // no STUN answer: DHT peers may still tell
 			}
 			cancel()
 		}
