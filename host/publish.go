@@ -169,6 +169,10 @@ func (h *Host) ClassifyNAT(ctx context.Context) (natprobe.Result, error) {
 		}
 	}
 	h.mu.Lock()
+	if res.Type == natprobe.TypeUnknown && h.natKnown && h.sense.byPeers {
+		h.mu.Unlock()
+		return res, nil // DHT peers told us more than this STUN run did
+	}
 	prev := h.nat
 	h.nat, h.natKnown = res, true
 	h.sense.byPeers = false
