@@ -26,6 +26,7 @@ const (
 	strangerEchoTimeout = 3 * time.Second // one NAT_PROBE_ECHO awaited
 	strangerPeers       = 15              // DHT contacts considered as probe peers
 	strangerEchoPeers   = 2               // peers asked for an unsolicited echo
+	strangerPingPeers   = 3               // peers the stranger tries to learn its mapping from
 	discardPort         = 9               // RFC 863: where the stranger's one touch goes
 )
 
@@ -302,7 +303,10 @@ func (h *Host) newStranger(ctx context.Context, ourIP net.IP, tracef func(string
 		return nil, fmt.Errorf("stranger node: %w", err)
 	}
 	s := &stranger{h: h, node: node, tr: tr}
-	for _, q := range peers {
+	for i, q := range peers {
+		if i >= strangerPingPeers {
+			break
+		}
 		pctx, cancel := context.WithTimeout(ctx, strangerPingTimeout)
 		err := node.Ping(pctx, q)
 		cancel()
