@@ -175,6 +175,7 @@ func (h *Host) adoptPeerNAT(res natprobe.Result, key senseKey) {
 		h.log.Info("NAT classified from DHT peers", "type", res.Type, "mapping", res.Mapping,
 			"filtering", res.Filtering, "public", res.MappedAddr.String())
 	}
+	h.log.Debug("DHT NAT probe", "result", res.String(), "trace", res.Trace)
 	h.kickPublish()
 }
 

@@ -284,6 +284,9 @@ func (h *Host) maintain() {
 				h.votes.reset()
 				h.mu.Lock()
 				h.peerPublic, h.peerIP = nil, nil
+				if h.sense.byPeers {
+					h.nat, h.natKnown, h.sense.byPeers = natprobe.Result{}, false, false
+				}
 				h.mu.Unlock()
 				step(h.ctx, true)
 			}

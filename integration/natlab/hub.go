@@ -76,8 +76,9 @@ type Hub struct {
 	Proc *Proc
 	// Args are extra signal-hub flags (e.g. "-turn-addr", "off" or TURN
 	// limits), applied on the next Start.
-	Args []string
-	bin  string
+	Args  []string
+	bin   string
+	oneIP bool // STUN on HubIP only (change-port, no change-IP)
 }
 
 // URL is the WebSocket base URL nodes use.
@@ -98,13 +99,28 @@ func (l *Lab) StartHub(t testing.TB) *Hub {
 	return h
 }
 
+// StartHubOneIP is StartHub with a single IP: its STUN server can change
+// port but not IP, so filtering needs the DHT NAT probe.
+func (l *Lab) StartHubOneIP(t testing.TB) *Hub {
+	t.Helper()
+	h := &Hub{bin: Binary(t, "signal-hub"), oneIP: true}
+	h.Host = l.AddWANHost("hub", HubIP)
+	if err := h.Start(); err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
 // Start (re)starts the hub process and waits for /healthz.
 func (h *Hub) Start() error {
-	args := append([]string{"-listen", fmt.Sprintf("%s:%d", HubIP, HubWSPort),
+	args := []string{"-listen", fmt.Sprintf("%s:%d", HubIP, HubWSPort),
 		"-stun-addr", fmt.Sprintf("%s:%d", HubIP, HubSTUNPort),
-		"-stun-alt-ip", HubAltIP.String(),
 		"-turn-addr", fmt.Sprintf("%s:%d", HubIP, HubTURNPort),
-		"-log-level", "debug"}, h.Args...)
+		"-log-level", "debug"}
+	if !h.oneIP {
+		args = append(args, "-stun-alt-ip", HubAltIP.String())
+	}
+	args = append(args, h.Args...)
 	p, err := h.Host.Start("signal-hub", h.bin, args...)
 	if err != nil {
 		return err

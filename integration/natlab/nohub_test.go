@@ -39,15 +39,28 @@ func addSpreadPublic(t *testing.T, l *Lab, n int, routers []*Router) []*Host {
 // hub and no STUN server, and each publishes its router's public address
 // and the right NAT type within 30 s: the address from the observed_addr
 // votes of three public nodes in distinct /24s, the filtering from the DHT
-// NAT probe (docs/public-address.md).
+// NAT probe (docs/public-address.md). Two more nodes use a hub whose STUN
+// server has one IP: their filtering test falls back to the DHT NAT probe.
 func TestNoHubPublicAddress(t *testing.T) {
 	l := New(t)
-	types := []NATType{FullCone, AddressRestricted, PortRestricted, Symmetric}
-	hosts := map[NATType]*Host{}
+	hub := l.StartHubOneIP(t)
+	cases := []struct {
+		name string
+		typ  NATType
+		hub  *Hub
+	}{
+		{"no-hub/full-cone", FullCone, nil},
+		{"no-hub/address-restricted", AddressRestricted, nil},
+		{"no-hub/port-restricted", PortRestricted, nil},
+		{"no-hub/symmetric", Symmetric, nil},
+		{"one-ip-hub/full-cone", FullCone, hub},
+		{"one-ip-hub/address-restricted", AddressRestricted, hub},
+	}
+	hosts := map[string]*Host{}
 	var routers []*Router
-	for i, typ := range types {
-		h := l.AddNATHost(fmt.Sprintf("n%d", i), typ)
-		hosts[typ] = h
+	for i, c := range cases {
+		h := l.AddNATHost(fmt.Sprintf("n%d", i), c.typ)
+		hosts[c.name] = h
 		routers = append(routers, h.Router)
 	}
 	pubs := addSpreadPublic(t, l, 3, routers)
@@ -61,15 +74,15 @@ func TestNoHubPublicAddress(t *testing.T) {
 		rows []string
 	)
 	t.Cleanup(func() {
-		t.Logf("no hub: published NAT type and public address:\n%-20s %-20s %-22s %8s  %s\n%s",
-			"router", "nat (status)", "first endpoint", "time", "record", strings.Join(rows, "\n"))
+		t.Logf("published NAT type and public address without a (two-IP) hub:\n%-30s %-20s %-26s %6s  %s\n%s",
+			"case", "nat (status)", "first endpoint", "time", "record", strings.Join(rows, "\n"))
 	})
-	for _, typ := range types {
-		t.Run(string(typ), func(t *testing.T) {
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
-			h := hosts[typ]
+			typ, h := c.typ, hosts[c.name]
 			start := time.Now()
-			n := l.StartNode(t, h, NodeOptions{Bootstrap: []string{seed}})
+			n := l.StartNode(t, h, NodeOptions{Bootstrap: []string{seed}, Hub: c.hub})
 			want := string(typ)
 			wantIP := h.PublicIP().String()
 			var (
@@ -107,6 +120,12 @@ func TestNoHubPublicAddress(t *testing.T) {
 					ok = len(rec.Endpoints) > 0 && rec.Endpoints[0] == wantEP
 					why = fmt.Sprintf("record endpoints %v, want %s first", rec.Endpoints, wantEP)
 				}
+				if ok && c.hub != nil {
+					// The hub's STUN run itself must reach the type, its
+					// filtering test through the DHT NAT probe.
+					ok = strings.Contains(logText(t, n), `msg="natprobe classified" result="`+want+",")
+					why = "no STUN classification as " + want + " in the log"
+				}
 				if ok {
 					break
 				}
@@ -116,9 +135,14 @@ func TestNoHubPublicAddress(t *testing.T) {
 				first = rec.Endpoints[0]
 			}
 			mu.Lock()
-			rows = append(rows, progress(fmt.Sprintf("no-hub %-20s %-20s %-22s %8s  nat=%s %v",
-				typ, st.NAT.Type, first, time.Since(start).Round(100*time.Millisecond), rec.NAT, rec.Endpoints)))
+			rows = append(rows, progress(fmt.Sprintf("%-30s %-20s %-26s %6s  nat=%s %v",
+				c.name, st.NAT.Type, first, time.Since(start).Round(100*time.Millisecond), rec.NAT, rec.Endpoints)))
 			mu.Unlock()
+			for _, line := range strings.Split(logText(t, n), "\n") {
+				if strings.Contains(line, "NAT classified") || strings.Contains(line, "natprobe classified") {
+					t.Log(line)
+				}
+			}
 			if !ok {
 				t.Errorf("behind %s: not published within 30 s: %s", typ, why)
 			}
