@@ -65,6 +65,12 @@ func (v *addrVotes) add(reporter net.IP, observed *net.UDPAddr, now time.Time) {
 		t = &addrTally{addr: observed, nets: make(map[string]time.Time)}
 		v.by[key] = t
 	}
+	if _, ok := t.nets[rn]; !ok && len(t.nets) >= maxVotesPerAddr {
+		v.pruneLocked(now)
+		if len(t.nets) >= maxVotesPerAddr {
+			return
+		}
+	}
 	// A network's latest report is its vote: when our router's outside
 	// address or port changes, reporters move their votes to the new one.
 	for k, o := range v.by {
@@ -75,13 +81,8 @@ func (v *addrVotes) add(reporter net.IP, observed *net.UDPAddr, now time.Time) {
 			}
 		}
 	}
-	if _, ok := t.nets[rn]; !ok && len(t.nets) >= maxVotesPerAddr {
-		v.pruneLocked(now)
-		if len(t.nets) >= maxVotesPerAddr {
-			return
-		}
-	}
 	t.nets[rn] = now
+	v.by[key] = t // a prune above may have dropped it while empty
 }
 
 // pruneLocked drops expired reports and emptied addresses.
@@ -165,23 +166,26 @@ func (v *addrVotes) mapping(now time.Time) (b natprobe.Behavior, ip net.IP, samp
 	}
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	nets, ports, maxPerPort := 0, 0, 0
-	var latest time.Time
+	ports, maxPerPort := 0, 0
+	var best, newest *net.UDPAddr
+	var newestAt time.Time
 	for _, t := range v.by {
 		if !t.addr.IP.Equal(ip) {
 			continue
 		}
 		ports++
-		nets += len(t.nets)
 		if len(t.nets) > maxPerPort {
-			maxPerPort = len(t.nets)
-			sample = t.addr
+			best, maxPerPort = t.addr, len(t.nets)
 		}
 		for _, at := range t.nets {
-			if maxPerPort == 1 && at.After(latest) {
-				latest, sample = at, t.addr
+			if at.After(newestAt) {
+				newest, newestAt = t.addr, at
 			}
 		}
+	}
+	sample = newest
+	if maxPerPort >= voteQuorum {
+		sample = best
 	}
 	switch {
 	case maxPerPort >= voteQuorum:
