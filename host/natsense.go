@@ -251,7 +251,8 @@ func (h *Host) probeFiltering(ctx context.Context, ourIP net.IP) (natprobe.Behav
 type stranger struct {
 	h       *Host
 	node    *dht.Node
-	tr      *transport.UDPTransport
+	pc      net.PacketConn
+	dm      *transport.Demux
 	mapped  []byte         // its public mapping, wire form
 	echoers []*net.UDPAddr // peers at IPs it never sent to
 }
@@ -273,23 +274,32 @@ func (h *Host) newStranger(ctx context.Context, ourIP net.IP, tracef func(string
 	if la, ok := h.demux.LocalAddr().(*net.UDPAddr); ok && !la.IP.IsUnspecified() {
 		bind = net.JoinHostPort(la.IP.String(), "0")
 	}
-	tr, err := transport.ListenUDP("udp4", bind)
+	// The stranger lives on the network our own socket is on (vnet in
+	// simulations), never on another one.
+	var pc net.PacketConn
+	var err error
+	if h.cfg.Net != nil {
+		pc, err = h.cfg.Net.ListenPacket("udp4", bind)
+	} else {
+		pc, err = net.ListenPacket("udp4", bind)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("stranger socket: %w", err)
 	}
+	dm := transport.NewDemux(pc, transport.DemuxOptions{})
 	_, key, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
-		_ = tr.Close()
+		_ = dm.Close()
 		return nil, fmt.Errorf("stranger key: %w", err)
 	}
 	ks, err := crypto.NewMemKeyStoreFromPrivateKey(key)
 	if err != nil {
-		_ = tr.Close()
+		_ = dm.Close()
 		return nil, fmt.Errorf("stranger key store: %w", err)
 	}
 	obs := make(chan []byte, 1)
 	node, err := dht.NewNode(dht.Config{
-		Transport: tr,
+		Transport: dm.DHT(),
 		Keystore:  ks,
 		Logger:    slog.New(slog.DiscardHandler),
 		OnObservedAddr: func(_ a2al.NodeID, _ net.Addr, wire []byte) {
@@ -300,10 +310,10 @@ func (h *Host) newStranger(ctx context.Context, ourIP net.IP, tracef func(string
 		},
 	})
 	if err != nil {
-		_ = tr.Close()
+		_ = dm.Close()
 		return nil, fmt.Errorf("stranger node: %w", err)
 	}
-	s := &stranger{h: h, node: node, tr: tr}
+	s := &stranger{h: h, node: node, pc: pc, dm: dm}
 	for i, q := range peers {
 		if i >= strangerPingPeers {
 			break
@@ -327,7 +337,7 @@ func (h *Host) newStranger(ctx context.Context, ourIP net.IP, tracef func(string
 			s.close()
 			return nil, fmt.Errorf("stranger mapped to %v, not our public IP %s", m, ourIP)
 		}
-		tracef("stranger %s mapped to %s by %s", tr.LocalAddr(), m, q)
+		tracef("stranger %s mapped to %s by %s", pc.LocalAddr(), m, q)
 		for _, p := range peers {
 			if !p.IP.Equal(q.IP) {
 				s.echoers = append(s.echoers, p)
@@ -360,10 +370,14 @@ func (s *stranger) echo(ctx context.Context, p *net.UDPAddr) bool {
 // which opens an address-dependent filter to ip but not a port-dependent
 // one towards the peer's own port.
 func (s *stranger) touch(ip net.IP) error {
-	return s.tr.Send(&net.UDPAddr{IP: ip, Port: discardPort}, []byte{0})
+	_, err := s.pc.WriteTo([]byte{0}, &net.UDPAddr{IP: ip, Port: discardPort})
+	return err
 }
 
-func (s *stranger) close() { _ = s.node.Close() }
+func (s *stranger) close() {
+	_ = s.node.Close()
+	_ = s.dm.Close()
+}
 
 // strangerEcho is natprobe's EchoProbe: does a DHT peer we never sent to get
 // an unsolicited packet through our NAT? It tests a stranger socket's
