@@ -374,9 +374,11 @@ func (s *stranger) touch(ip net.IP) error {
 	return err
 }
 
+// close closes the socket first: the DHT view's Close is a no-op, and the
+// node's receive loop returns only once the demux is closed.
 func (s *stranger) close() {
-	_ = s.node.Close()
 	_ = s.dm.Close()
+	_ = s.node.Close()
 }
 
 // strangerEcho is natprobe's EchoProbe: does a DHT peer we never sent to get
