@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"time"
 
 	"github.com/a2alnode/a2al"
@@ -314,10 +315,12 @@ func (h *Host) newStranger(ctx context.Context, ourIP net.IP, tracef func(string
 		return nil, fmt.Errorf("stranger node: %w", err)
 	}
 	s := &stranger{h: h, node: node, pc: pc, dm: dm}
+	var pinged []net.IP // a PING without answer still opened the mapping to its IP
 	for i, q := range peers {
 		if i >= strangerPingPeers {
 			break
 		}
+		pinged = append(pinged, q.IP)
 		pctx, cancel := context.WithTimeout(ctx, strangerPingTimeout)
 		err := node.Ping(pctx, q)
 		cancel()
@@ -339,7 +342,7 @@ func (h *Host) newStranger(ctx context.Context, ourIP net.IP, tracef func(string
 		}
 		tracef("stranger %s mapped to %s by %s", pc.LocalAddr(), m, q)
 		for _, p := range peers {
-			if !p.IP.Equal(q.IP) {
+			if !slices.ContainsFunc(pinged, p.IP.Equal) {
 				s.echoers = append(s.echoers, p)
 			}
 		}
