@@ -265,7 +265,7 @@ func New(cfg Config) (*Host, error) {
 	if err != nil {
 		return abort("key store", err)
 	}
-	h.sense.kick = make(chan struct{}, 1)
+	h.sense.kick, h.sense.first = make(chan struct{}, 1), make(chan struct{})
 	h.node, err = dht.NewNode(dht.Config{
 		Transport:      h.demux.DHT(),
 		Keystore:       ks,

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/a2alnode/a2al"
@@ -31,12 +32,19 @@ const (
 	discardPort         = 9               // RFC 863: where the stranger's one touch goes
 )
 
+// firstSenseWait bounds how long the first endpoint record waits for the
+// first classification from peers (a port-restricted NAT takes about three
+// echo timeouts), so that DHT replicas start with the right NAT type.
+const firstSenseWait = 15 * time.Second
+
 // natSense is the state of the peer-based classification; byPeers and last
 // are guarded by Host.mu.
 type natSense struct {
-	kick    chan struct{}
-	byPeers bool     // Host.nat came from peers, not from STUN
-	last    senseKey // what the current peer result was judged from
+	kick      chan struct{}
+	first     chan struct{} // closed after the first classification with a quorum
+	firstOnce sync.Once
+	byPeers   bool     // Host.nat came from peers, not from STUN
+	last      senseKey // what the current peer result was judged from
 }
 
 // senseKey is the vote evidence a classification used; equal evidence is
@@ -74,6 +82,24 @@ func (h *Host) senseLoop() {
 		ctx, cancel := context.WithTimeout(h.ctx, 30*time.Second)
 		h.classifyByPeers(ctx, force)
 		cancel()
+	}
+}
+
+// waitFirstSense lets the first record carry the NAT type from peers when
+// no STUN server is configured and the votes already have a quorum.
+func (h *Host) waitFirstSense() {
+	if h.cfg.DisableNAT || len(h.stun) > 0 {
+		return
+	}
+	if _, ip := h.PeerPublic(); ip == nil {
+		return // nothing to judge yet; the record is republished when there is
+	}
+	t := time.NewTimer(firstSenseWait)
+	defer t.Stop()
+	select {
+	case <-h.sense.first:
+	case <-t.C:
+	case <-h.ctx.Done():
 	}
 }
 
@@ -117,6 +143,7 @@ func (h *Host) classifyByPeers(ctx context.Context, force bool) {
 	if ip == nil || sample == nil {
 		return // no quorum yet
 	}
+	defer h.sense.firstOnce.Do(func() { close(h.sense.first) })
 	open := isLocalIP(ip)
 	if open {
 		mapping = natprobe.BehaviorEndpointIndependent

@@ -258,6 +258,7 @@ func (h *Host) maintain() {
 		}
 		t.Stop()
 	}
+	h.waitFirstSense()
 	step(h.ctx, true)
 	natT := time.NewTicker(h.cfg.NATInterval)
 	defer natT.Stop()
