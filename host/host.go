@@ -76,6 +76,9 @@ type Config struct {
 	// try once more to punch the peer directly (then twice as long after each
 	// failure, up to 30 min). Default (0): 2 minutes.
 	RelayUpgrade time.Duration
+	// Limits bound what callers can make this host send or run (zero fields
+	// = DefaultPunchLimits; see docs/security.md).
+	Limits PunchLimits
 	// IncludeLoopback lets ICE offer loopback candidates (single-machine tests).
 	IncludeLoopback bool
 	// DisableNAT skips NAT classification (the record then says "unknown").
@@ -128,6 +131,7 @@ type Host struct {
 	mu         sync.Mutex
 	expect     map[a2al.Address]chan *quic.Conn // callee punches waiting for the caller's QUIC
 	calls      map[a2al.NodeID]struct{}         // incoming calls being handled
+	callRate   *callGate                        // per-minute admission of incoming calls (own lock)
 	nat        natprobe.Result
 	natKnown   bool
 	sense      natSense // NAT type from DHT peers (natsense.go)
@@ -198,6 +202,7 @@ func New(cfg Config) (*Host, error) {
 		}
 	}
 	cfg.ModeA = cfg.ModeA.withDefaults()
+	cfg.Limits = cfg.Limits.withDefaults()
 	id, err := NewIdentity(cfg.Key, cfg.Now())
 	if err != nil {
 		return nil, err
@@ -237,12 +242,15 @@ func New(cfg Config) (*Host, error) {
 		h.demux.Close()
 		return nil, fmt.Errorf("host: quic listen: %w", err)
 	}
+	guard := newCheckGuard(h.demux.STUN(), cfg.Limits, cfg.Now)
 	h.env = &iceEnv{
 		mux: ice.NewUniversalUDPMuxDefault(ice.UniversalUDPMuxParams{
-			UDPConn: h.demux.STUN(), Net: cfg.Net, Logger: quietPion().NewLogger("udpmux"),
+			UDPConn: guard, Net: cfg.Net, Logger: quietPion().NewLogger("udpmux"),
 		}),
 		net: cfg.Net, timers: cfg.ICE, loopback: cfg.IncludeLoopback, logf: quietPion(),
+		guard: guard, limits: cfg.Limits,
 	}
+	h.callRate = newCallGate(cfg.Limits, cfg.Now)
 	h.env.urls = stunURIs(h.stun)
 
 	h.pool = NewPool(PoolConfig{Self: id.NodeID, MaxSize: cfg.PoolSize, IdleTimeout: cfg.PoolIdle,

@@ -77,6 +77,8 @@ type iceEnv struct {
 	// benchmarks that need the relayed path between hosts that could talk
 	// directly).
 	relayOnly atomic.Bool
+	guard    *checkGuard // budgets for checks to unproven addresses (wraps the mux's socket)
+	limits   PunchLimits
 }
 
 // icePath is a working path found by ICE: the remote address QUIC is dialed
@@ -121,14 +123,12 @@ type iceSession struct {
 	wg        sync.WaitGroup
 	closed    sync.Once
 
-	candsDropped atomic.Uint64 // remote candidates past maxRemoteCandidates
-}
+	guard   *checkGuard
+	ufrag   string // our local ufrag, the session's key in guard
+	guarded bool
 
-// maxRemoteCandidates caps the candidates one peer may add to a session. Each
-// one costs a pion goroutine, pairs and checks sent to an address the peer
-// chose; an honest peer trickles a handful (host, reflexive, one per
-// interface), while the hub's byte limit alone would let a peer add ~1000.
-const maxRemoteCandidates = 32
+	candsDropped atomic.Uint64 // remote candidates refused (over the cap or by candidateAllowed)
+}
 
 // startICE begins an ICE negotiation over sig; controlling is the caller side.
 // own, if known, is our public mapping of the shared socket: it is sent as a
@@ -219,6 +219,12 @@ func startICE(ctx context.Context, env *iceEnv, sig signaler, controlling bool, 
 	if err != nil {
 		return nil, fmt.Errorf("%w: credentials: %w", ErrICEFailed, err)
 	}
+	if env.guard != nil {
+		if err := env.guard.open(ufrag, pwd); err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrICEFailed, err)
+		}
+		s.guard, s.ufrag, s.guarded = env.guard, ufrag, true
+	}
 	// Credentials first, then our known mapping, then trickled candidates as
 	// pion finds them: nothing waits for the peer.
 	if err := s.sendNow(runCtx, sig, signal.Signal{Kind: signal.KindCred, Ufrag: ufrag, Pwd: pwd}); err != nil {
@@ -236,7 +242,10 @@ func startICE(ctx context.Context, env *iceEnv, sig signaler, controlling bool, 
 	}
 
 	// Reader: remote credentials once, then trickled candidates (added before
-	// the checks start are paired and checked as soon as they do).
+	// the checks start are paired and checked as soon as they do). At most
+	// limits.RemoteCandidates are taken, and only those candidateAllowed
+	// accepts (docs/security.md).
+	maxCands, prefixes := env.limits.withDefaults().RemoteCandidates, env.localPrefixes()
 	creds := make(chan iceCred, 1)
 	readErr := make(chan error, 1)
 	s.wg.Add(2)
@@ -256,7 +265,7 @@ func startICE(ctx context.Context, env *iceEnv, sig signaler, controlling bool, 
 					creds <- iceCred{m.Ufrag, m.Pwd}
 				}
 			case signal.KindCand:
-				if added >= maxRemoteCandidates {
+				if added >= maxCands {
 					s.candsDropped.Add(1)
 					continue
 				}
@@ -265,6 +274,10 @@ func startICE(ctx context.Context, env *iceEnv, sig signaler, controlling bool, 
 					continue // a bad candidate is skipped, not fatal
 				}
 				added++
+				if !candidateAllowed(c, prefixes, env.loopback) {
+					s.candsDropped.Add(1)
+					continue
+				}
 				if c.Type() == ice.CandidateTypeRelay {
 					s.noteRelay(c.Address(), c.Port())
 				}
@@ -488,5 +501,8 @@ func (s *iceSession) Close() {
 		_ = s.agent.Close()
 		s.wg.Wait()
 		s.sendWG.Wait()
+		if s.guarded {
+			s.guard.close(s.ufrag)
+		}
 	})
 }

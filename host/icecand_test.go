@@ -11,7 +11,7 @@ import (
 )
 
 // A peer flooding an ICE session with candidates gets only
-// maxRemoteCandidates of them added; the rest are refused and counted.
+// Limits.RemoteCandidates of them added; the rest are refused and counted.
 func TestICERemoteCandidatesBounded(t *testing.T) {
 	s := newSim(t, 0)
 	n, _ := s.addNode(natprobe.TypeFullCone)
@@ -34,7 +34,7 @@ func TestICERemoteCandidatesBounded(t *testing.T) {
 		cand := fmt.Sprintf("candidate:%d 1 udp 2130706431 192.0.2.%d %d typ host", i, 1+i%200, 10000+i)
 		send(signal.Signal{Kind: signal.KindCand, Candidate: cand})
 	}
-	want := uint64(flood - maxRemoteCandidates)
+	want := uint64(flood - n.cfg.Limits.RemoteCandidates)
 	deadline := time.Now().Add(10 * time.Second)
 	for is.candsDropped.Load() < want {
 		if time.Now().After(deadline) {

@@ -26,6 +26,7 @@ type hostMetrics struct {
 	serviceStreams *prometheus.CounterVec
 	conns          *prometheus.CounterVec   // pooled connections by role, path type, NAT pair
 	connTime       *prometheus.HistogramVec // time to connection by path type
+	callsRefused   prometheus.Counter
 }
 
 func newHostMetrics() *hostMetrics {
@@ -51,6 +52,8 @@ func newHostMetrics() *hostMetrics {
 			Help: "AgentInfo topic records received on the agent-route stream, by outcome."}, []string{"outcome"}),
 		serviceStreams: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "a2al_service_streams_total",
 			Help: "Application streams bridged to a local service."}, []string{"service"}),
+		callsRefused: prometheus.NewCounter(prometheus.CounterOpts{Name: "a2al_calls_refused_total",
+			Help: "Incoming hub calls refused by the concurrency or rate limits."}),
 	}
 	m.conns = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "a2al_connections_total",
 		Help: "Mode B connections established by punching, by role, path type (direct, punched, relayed) and NAT pair."},
@@ -59,7 +62,7 @@ func newHostMetrics() *hostMetrics {
 		Help:    "From the start of a punch to the first QUIC bytes exchanged (connection pooled), by path type.",
 		Buckets: prometheus.ExponentialBuckets(0.025, 2, 12)}, []string{"path"})
 	m.reg.MustRegister(m.punches, m.punchDur, m.natType, m.glare, m.unexpectedB, m.publishes, m.dialsA,
-		m.modeARefused, m.routeFrames, m.agentInfo, m.serviceStreams, m.conns, m.connTime)
+		m.modeARefused, m.routeFrames, m.agentInfo, m.serviceStreams, m.conns, m.connTime, m.callsRefused)
 	return m
 }
 
@@ -83,6 +86,12 @@ func (h *Host) registerNodeMetrics() {
 			func() float64 { return float64(h.pool.Stats().Upgraded.Load()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "a2al_pool_size", Help: "Mode B pooled connections (live)."},
 			func() float64 { return float64(h.pool.Len()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "a2al_ice_unproven_checks_sent_total",
+			Help: "ICE connectivity checks sent to addresses not yet proven to be the peer's (budgeted, docs/security.md)."},
+			func() float64 { return float64(h.env.guard.sent.Load()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "a2al_ice_unproven_checks_dropped_total",
+			Help: "ICE connectivity checks dropped: over the per-session, per-address or global budget."},
+			func() float64 { return float64(h.env.guard.dropped.Load()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "a2al_hubs_registered", Help: "Signaling hubs with a live registration."},
 			func() float64 { return float64(h.HubsRegistered()) }),
 		mappingCollector{h},

@@ -587,8 +587,6 @@ func (h *Host) directEvidence(ctx context.Context, er *protocol.EndpointRecord) 
 	return err == nil
 }
 
-const maxIncomingCalls = 16
-
 // onCall handles an incoming hub call (callee side of a punch).
 func (h *Host) onCall(s *signal.Session) {
 	defer s.Close()
@@ -610,9 +608,18 @@ func (h *Host) handleCall(peer a2al.Address, s signaler) {
 		h.m.glare.Inc()
 		return
 	}
+	// Admission (docs/security.md): at most Limits.CallsConcurrent at once,
+	// and a per-minute budget in total and per caller; a refused call ends
+	// before any ICE work or packet to the caller's candidates.
 	h.mu.Lock()
-	if _, busy := h.calls[pid]; busy || len(h.calls) >= maxIncomingCalls {
+	if _, busy := h.calls[pid]; busy || len(h.calls) >= h.cfg.Limits.CallsConcurrent {
 		h.mu.Unlock()
+		h.m.callsRefused.Inc()
+		return
+	}
+	if !h.callRate.admit(pid) {
+		h.mu.Unlock()
+		h.m.callsRefused.Inc()
 		return
 	}
 	h.calls[pid] = struct{}{}

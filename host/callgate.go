@@ -1,0 +1,93 @@
+package host
+
+import (
+	"sync"
+	"time"
+
+	"github.com/a2alnode/a2al"
+)
+
+// callGate admits incoming calls at a bounded rate, in total and per caller
+// identity, so callers cannot keep the host running ICE sessions (and
+// sending checks) for them back to back (docs/security.md).
+type callGate struct {
+	now       func() time.Time
+	rate, per float64 // tokens per second: total, per caller
+	burst, pb float64
+	mu        sync.Mutex // guards all below
+	total     bucket
+	callers   map[a2al.NodeID]*bucket
+	overflow  bucket // shared by callers beyond maxCallers
+}
+
+type bucket struct {
+	tokens float64
+	last   time.Time
+}
+
+// take refills b at rate up to burst and spends one token if it can.
+func (b *bucket) take(now time.Time, rate, burst float64) bool {
+	if b.last.IsZero() {
+		b.tokens = burst
+	} else if el := now.Sub(b.last).Seconds(); el > 0 {
+		b.tokens = min(burst, b.tokens+el*rate)
+	}
+	b.last = now
+	if b.tokens < 1 {
+		return false
+	}
+	b.tokens--
+	return true
+}
+
+// full reports whether b would be back at burst by now (nothing to remember).
+func (b *bucket) full(now time.Time, rate, burst float64) bool {
+	return b.tokens+now.Sub(b.last).Seconds()*rate >= burst
+}
+
+// maxCallers bounds the per-caller table; callers past it share one bucket.
+const maxCallers = 1024
+
+// Bursts: a few calls at once from everyone, two from one caller (a retry).
+const (
+	callBurstTotal  = 10
+	callBurstCaller = 2
+)
+
+func newCallGate(l PunchLimits, now func() time.Time) *callGate {
+	return &callGate{now: now, rate: l.CallsPerMinute / 60, per: l.CallsPerCallerPerMinute / 60,
+		burst: min(callBurstTotal, max(1, l.CallsPerMinute)), pb: min(callBurstCaller, max(1, l.CallsPerCallerPerMinute)),
+		callers: make(map[a2al.NodeID]*bucket)}
+}
+
+// admit spends a token of the caller's bucket and of the total one; a call
+// refused by either spends nothing from the total.
+func (g *callGate) admit(id a2al.NodeID) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	now := g.now()
+	b := g.callers[id]
+	if b == nil {
+		if len(g.callers) >= maxCallers {
+			for k, v := range g.callers {
+				if v.full(now, g.per, g.pb) {
+					delete(g.callers, k)
+				}
+			}
+		}
+		if len(g.callers) < maxCallers {
+			b = &bucket{}
+			g.callers[id] = b
+		} else {
+			b = &g.overflow
+		}
+	}
+	// Check the total first without spending: a caller over the total limit
+	// must not lose its own tokens.
+	probe := g.total
+	if !probe.take(now, g.rate, g.burst) || !b.take(now, g.per, g.pb) {
+		return false
+	}
+	g.total = probe
+	return true
+}
