@@ -1,7 +1,9 @@
 package host
 
 import (
+	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/a2alnode/a2al"
@@ -50,7 +52,7 @@ const maxCallers = 1024
 
 // Bursts: a few calls at once from everyone, two from one caller (a retry).
 const (
-	callBurstTotal  = 10
+	callBurstTotal  = 20
 	callBurstCaller = 2
 )
 
@@ -89,5 +91,60 @@ func (g *callGate) admit(id a2al.NodeID) bool {
 		return false
 	}
 	g.total = probe
+	return true
+}
+
+// inCall is one incoming call being answered (Host.calls).
+type inCall struct {
+	cancel context.CancelFunc
+	start  time.Time
+	ice    atomic.Pointer[iceSession] // set once ICE runs
+	// evicted is set (under h.mu) when a newer call took this one's slot.
+	evicted bool
+}
+
+// productive: the caller has shown it is at one of its candidates (an
+// address answered our check, or it sent us an authenticated check).
+func (c *inCall) productive() bool {
+	is := c.ice.Load()
+	return is != nil && is.productive()
+}
+
+// evictGrace is how long a new call is left to prove itself before a newer
+// call may take its place when all slots are taken.
+const evictGrace = 2 * time.Second
+
+// admitCallLocked decides whether to answer a call from id (h.mu held):
+// one call per caller at a time; the caller's and the total per-minute
+// budgets; at most Limits.CallsConcurrent at once — when all are taken, the
+// oldest call that has run evictGrace without the caller proving any
+// address is ended to make room, so callers who never answer cannot hold
+// the slots (docs/security.md). On true, call is registered in h.calls.
+func (h *Host) admitCallLocked(id a2al.NodeID, call *inCall) bool {
+	if _, busy := h.calls[id]; busy {
+		return false
+	}
+	live := 0
+	var oldest *inCall
+	for _, c := range h.calls {
+		if c.evicted {
+			continue
+		}
+		live++
+		if time.Since(c.start) >= evictGrace && !c.productive() && (oldest == nil || c.start.Before(oldest.start)) {
+			oldest = c
+		}
+	}
+	if live >= h.cfg.Limits.CallsConcurrent && oldest == nil {
+		return false
+	}
+	if len(h.calls) >= 2*h.cfg.Limits.CallsConcurrent || !h.callRate.admit(id) {
+		return false
+	}
+	if live >= h.cfg.Limits.CallsConcurrent {
+		oldest.evicted = true
+		oldest.cancel()
+	}
+	h.calls[id] = call
 	return true
 }

@@ -130,7 +130,7 @@ type Host struct {
 
 	mu         sync.Mutex
 	expect     map[a2al.Address]chan *quic.Conn // callee punches waiting for the caller's QUIC
-	calls      map[a2al.NodeID]struct{}         // incoming calls being handled
+	calls      map[a2al.NodeID]*inCall          // incoming calls being handled
 	callRate   *callGate                        // per-minute admission of incoming calls (own lock)
 	nat        natprobe.Result
 	natKnown   bool
@@ -221,7 +221,7 @@ func New(cfg Config) (*Host, error) {
 		conn = uc
 	}
 	h := &Host{cfg: cfg, log: cfg.Logger, id: id, expect: make(map[a2al.Address]chan *quic.Conn),
-		calls: make(map[a2al.NodeID]struct{}), punchWait: make(map[a2al.NodeID][]chan error),
+		calls: make(map[a2al.NodeID]*inCall), punchWait: make(map[a2al.NodeID][]chan error),
 		acceptA: make(chan *Conn, 16), services: make(map[a2al.Address]*service),
 		admit:  admission{byIP: make(map[string]int), byPeer: make(map[a2al.Address]int)},
 		agents: agentSet{m: make(map[a2al.Address]*Identity)}}

@@ -77,8 +77,8 @@ type iceEnv struct {
 	// benchmarks that need the relayed path between hosts that could talk
 	// directly).
 	relayOnly atomic.Bool
-	guard    *checkGuard // budgets for checks to unproven addresses (wraps the mux's socket)
-	limits   PunchLimits
+	guard     *checkGuard // budgets for checks to unproven addresses (wraps the mux's socket)
+	limits    PunchLimits
 }
 
 // icePath is a working path found by ICE: the remote address QUIC is dialed
@@ -505,4 +505,10 @@ func (s *iceSession) Close() {
 			s.guard.close(s.ufrag)
 		}
 	})
+}
+
+// productive: the peer has shown it is at one of its candidates (see
+// checkGuard.productive).
+func (s *iceSession) productive() bool {
+	return s.guarded && s.guard.productive(s.ufrag)
 }

@@ -36,7 +36,8 @@ type PunchLimits struct {
 	// Zero = default.
 	CallsConcurrent int
 	// CallsPerMinute caps incoming calls accepted per minute from everyone
-	// (default 30, burst 10). Zero = default.
+	// (default 120, burst 20): bounds the CPU spent on ICE agents. Zero =
+	// default.
 	CallsPerMinute float64
 	// CallsPerCallerPerMinute caps incoming calls accepted per minute from
 	// one caller identity (default 4, burst 2). Zero = default.
@@ -46,7 +47,7 @@ type PunchLimits struct {
 // DefaultPunchLimits are the limits documented in docs/security.md.
 func DefaultPunchLimits() PunchLimits {
 	return PunchLimits{RemoteCandidates: 8, UnprovenPerSession: 24, UnprovenPerDest: 8, UnprovenRate: 50,
-		CallsConcurrent: 16, CallsPerMinute: 30, CallsPerCallerPerMinute: 4}
+		CallsConcurrent: 16, CallsPerMinute: 120, CallsPerCallerPerMinute: 4}
 }
 
 func (l PunchLimits) withDefaults() PunchLimits {
@@ -403,4 +404,13 @@ func (e *iceEnv) localPrefixes() []netip.Prefix {
 		}
 	}
 	return out
+}
+
+// productive reports whether session ufrag has a proven address or has
+// received an authenticated check.
+func (g *checkGuard) productive(ufrag string) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	s := g.sessions[ufrag]
+	return s != nil && (len(s.proven) > 0 || len(s.credit) > 0)
 }

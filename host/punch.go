@@ -608,24 +608,20 @@ func (h *Host) handleCall(peer a2al.Address, s signaler) {
 		h.m.glare.Inc()
 		return
 	}
-	// Admission (docs/security.md): at most Limits.CallsConcurrent at once,
-	// and a per-minute budget in total and per caller; a refused call ends
-	// before any ICE work or packet to the caller's candidates.
-	h.mu.Lock()
-	if _, busy := h.calls[pid]; busy || len(h.calls) >= h.cfg.Limits.CallsConcurrent {
-		h.mu.Unlock()
-		h.m.callsRefused.Inc()
-		return
-	}
-	if !h.callRate.admit(pid) {
-		h.mu.Unlock()
-		h.m.callsRefused.Inc()
-		return
-	}
-	h.calls[pid] = struct{}{}
+	ctx, cancel := context.WithTimeout(h.ctx, h.cfg.PunchTimeout)
+	defer cancel()
+	call := &inCall{cancel: cancel, start: time.Now()}
 	ch := make(chan *quic.Conn, 1)
-	h.expect[peer] = ch
+	h.mu.Lock()
+	admitted := h.admitCallLocked(pid, call)
+	if admitted {
+		h.expect[peer] = ch
+	}
 	h.mu.Unlock()
+	if !admitted {
+		h.m.callsRefused.Inc()
+		return
+	}
 	superseded := h.sched.Pending(pid)
 	if superseded {
 		h.m.glare.Inc()
@@ -646,10 +642,8 @@ func (h *Host) handleCall(peer a2al.Address, s signaler) {
 		}
 	}()
 
-	start := time.Now()
+	start := call.start
 	rec := PunchRecord{Peer: peer.String(), Role: "callee", Priority: -1, At: h.cfg.Now()}
-	ctx, cancel := context.WithTimeout(h.ctx, h.cfg.PunchTimeout)
-	defer cancel()
 	var er *protocol.EndpointRecord
 	for _, sr := range h.node.LocalStoreGet(pid, protocol.RecTypeEndpoint) {
 		if r, err := protocol.ParseEndpointRecord(sr); err == nil && r.Address == peer {
@@ -660,7 +654,7 @@ func (h *Host) handleCall(peer a2al.Address, s signaler) {
 	rec.NATPair = h.natPair(pid, er)
 	ev := h.startDirectEvidence(ctx, er)
 	defer ev.stop()
-	qc, path, rel, err := h.punchIn(ctx, s, ch)
+	qc, path, rel, err := h.punchIn(ctx, s, ch, call)
 	rec.Duration, rec.Path = time.Since(start), path
 	if err != nil {
 		pe := newPunchError(err)
@@ -695,11 +689,12 @@ func (h *Host) handleCall(peer a2al.Address, s signaler) {
 // whose TLS identity the accept loop has already matched to the expected
 // peer. The caller dials as soon as one of our checks reaches it, usually
 // before ICE nominates anything, so the connection is awaited alongside ICE.
-func (h *Host) punchIn(ctx context.Context, s signaler, ch chan *quic.Conn) (qc *quic.Conn, path string, relayed *iceSession, err error) {
+func (h *Host) punchIn(ctx context.Context, s signaler, ch chan *quic.Conn, call *inCall) (qc *quic.Conn, path string, relayed *iceSession, err error) {
 	is, err := startICE(ctx, h.env, s, false, h.iceHint(), nil)
 	if err != nil {
 		return nil, "", nil, err
 	}
+	call.ice.Store(is)
 	defer func() {
 		// A connection from the caller's relay keeps our agent: it answers
 		// the keepalives that keep the caller's allocation in use.

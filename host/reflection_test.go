@@ -224,3 +224,36 @@ func TestCandidateAllowed(t *testing.T) {
 		}
 	}
 }
+
+// TestSilentCallerEvicted: with every call slot taken by a caller that never
+// answers a check, a new caller still gets answered (the silent call is
+// ended after evictGrace).
+func TestSilentCallerEvicted(t *testing.T) {
+	s := newSim(t, 0)
+	nh, err := s.w.AddOpenHost()
+	if err != nil {
+		t.Fatal(err)
+	}
+	victim := s.startHostCfg(nh, false, func(c *Config) { c.Limits.CallsConcurrent = 1 })
+	target := newReflTarget(t, s, 1)
+	sigV, sigA := memSigPair()
+	done := make(chan struct{})
+	go func() { defer close(done); victim.handleCall(randomAddress(t), sigV) }()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	_ = sigA.Send(ctx, signal.Signal{Kind: signal.KindCred, Ufrag: "silentufrag12345", Pwd: "silentpasswordsilentpasswd"})
+	_ = sigA.Send(ctx, signal.Signal{Kind: signal.KindCand,
+		Candidate: fmt.Sprintf("candidate:1 1 udp 2130706431 %s %d typ host", target.ip, target.ports[0])})
+	waitFor(t, "silent call running", func() bool { victim.mu.Lock(); defer victim.mu.Unlock(); return len(victim.calls) > 0 })
+	time.Sleep(evictGrace + 500*time.Millisecond)
+	legit := &deadSig{}
+	victim.handleCall(randomAddress(t), legit)
+	if legit.sends.Load() == 0 {
+		t.Fatal("a new caller was refused while the only slot was held by a silent caller")
+	}
+	select {
+	case <-done:
+	case <-ctx.Done():
+		t.Fatal("silent call not ended")
+	}
+}
