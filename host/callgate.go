@@ -112,7 +112,7 @@ func (c *inCall) productive() bool {
 
 // evictGrace is how long a new call is left to prove itself before a newer
 // call may take its place when all slots are taken.
-const evictGrace = 2 * time.Second
+const evictGrace = time.Second
 
 // admitCallLocked decides whether to answer a call from id (h.mu held):
 // one call per caller at a time; the caller's and the total per-minute

@@ -29,15 +29,17 @@ type PunchLimits struct {
 	// 50 ms pacing, enough for a peer's NAT to open). Zero = default.
 	UnprovenPerDest int
 	// UnprovenRate is the global pacing of checks to unproven addresses, per
-	// second, across all ICE sessions of the host (default 50, burst the
-	// same). Zero = default.
+	// second, across all ICE sessions of the host (default 40; with the
+	// fixed burst of unprovenBurst, at most 50 in any one second). Zero =
+	// default.
 	UnprovenRate float64
 	// CallsConcurrent caps incoming calls handled at once (default 16).
 	// Zero = default.
 	CallsConcurrent int
 	// CallsPerMinute caps incoming calls accepted per minute from everyone
-	// (default 120, burst 20): bounds the CPU spent on ICE agents. Zero =
-	// default.
+	// (default 600, burst 20): bounds the ICE agents started per second, a
+	// CPU limit; reflection is bounded by the check budgets whatever the
+	// call rate. Zero = default.
 	CallsPerMinute float64
 	// CallsPerCallerPerMinute caps incoming calls accepted per minute from
 	// one caller identity (default 4, burst 2). Zero = default.
@@ -46,8 +48,8 @@ type PunchLimits struct {
 
 // DefaultPunchLimits are the limits documented in docs/security.md.
 func DefaultPunchLimits() PunchLimits {
-	return PunchLimits{RemoteCandidates: 8, UnprovenPerSession: 24, UnprovenPerDest: 8, UnprovenRate: 50,
-		CallsConcurrent: 16, CallsPerMinute: 120, CallsPerCallerPerMinute: 4}
+	return PunchLimits{RemoteCandidates: 8, UnprovenPerSession: 24, UnprovenPerDest: 8, UnprovenRate: 40,
+		CallsConcurrent: 16, CallsPerMinute: 600, CallsPerCallerPerMinute: 4}
 }
 
 func (l PunchLimits) withDefaults() PunchLimits {
@@ -76,6 +78,10 @@ func (l PunchLimits) withDefaults() PunchLimits {
 // sessions a host runs at once): incoming calls are capped far below, the
 // scheduler's concurrency too.
 const maxGuardSessions = 128
+
+// unprovenBurst is the global bucket's depth: small, so that rate+burst
+// bounds the checks to unproven addresses in any one second.
+const unprovenBurst = 10
 
 // maxCredit bounds the extra checks an unproven address earns by sending
 // authenticated checks (see checkGuard).
@@ -137,7 +143,7 @@ var errTooManyICESessions = errors.New("host: too many ICE sessions")
 
 func newCheckGuard(pc net.PacketConn, lim PunchLimits, now func() time.Time) *checkGuard {
 	return &checkGuard{PacketConn: pc, lim: lim, now: now, sessions: make(map[string]*guardSession),
-		pending: make(map[[stun.TransactionIDSize]byte]pendingCheck), tokens: lim.UnprovenRate, last: now()}
+		pending: make(map[[stun.TransactionIDSize]byte]pendingCheck), tokens: unprovenBurst, last: now()}
 }
 
 // open registers an ICE session by its local credentials.
@@ -269,7 +275,7 @@ func (g *checkGuard) allow(p []byte, addr net.Addr) bool {
 func (g *checkGuard) takeToken() bool {
 	now := g.now()
 	if el := now.Sub(g.last).Seconds(); el > 0 {
-		g.tokens = min(g.lim.UnprovenRate, g.tokens+el*g.lim.UnprovenRate)
+		g.tokens = min(unprovenBurst, g.tokens+el*g.lim.UnprovenRate)
 	}
 	g.last = now
 	if g.tokens < 1 {
