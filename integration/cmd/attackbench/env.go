@@ -279,3 +279,30 @@ func waitUntil(d time.Duration, cond func() bool) error {
 	}
 	return nil
 }
+
+// debugHealth reads the node's DHT counters (/debug/health), best effort.
+func (n *node) debugHealth() map[string]any {
+	out := map[string]any{}
+	r, err := apiClient.Get("http://" + n.api + "/debug/health")
+	if err != nil {
+		return out
+	}
+	defer r.Body.Close()
+	_ = json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&out)
+	return out
+}
+
+// dial asks n's control API for a Mode A dial to addr (resolve, then direct
+// or punched) and reports whether it connected.
+func (n *node) dial(addr a2al.Address) bool {
+	c := &http.Client{Timeout: 20 * time.Second}
+	r, err := c.Post("http://"+n.api+"/api/dial?timeout=12s&addr="+addr.String(), "", nil)
+	if err != nil {
+		return false
+	}
+	defer r.Body.Close()
+	var res struct {
+		OK bool `json:"ok"`
+	}
+	return json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&res) == nil && res.OK
+}

@@ -90,6 +90,8 @@ type env struct {
 	n    int // data dirs handed out
 	// scale divides attack volumes (smoke test).
 	scale int
+	// storeFlood is the number of STOREs of attack 5.
+	storeFlood int
 }
 
 func (e *env) dir() string {
@@ -117,6 +119,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	asJSON := fs.Bool("json", false, "print one JSON object instead of the table")
 	only := fs.String("only", "", "comma-separated attack name prefixes to run (e.g. 1,4,7)")
 	scale := fs.Int("scale", 1, "divide attack volumes by this (quick runs)")
+	storeFlood := fs.Int("store-flood", 160000, "STOREs sent by the store flood (the victim keeps 100,000 keys by default)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -128,7 +131,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer os.RemoveAll(tmp)
-	e := &env{tmp: tmp, scale: max(1, *scale), bins: bins{node: *nodeBin, hub: *hubBin}}
+	e := &env{tmp: tmp, scale: max(1, *scale), storeFlood: *storeFlood, bins: bins{node: *nodeBin, hub: *hubBin}}
 	if e.bins.node == "" || e.bins.hub == "" {
 		built, err := buildBins(ctx, *src, tmp)
 		if err != nil {
