@@ -120,6 +120,8 @@ const evictGrace = time.Second
 // oldest call that has run evictGrace without the caller proving any
 // address is ended to make room, so callers who never answer cannot hold
 // the slots (docs/security.md). On true, call is registered in h.calls.
+// Lock order: h.mu, then the check guard's lock (productive); the guard
+// never calls back into the host.
 func (h *Host) admitCallLocked(id a2al.NodeID, call *inCall) bool {
 	if _, busy := h.calls[id]; busy {
 		return false

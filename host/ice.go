@@ -123,9 +123,8 @@ type iceSession struct {
 	wg        sync.WaitGroup
 	closed    sync.Once
 
-	guard   *checkGuard
-	ufrag   string // our local ufrag, the session's key in guard
-	guarded bool
+	guard *checkGuard // nil when the session is not registered with it
+	ufrag string      // our local ufrag, the session's key in guard
 
 	candsDropped atomic.Uint64 // remote candidates refused (over the cap or by candidateAllowed)
 }
@@ -223,7 +222,7 @@ func startICE(ctx context.Context, env *iceEnv, sig signaler, controlling bool, 
 		if err := env.guard.open(ufrag, pwd); err != nil {
 			return nil, fmt.Errorf("%w: %w", ErrICEFailed, err)
 		}
-		s.guard, s.ufrag, s.guarded = env.guard, ufrag, true
+		s.guard, s.ufrag = env.guard, ufrag
 	}
 	// Credentials first, then our known mapping, then trickled candidates as
 	// pion finds them: nothing waits for the peer.
@@ -501,7 +500,7 @@ func (s *iceSession) Close() {
 		_ = s.agent.Close()
 		s.wg.Wait()
 		s.sendWG.Wait()
-		if s.guarded {
+		if s.guard != nil {
 			s.guard.close(s.ufrag)
 		}
 	})
@@ -510,5 +509,5 @@ func (s *iceSession) Close() {
 // productive: the peer has shown it is at one of its candidates (see
 // checkGuard.productive).
 func (s *iceSession) productive() bool {
-	return s.guarded && s.guard.productive(s.ufrag)
+	return s.guard != nil && s.guard.productive(s.ufrag)
 }

@@ -412,13 +412,29 @@ func attackStoreFlood(ctx context.Context, e *env, s *Summary) (r Row) {
 	const perIP = 40
 	var sent int64
 	start := time.Now()
-	for ipn := 0; sent < int64(total) && ctx.Err() == nil; ipn++ {
+	// Send at least total; go on (up to twice that) while the victim has
+	// not reached its key limit, so a slow victim is still flooded.
+	full := func() bool {
+		k, _ := v.debugHealth()["store_keys"].(float64)
+		return k >= 100000
+	}
+	isFull := false
+	more := func(ipn int) bool {
+		if sent < int64(total) {
+			return true
+		}
+		if ipn%50 == 0 {
+			isFull = full()
+		}
+		return sent < int64(2*total) && !isFull
+	}
+	for ipn := 0; more(ipn) && ctx.Err() == nil; ipn++ {
 		c, err := udpFrom(net.IPv4(127, byte(100+ipn/60000), byte(ipn/250%240), byte(1+ipn%250)))
 		if err != nil {
 			continue
 		}
 		pub := newIdent()
-		for j := 0; j < perIP && sent < int64(total); j++ {
+		for j := 0; j < perIP; j++ {
 			topic := fmt.Sprintf("flood-%d-%d", ipn, j)
 			m := pub.msg(protocol.BodyStore{Record: topicRecord(pub, topic, 100), Key: ptr(protocol.TopicKey(topic))})
 			if n, err := c.WriteTo(m, v.udp); err == nil {

@@ -152,7 +152,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		if ctx.Err() != nil {
 			break
 		}
-		actx, cancel := context.WithTimeout(ctx, 90*time.Second)
+		actx, cancel := context.WithTimeout(ctx, 150*time.Second)
 		fmt.Fprintf(stderr, "attackbench: %s ...\n", a.name)
 		r := a.run(actx, e, &s)
 		cancel()
