@@ -163,3 +163,28 @@ func TestCheckGuardGlobalRate(t *testing.T) {
 		t.Fatalf("%d checks within one second, want <= 50", got)
 	}
 }
+
+// FuzzCheckGuard: whatever arrives or is written, the guard neither panics
+// nor grows past its bounds.
+func FuzzCheckGuard(f *testing.F) {
+	req, _ := stun.Build(stun.TransactionID, stun.BindingRequest, stun.NewUsername("local:peer"),
+		stun.NewShortTermIntegrity("passwordpasswordpassword"), stun.Fingerprint)
+	resp, _ := stun.Build(stun.TransactionID, stun.BindingSuccess)
+	f.Add(req.Raw)
+	f.Add(resp.Raw)
+	f.Add([]byte{0, 1, 0, 0, 0x21, 0x12, 0xa4, 0x42})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		fc := &fakeConn{}
+		g := newCheckGuard(fc, DefaultPunchLimits(), time.Now)
+		if err := g.open("local", "passwordpasswordpassword"); err != nil {
+			t.Fatal(err)
+		}
+		a := &net.UDPAddr{IP: net.IPv4(198, 51, 100, 1), Port: 1}
+		g.observe(b, a)
+		_, _ = g.WriteTo(b, a)
+		g.close("local")
+		if len(g.pending) != 0 {
+			t.Fatal("pending left after close")
+		}
+	})
+}
