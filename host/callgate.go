@@ -52,7 +52,7 @@ const maxCallers = 1024
 
 // Bursts: a few calls at once from everyone, two from one caller (a retry).
 const (
-	callBurstTotal  = 20
+	callBurstTotal  = 40
 	callBurstCaller = 2
 )
 

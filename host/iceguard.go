@@ -37,9 +37,11 @@ type PunchLimits struct {
 	// Zero = default.
 	CallsConcurrent int
 	// CallsPerMinute caps incoming calls accepted per minute from everyone
-	// (default 600, burst 20): bounds the ICE agents started per second, a
-	// CPU limit; reflection is bounded by the check budgets whatever the
-	// call rate. Zero = default.
+	// (default 1200, burst 40): bounds the ICE agents started per second, a
+	// CPU limit, at what our hub rings through to one callee by default, so
+	// the node is not the tighter limit for legitimate callers during a
+	// flood; reflection is bounded by the check budgets whatever the call
+	// rate. Zero = default.
 	CallsPerMinute float64
 	// CallsPerCallerPerMinute caps incoming calls accepted per minute from
 	// one caller identity (default 4, burst 2). Zero = default.
@@ -49,7 +51,7 @@ type PunchLimits struct {
 // DefaultPunchLimits are the limits documented in docs/security.md.
 func DefaultPunchLimits() PunchLimits {
 	return PunchLimits{RemoteCandidates: 8, UnprovenPerSession: 24, UnprovenPerDest: 8, UnprovenRate: 40,
-		CallsConcurrent: 16, CallsPerMinute: 600, CallsPerCallerPerMinute: 4}
+		CallsConcurrent: 16, CallsPerMinute: 1200, CallsPerCallerPerMinute: 4}
 }
 
 func (l PunchLimits) withDefaults() PunchLimits {
