@@ -49,7 +49,11 @@ func newCaller(ctx context.Context, hubURL string, src net.IP) (*caller, error) 
 		cl.Close()
 		return nil, fmt.Errorf("caller from %s did not connect to the hub: %v", src, cl.LastError())
 	}
-	return c, ctx.Err()
+	if err := ctx.Err(); err != nil {
+		cl.Close()
+		return nil, err
+	}
+	return c, nil
 }
 
 // frameCost is what one frame costs on the wire: its JSON plus the

@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"sync"
 	"time"
 
 	"github.com/quic-go/quic-go"
@@ -99,7 +98,6 @@ func attackAPIHost(ctx context.Context, e *env, s *Summary) (r Row) {
 	r.MemBeforeKB = v.rssKB()
 	routes := []string{"/api/status", "/api/resolve?addr=" + v.addr.String() + "&timeout=1s", "/debug/host", "/metrics"}
 	answered := 0
-	var mu sync.Mutex
 	for _, p := range routes {
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+v.api+p, nil)
 		if err != nil {
@@ -113,9 +111,7 @@ func attackAPIHost(ctx context.Context, e *env, s *Summary) (r Row) {
 		}
 		resp.Body.Close()
 		if resp.StatusCode == http.StatusOK {
-			mu.Lock()
 			answered++
-			mu.Unlock()
 		}
 	}
 	r.MemAfterKB = v.rssKB()
