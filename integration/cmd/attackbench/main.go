@@ -60,6 +60,10 @@ type Summary struct {
 	HubHalfOpenMaxFDs          *int     `json:"hub_halfopen_max_fds"`
 	ControlAPIForeignHostOK    *int     `json:"control_api_foreign_host_answered"`
 	HubBurstCallerDropped      *bool    `json:"hub_burst_caller_dropped"`
+	DHTAnswerAmplification     *float64 `json:"dht_answer_amplification"`
+	DHTAnswersToUnproven       *int     `json:"dht_answers_to_unproven"`
+	STUNAnsweredOneSource      *int     `json:"stun_answered_one_source"`
+	SybilSame16Entries         *int     `json:"sybil_same16_entries"`
 	Rows                       []Row    `json:"rows"`
 }
 
@@ -81,6 +85,9 @@ var attacks = []attack{
 	{"7-hub-halfopen", attackHalfOpen},
 	{"8-api-host", attackAPIHost},
 	{"9-hub-burst", attackHubBurst},
+	{"w1-dht-amplify", attackDHTAmplify},
+	{"w2-stun-flood", attackSTUNFlood},
+	{"w3-sybil-16", attackSybil16},
 }
 
 // env is what every attack gets.
