@@ -126,9 +126,26 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	asJSON := fs.Bool("json", false, "print one JSON object instead of the table")
 	only := fs.String("only", "", "comma-separated attack name prefixes to run (e.g. 1,4,7)")
 	scale := fs.Int("scale", 1, "divide attack volumes by this (quick runs)")
+	compare := fs.String("compare", "", "print Markdown before/after tables from -json outputs: BEFORE[,BEFORE2...]:AFTER[,...] (runs nothing)")
 	storeFlood := fs.Int("store-flood", 160000, "STOREs sent by the store flood (the victim keeps 100,000 keys by default)")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *compare != "" {
+		bp, ap, ok := strings.Cut(*compare, ":")
+		if !ok {
+			return fmt.Errorf("-compare wants BEFORE:AFTER")
+		}
+		before, err := loadSummary(bp)
+		if err != nil {
+			return err
+		}
+		after, err := loadSummary(ap)
+		if err != nil {
+			return err
+		}
+		printCompare(stdout, before, after)
+		return nil
 	}
 	if runtime.GOOS != "linux" {
 		return fmt.Errorf("needs Linux (loopback source addresses across 127.0.0.0/8, /proc)")

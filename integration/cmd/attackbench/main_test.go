@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -58,5 +60,31 @@ func TestPrintTable(t *testing.T) {
 	printTable(&b, Summary{Rows: []Row{{Attack: "x", Err: "boom"}, {Attack: "y", VictimSent: "z"}}})
 	if !strings.Contains(b.String(), "ERROR: boom") || strings.Count(b.String(), "\n") != 3 {
 		t.Fatalf("table:\n%s", b.String())
+	}
+}
+
+// Split runs merge: later non-null fields and rows win.
+func TestCompareMerges(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, body string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	a := write("a.json", `{"reflection_amplification": 90, "rows": [{"attack": "1-ice-reflection", "victim_sent": "old"}]}`)
+	b := write("b.json", `{"reflection_amplification": null, "modea_legit_ok": true, "rows": [{"attack": "1-ice-reflection", "victim_sent": "new"}]}`)
+	s, err := loadSummary(a + "," + b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.ReflectionAmplification == nil || *s.ReflectionAmplification != 90 || s.ModeALegitOK == nil || len(s.Rows) != 1 || s.Rows[0].VictimSent != "new" {
+		t.Fatalf("merged %+v", s)
+	}
+	var out bytes.Buffer
+	printCompare(&out, s, s)
+	if !strings.Contains(out.String(), "| `reflection_amplification` | 90 | 90 |") {
+		t.Fatalf("compare:\n%s", out.String())
 	}
 }
