@@ -400,6 +400,8 @@ func attackHubBurst(ctx context.Context, e *env, s *Summary) (r Row) {
 	const burst = 53
 	var wg sync.WaitGroup
 	var outcomes sync.Map
+	var mu sync.Mutex
+	var sessions []*signal.Session // hung up only after the measurement: hangups are frames too
 	for range burst {
 		wg.Add(1)
 		go func() {
@@ -412,7 +414,9 @@ func attackHubBurst(ctx context.Context, e *env, s *Summary) (r Row) {
 			if err != nil {
 				key = shortErr(err)
 			} else {
-				sess.Close()
+				mu.Lock()
+				sessions = append(sessions, sess)
+				mu.Unlock()
 			}
 			n, _ := outcomes.LoadOrStore(key, new(atomic.Int32))
 			n.(*atomic.Int32).Add(1)
@@ -421,6 +425,14 @@ func attackHubBurst(ctx context.Context, e *env, s *Summary) (r Row) {
 	wg.Wait()
 	time.Sleep(500 * time.Millisecond)
 	dropped := c.drops.Load() > 0
+	why := ""
+	if err := c.LastError(); dropped && err != nil {
+		why = fmt.Sprintf(" (%v)", err)
+	}
+	time.Sleep(3 * time.Second) // let the frame budget refill before hanging up
+	for _, sess := range sessions {
+		sess.Close()
+	}
 	r.MemAfterKB = h.rssKB()
 	r.AttackerBytes, r.AttackerPkts = c.bytes.Load(), burst
 	s.HubBurstCallerDropped = ptr(dropped)
@@ -431,7 +443,7 @@ func attackHubBurst(ctx context.Context, e *env, s *Summary) (r Row) {
 	})
 	sort.Strings(parts)
 	r.VictimSent = fmt.Sprintf("calls %v", parts)
-	r.Legit = fmt.Sprintf("caller disconnected by hub: %v", dropped)
+	r.Legit = fmt.Sprintf("caller disconnected by hub: %v%s", dropped, why)
 	return r
 }
 
