@@ -14,68 +14,6 @@ import (
 	"github.com/pion/stun"
 )
 
-// PunchLimits bound what a peer, through the hub, can make this host send or
-// run (docs/security.md, "ICE reflection"). Zero fields take the defaults.
-type PunchLimits struct {
-	// RemoteCandidates is how many candidates one peer may add to one ICE
-	// session (default 8; honest peers trickle 2-4). Zero = default.
-	RemoteCandidates int
-	// UnprovenPerSession is how many connectivity checks one ICE session may
-	// send to addresses not yet proven to be the peer's (default 24). Zero =
-	// default.
-	UnprovenPerSession int
-	// UnprovenPerDest is how many checks one session may send to one
-	// unproven address before it answers (default 8: about 400 ms of pion's
-	// 50 ms pacing, enough for a peer's NAT to open). Zero = default.
-	UnprovenPerDest int
-	// UnprovenRate is the global pacing of checks to unproven addresses, per
-	// second, across all ICE sessions of the host (default 40; with the
-	// fixed burst of unprovenBurst, at most 50 in any one second). Zero =
-	// default.
-	UnprovenRate float64
-	// CallsConcurrent caps incoming calls handled at once (default 16).
-	// Zero = default.
-	CallsConcurrent int
-	// CallsPerMinute caps incoming calls accepted per minute from everyone
-	// (default 1200, burst 40): bounds the ICE agents started per second, a
-	// CPU limit, at what our hub rings through to one callee by default, so
-	// the node is not the tighter limit for legitimate callers during a
-	// flood; reflection is bounded by the check budgets whatever the call
-	// rate. Zero = default.
-	CallsPerMinute float64
-	// CallsPerCallerPerMinute caps incoming calls accepted per minute from
-	// one caller identity (default 4, burst 2). Zero = default.
-	CallsPerCallerPerMinute float64
-}
-
-// DefaultPunchLimits are the limits documented in docs/security.md.
-func DefaultPunchLimits() PunchLimits {
-	return PunchLimits{RemoteCandidates: 8, UnprovenPerSession: 24, UnprovenPerDest: 8, UnprovenRate: 40,
-		CallsConcurrent: 16, CallsPerMinute: 1200, CallsPerCallerPerMinute: 4}
-}
-
-func (l PunchLimits) withDefaults() PunchLimits {
-	d := DefaultPunchLimits()
-	setInt := func(v *int, def int) {
-		if *v <= 0 {
-			*v = def
-		}
-	}
-	setF := func(v *float64, def float64) {
-		if *v <= 0 {
-			*v = def
-		}
-	}
-	setInt(&l.RemoteCandidates, d.RemoteCandidates)
-	setInt(&l.UnprovenPerSession, d.UnprovenPerSession)
-	setInt(&l.UnprovenPerDest, d.UnprovenPerDest)
-	setF(&l.UnprovenRate, d.UnprovenRate)
-	setInt(&l.CallsConcurrent, d.CallsConcurrent)
-	setF(&l.CallsPerMinute, d.CallsPerMinute)
-	setF(&l.CallsPerCallerPerMinute, d.CallsPerCallerPerMinute)
-	return l
-}
-
 // maxGuardSessions bounds the ICE sessions the guard tracks (and so the
 // sessions a host runs at once): incoming calls are capped far below, the
 // scheduler's concurrency too.
