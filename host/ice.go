@@ -277,6 +277,9 @@ func startICE(ctx context.Context, env *iceEnv, sig signaler, controlling bool, 
 					s.candsDropped.Add(1)
 					continue
 				}
+				if s.guard != nil {
+					s.guard.addCandidate(ufrag)
+				}
 				if c.Type() == ice.CandidateTypeRelay {
 					s.noteRelay(c.Address(), c.Port())
 				}

@@ -64,6 +64,7 @@ type checkGuard struct {
 type guardSession struct {
 	pwd     string
 	left    int                         // unproven checks left for the session
+	earned  int                         // budget added by candidates (see addCandidate)
 	perDest map[netip.AddrPort]int      // unproven checks sent per address
 	credit  map[netip.AddrPort]int      // checks earned by authenticated requests
 	proven  map[netip.AddrPort]struct{} // addresses that answered one of our checks
@@ -96,10 +97,33 @@ func (g *checkGuard) open(ufrag, pwd string) error {
 	if _, dup := g.sessions[ufrag]; dup {
 		return fmt.Errorf("host: duplicate ICE ufrag %q", ufrag)
 	}
-	g.sessions[ufrag] = &guardSession{pwd: pwd, left: g.lim.UnprovenPerSession,
+	g.sessions[ufrag] = &guardSession{pwd: pwd, left: min(unprovenBase, g.lim.UnprovenPerSession),
 		perDest: make(map[netip.AddrPort]int), credit: make(map[netip.AddrPort]int),
 		proven: make(map[netip.AddrPort]struct{})}
 	return nil
+}
+
+// Session budget for checks to unproven addresses: unprovenBase, plus
+// unprovenPerCandidate for every remote candidate the peer sent that passed
+// candidateAllowed, up to UnprovenPerSession. A caller pays ~230 bytes of
+// hub frames per call and ~140 per candidate; a check is ~110 bytes; so
+// whatever the number of candidates, what the session may send unproven is
+// under twice what the peer spent on it.
+const (
+	unprovenBase         = 4
+	unprovenPerCandidate = 2
+)
+
+// addCandidate grows session ufrag's budget for one accepted remote candidate.
+func (g *checkGuard) addCandidate(ufrag string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	s := g.sessions[ufrag]
+	if s == nil || unprovenBase+s.earned+unprovenPerCandidate > g.lim.UnprovenPerSession {
+		return
+	}
+	s.earned += unprovenPerCandidate
+	s.left += unprovenPerCandidate
 }
 
 // close forgets a session and its pending checks.

@@ -63,6 +63,7 @@ func (g *checkGuard) isProven(ufrag string, a *net.UDPAddr) bool {
 }
 
 // TestCheckGuardBudgetsAndProof: checks to an unproven address stop at the
+// session budget (which grows with the peer's candidates) and the
 // per-address budget; an authenticated check from it earns exactly one more
 // (a forged one nothing); a success response to one of our checks from that
 // address proves it (no budget after that), one from elsewhere does not;
@@ -78,6 +79,14 @@ func TestCheckGuardBudgetsAndProof(t *testing.T) {
 		t.Fatal(err)
 	}
 	x := &net.UDPAddr{IP: net.IPv4(198, 51, 100, 1), Port: 5000}
+	for range 6 {
+		_, _ = g.WriteTo(check(t, "peer:local").Raw, x)
+	}
+	if got := fc.count(); got != unprovenBase {
+		t.Fatalf("before any candidate: %d checks went out, want %d", got, unprovenBase)
+	}
+	g.addCandidate("local")
+	g.addCandidate("local")
 	var sentOK *stun.Message
 	for i := range lim.UnprovenPerDest + 5 {
 		m := check(t, "peer:local")

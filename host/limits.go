@@ -6,9 +6,10 @@ type PunchLimits struct {
 	// RemoteCandidates is how many candidates one peer may add to one ICE
 	// session (default 8; honest peers trickle 2-4). Zero = default.
 	RemoteCandidates int
-	// UnprovenPerSession is how many connectivity checks one ICE session may
-	// send to addresses not yet proven to be the peer's (default 24). Zero =
-	// default.
+	// UnprovenPerSession caps the connectivity checks one ICE session may
+	// send to addresses not yet proven to be the peer's (default 24). The
+	// session's budget starts at 4 and grows by 2 per remote candidate the
+	// peer sent, up to this cap (see checkGuard). Zero = default.
 	UnprovenPerSession int
 	// UnprovenPerDest is how many checks one session may send to one
 	// unproven address before it answers (default 8: about 400 ms of pion's
