@@ -183,20 +183,38 @@ func hostCands(addrs []string) []string {
 
 // attackReflection: callers trickle 32 candidates aimed at a third party;
 // the victim's connectivity checks land there.
-func attackReflection(ctx context.Context, e *env, s *Summary) (r Row) {
+func attackReflection(ctx context.Context, e *env, s *Summary) Row {
+	r, amp, pps := reflection(ctx, e, 32, 10)
+	if r.Err == "" {
+		s.ReflectionAmplification, s.ReflectionMaxPPS = ptr(amp), ptr(pps)
+	}
+	return r
+}
+
+// attackReflection1: the same with one candidate per call, where the
+// attacker's fixed cost per call is the largest share.
+func attackReflection1(ctx context.Context, e *env, s *Summary) Row {
+	r, amp, _ := reflection(ctx, e, 1, 11)
+	if r.Err == "" {
+		s.ReflectionAmplification1 = ptr(amp)
+	}
+	return r
+}
+
+func reflection(ctx context.Context, e *env, ncands, srcBlock int) (r Row, amp, pps float64) {
 	h, err := startHub(e.bins)
 	if err != nil {
-		return Row{Err: err.Error()}
+		return Row{Err: err.Error()}, 0, 0
 	}
 	defer h.stop()
 	v, err := startNode(e.bins, e.dir(), h)
 	if err != nil {
-		return Row{Err: err.Error()}
+		return Row{Err: err.Error()}, 0, 0
 	}
 	defer v.stop()
-	tgt, err := newUDPCounter(targetIP(), 32)
+	tgt, err := newUDPCounter(targetIP(), ncands)
 	if err != nil {
-		return Row{Err: err.Error()}
+		return Row{Err: err.Error()}, 0, 0
 	}
 	defer tgt.close()
 	cands := hostCands(tgt.addrStr)
@@ -206,9 +224,9 @@ func attackReflection(ctx context.Context, e *env, s *Summary) (r Row) {
 	var spent atomic.Int64
 	var failed atomic.Int32
 	for i := range callers {
-		c, err := newCaller(ctx, h.url, srcIP(10, i))
+		c, err := newCaller(ctx, h.url, srcIP(srcBlock, i))
 		if err != nil {
-			return Row{Err: err.Error()}
+			return Row{Err: err.Error()}, 0, 0
 		}
 		defer c.Close()
 		wg.Add(1)
@@ -236,11 +254,10 @@ func attackReflection(ctx context.Context, e *env, s *Summary) (r Row) {
 	pkts, bytes, maxPPS := tgt.stats()
 	r.MemAfterKB = v.rssKB()
 	r.AttackerBytes, r.AttackerPkts = spent.Load(), int64(callers*(len(cands)+2))
-	amp := float64(bytes) / float64(max(1, r.AttackerBytes))
-	s.ReflectionAmplification, s.ReflectionMaxPPS = ptr(amp), ptr(float64(maxPPS))
+	amp = float64(bytes) / float64(max(1, r.AttackerBytes))
 	r.VictimSent = fmt.Sprintf("%d pkts %d B to 3rd party (%.1fx, max %d pkt/s)", pkts, bytes, amp, maxPPS)
 	r.Legit = fmt.Sprintf("%d/%d calls answered", callers-int(failed.Load()), callers)
-	return r
+	return r, amp, float64(maxPPS)
 }
 
 // pollRegistered counts the victim's hub registration losses until stop.

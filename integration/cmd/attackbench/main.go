@@ -48,6 +48,7 @@ type Row struct {
 type Summary struct {
 	ReflectionAmplification    *float64 `json:"reflection_amplification"`
 	ReflectionMaxPPS           *float64 `json:"reflection_max_pps"`
+	ReflectionAmplification1   *float64 `json:"reflection_amplification_1cand"`
 	FindValueLegitAnswered     *float64 `json:"findvalue_legit_answered"`
 	FindValueLegitP99MS        *float64 `json:"findvalue_legit_p99_ms"`
 	ReplayMovedVerifiedAddress *bool    `json:"replay_moved_verified_address"`
@@ -77,6 +78,7 @@ type attack struct {
 
 var attacks = []attack{
 	{"1-ice-reflection", attackReflection},
+	{"1b-ice-reflection-1cand", attackReflection1},
 	{"2-findvalue-cpu", attackFindValue},
 	{"3-replay", attackReplay},
 	{"4-hub-callflood", attackCallFlood},
@@ -205,13 +207,13 @@ func selected(only, name string) bool {
 }
 
 func printTable(w io.Writer, s Summary) {
-	fmt.Fprintf(w, "%-18s %12s %9s  %-44s %-40s %9s %9s\n", "attack", "atk bytes", "atk pkts", "victim sent / lost", "legitimate use", "rss0 MB", "rss1 MB")
+	fmt.Fprintf(w, "%-24s %12s %9s  %-44s %-40s %9s %9s\n", "attack", "atk bytes", "atk pkts", "victim sent / lost", "legitimate use", "rss0 MB", "rss1 MB")
 	for _, r := range s.Rows {
 		vs := r.VictimSent
 		if r.Err != "" {
 			vs = "ERROR: " + r.Err
 		}
-		fmt.Fprintf(w, "%-18s %12d %9d  %-44s %-40s %9.1f %9.1f\n", r.Attack, r.AttackerBytes, r.AttackerPkts, vs, r.Legit,
+		fmt.Fprintf(w, "%-24s %12d %9d  %-44s %-40s %9.1f %9.1f\n", r.Attack, r.AttackerBytes, r.AttackerPkts, vs, r.Legit,
 			float64(r.MemBeforeKB)/1024, float64(r.MemAfterKB)/1024)
 	}
 }
