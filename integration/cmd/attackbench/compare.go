@@ -56,15 +56,16 @@ func printCompare(w io.Writer, before, after Summary) {
 		fmt.Fprintf(w, "| `%s` | %s | %s |\n", name, show(bv.Field(i)), show(av.Field(i)))
 	}
 	fmt.Fprintln(w)
-	fmt.Fprintln(w, "| attack | before: victim sent / lost | before: legitimate use | after: victim sent / lost | after: legitimate use | RSS after attack, MB: before → after |")
-	fmt.Fprintln(w, "|---|---|---|---|---|---|")
+	fmt.Fprintln(w, "| attack | attacker sent: before; after | before: victim sent / lost | before: legitimate use | after: victim sent / lost | after: legitimate use | RSS after attack, MB: before → after |")
+	fmt.Fprintln(w, "|---|---|---|---|---|---|---|")
 	for _, a := range attacks {
 		b, okb := rowOf(before, a.name)
 		f, oka := rowOf(after, a.name)
 		if !okb && !oka {
 			continue
 		}
-		fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %.0f → %.0f |\n", a.name, cell(b, false), cell(b, true), cell(f, false), cell(f, true),
+		fmt.Fprintf(w, "| %s | %d B, %d pkts; %d B, %d pkts | %s | %s | %s | %s | %.0f → %.0f |\n", a.name,
+			b.AttackerBytes, b.AttackerPkts, f.AttackerBytes, f.AttackerPkts, cell(b, false), cell(b, true), cell(f, false), cell(f, true),
 			float64(b.MemAfterKB)/1024, float64(f.MemAfterKB)/1024)
 	}
 }
