@@ -15,8 +15,9 @@ import (
 )
 
 // maxGuardSessions bounds the ICE sessions the guard tracks (and so the
-// sessions a host runs at once): incoming calls are capped far below, the
-// scheduler's concurrency too.
+// sessions a host runs at once): incoming calls (16) and the scheduler's
+// attempts run far below it, and the agents kept alive under relayed
+// connections are bounded by the pool (64 by default).
 const maxGuardSessions = 128
 
 // unprovenBurst is the global bucket's depth: small, so that rate+burst
