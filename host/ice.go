@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -116,7 +117,7 @@ type iceSession struct {
 	mu        sync.Mutex
 	firstPath *icePath
 	conn      *ice.Conn           // pion's conn after Dial/Accept (relayed paths carry QUIC over it)
-	relayIPs  map[string]struct{} // addresses of the peer's relay candidates (bounded by maxRemoteCandidates)
+	relayIPs  map[string]struct{} // addresses of the peer's relay candidates (bounded by Limits.RemoteCandidates)
 	sendsOff  bool
 	sendWG    sync.WaitGroup
 	cancel    context.CancelFunc
@@ -278,7 +279,9 @@ func startICE(ctx context.Context, env *iceEnv, sig signaler, controlling bool, 
 					continue
 				}
 				if s.guard != nil {
-					s.guard.addCandidate(ufrag)
+					if ip, err := netip.ParseAddr(c.Address()); err == nil {
+						s.guard.addCandidate(ufrag, netip.AddrPortFrom(ip.Unmap(), uint16(c.Port())), c.Type() == ice.CandidateTypeRelay)
+					}
 				}
 				if c.Type() == ice.CandidateTypeRelay {
 					s.noteRelay(c.Address(), c.Port())

@@ -63,13 +63,12 @@ type checkGuard struct {
 }
 
 type guardSession struct {
-	pwd     string
-	left    int                         // unproven checks left for the session
-	earned  int                         // budget added by candidates (see addCandidate)
-	perDest map[netip.AddrPort]int      // unproven checks sent per address
-	credit  map[netip.AddrPort]int      // checks earned by authenticated requests
-	proven  map[netip.AddrPort]struct{} // addresses that answered one of our checks
-	txs     int                         // entries in pending
+	pwd    string
+	left   int                         // unproven checks left for the session (UnprovenPerSession)
+	allow  map[netip.AddrPort]int      // unproven checks left per address (see addCandidate)
+	credit map[netip.AddrPort]int      // checks earned by authenticated requests
+	proven map[netip.AddrPort]struct{} // addresses that answered one of our checks
+	txs    int                         // entries in pending
 }
 
 type pendingCheck struct {
@@ -98,33 +97,44 @@ func (g *checkGuard) open(ufrag, pwd string) error {
 	if _, dup := g.sessions[ufrag]; dup {
 		return fmt.Errorf("host: duplicate ICE ufrag %q", ufrag)
 	}
-	g.sessions[ufrag] = &guardSession{pwd: pwd, left: min(unprovenBase, g.lim.UnprovenPerSession),
-		perDest: make(map[netip.AddrPort]int), credit: make(map[netip.AddrPort]int),
+	g.sessions[ufrag] = &guardSession{pwd: pwd, left: g.lim.UnprovenPerSession,
+		allow: make(map[netip.AddrPort]int), credit: make(map[netip.AddrPort]int),
 		proven: make(map[netip.AddrPort]struct{})}
 	return nil
 }
 
-// Session budget for checks to unproven addresses: unprovenBase, plus
-// unprovenPerCandidate for every remote candidate the peer sent that passed
-// candidateAllowed, up to UnprovenPerSession. A caller pays ~230 bytes of
-// hub frames per call and ~140 per candidate; a check is ~110 bytes; so
-// whatever the number of candidates, what the session may send unproven is
-// under twice what the peer spent on it.
-const (
-	unprovenBase         = 4
-	unprovenPerCandidate = 2
-)
+// unprovenPerCandidate is what one remote candidate the peer sent (and
+// candidateAllowed accepted) adds to the unproven checks its address may
+// receive, up to UnprovenPerDest per address and UnprovenPerSession per
+// session. Each address has its own allowance, so checks to a candidate
+// that never answers (a symmetric NAT's reflexive port) cannot use up what
+// a later one needs; an address no candidate named (peer-reflexive) gets
+// only credit. A caller pays ~230 bytes of hub frames per call and ~140 per
+// candidate, a check is ~110 bytes: for host and reflexive candidates what a
+// session may send unproven stays under twice what the peer spent on it.
+//
+// A relay candidate gets UnprovenPerDest: its TURN server drops our checks
+// until the peer's permission for our IP exists, which comes with the
+// peer's own first checks from the relay; 3 checks (150 ms) sometimes end
+// before that, and then neither side learns the other's address. A caller
+// may label any address a relay candidate, so this is the bound to use for
+// the worst case: 24 checks (~2.7 KB) per call, under the global pacing.
+const unprovenPerCandidate = 3
 
-// addCandidate grows session ufrag's budget for one accepted remote candidate.
-func (g *checkGuard) addCandidate(ufrag string) {
+// addCandidate gives the address of one accepted remote candidate of
+// session ufrag its allowance (relay: see unprovenPerCandidate).
+func (g *checkGuard) addCandidate(ufrag string, dest netip.AddrPort, relay bool) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	s := g.sessions[ufrag]
-	if s == nil || unprovenBase+s.earned+unprovenPerCandidate > g.lim.UnprovenPerSession {
+	if s == nil || (s.allow[dest] == 0 && len(s.allow) >= maxPendingPerSession) {
 		return
 	}
-	s.earned += unprovenPerCandidate
-	s.left += unprovenPerCandidate
+	add := unprovenPerCandidate
+	if relay {
+		add = g.lim.UnprovenPerDest
+	}
+	s.allow[dest] = min(s.allow[dest]+add, g.lim.UnprovenPerDest)
 }
 
 // close forgets a session and its pending checks.
@@ -214,7 +224,7 @@ func (g *checkGuard) allow(p []byte, addr net.Addr) bool {
 		return true
 	}
 	credited := s.credit[dest] > 0
-	if !credited && (s.left <= 0 || s.perDest[dest] >= g.lim.UnprovenPerDest) {
+	if !credited && (s.left <= 0 || s.allow[dest] <= 0) {
 		g.dropped.Add(1)
 		return false
 	}
@@ -226,7 +236,7 @@ func (g *checkGuard) allow(p []byte, addr net.Addr) bool {
 		s.credit[dest]--
 	} else {
 		s.left--
-		s.perDest[dest]++
+		s.allow[dest]--
 	}
 	if s.txs < maxPendingPerSession {
 		g.pending[m.TransactionID] = pendingCheck{ufrag: local, dest: dest}

@@ -62,9 +62,8 @@ func (g *checkGuard) isProven(ufrag string, a *net.UDPAddr) bool {
 	return ok
 }
 
-// TestCheckGuardBudgetsAndProof: checks to an unproven address stop at the
-// session budget (which grows with the peer's candidates) and the
-// per-address budget; an authenticated check from it earns exactly one more
+// TestCheckGuardBudgetsAndProof: an unproven address gets checks only as
+// candidates name it (3 each, at most UnprovenPerDest); an authenticated check from it earns exactly one more
 // (a forged one nothing); a success response to one of our checks from that
 // address proves it (no budget after that), one from elsewhere does not;
 // gathering requests pass, checks of no session do not.
@@ -82,11 +81,26 @@ func TestCheckGuardBudgetsAndProof(t *testing.T) {
 	for range 6 {
 		_, _ = g.WriteTo(check(t, "peer:local").Raw, x)
 	}
-	if got := fc.count(); got != unprovenBase {
-		t.Fatalf("before any candidate: %d checks went out, want %d", got, unprovenBase)
+	if got := fc.count(); got != 0 {
+		t.Fatalf("to an address no candidate named: %d checks went out, want 0", got)
 	}
-	g.addCandidate("local")
-	g.addCandidate("local")
+	g.addCandidate("local", netipOf(x), false)
+	for range 6 {
+		_, _ = g.WriteTo(check(t, "peer:local").Raw, x)
+	}
+	if got := fc.count(); got != unprovenPerCandidate {
+		t.Fatalf("one candidate: %d checks went out, want %d", got, unprovenPerCandidate)
+	}
+	g.addCandidate("local", netipOf(x), false)
+	g.addCandidate("local", netipOf(x), false)
+	g.addCandidate("local", netipOf(x), false)
+	fc.mu.Lock()
+	fc.written = 0
+	fc.mu.Unlock()
+	g.sessions["local"].allow[netipOf(x)] = 0 // start the per-address cap test afresh
+	g.addCandidate("local", netipOf(x), false)
+	g.addCandidate("local", netipOf(x), false)
+	g.addCandidate("local", netipOf(x), false)
 	var sentOK *stun.Message
 	for i := range lim.UnprovenPerDest + 5 {
 		m := check(t, "peer:local")
@@ -160,6 +174,11 @@ func TestCheckGuardGlobalRate(t *testing.T) {
 	for i := range 20 {
 		if err := g.open("s"+string(rune('a'+i)), "passwordpasswordpassword"); err != nil {
 			t.Fatal(err)
+		}
+		for ip := byte(1); ip <= 2; ip++ {
+			for p := range 10 {
+				g.addCandidate("s"+string(rune('a'+i)), netipOf(&net.UDPAddr{IP: net.IPv4(198, 51, 100, ip), Port: 1000 + p}), false)
+			}
 		}
 	}
 	flood(1)

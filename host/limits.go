@@ -7,13 +7,12 @@ type PunchLimits struct {
 	// session (default 8; honest peers trickle 2-4). Zero = default.
 	RemoteCandidates int
 	// UnprovenPerSession caps the connectivity checks one ICE session may
-	// send to addresses not yet proven to be the peer's (default 24). The
-	// session's budget starts at 4 and grows by 2 per remote candidate the
-	// peer sent, up to this cap (see checkGuard). Zero = default.
+	// send to addresses not yet proven to be the peer's (default 24). Each
+	// remote candidate the peer sent lets its address receive 3 (see
+	// checkGuard). Zero = default.
 	UnprovenPerSession int
-	// UnprovenPerDest is how many checks one session may send to one
-	// unproven address before it answers (default 8: about 400 ms of pion's
-	// 50 ms pacing, enough for a peer's NAT to open). Zero = default.
+	// UnprovenPerDest caps the checks one session may send to one unproven
+	// address, however many candidates name it (default 8). Zero = default.
 	UnprovenPerDest int
 	// UnprovenRate is the global pacing of checks to unproven addresses, per
 	// second, across all ICE sessions of the host (default 40; with the
