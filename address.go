@@ -7,7 +7,7 @@ import (
 	"math/bits"
 )
 
-// Address versions (wire.md §2.1).
+// Address versions (docs/wire.md §2.1).
 const (
 	VersionEd25519  byte = 0xA0
 	VersionP256     byte = 0xA1 // reserved: parses and prints, cannot sign

@@ -8,7 +8,7 @@ import (
 	"strings"
 )
 
-// Paralism (0xA2) text forms, wire.md §2.4.3. The bech32 form is the
+// Paralism (0xA2) text forms, docs/wire.md §2.4.3. The bech32 form is the
 // upstream variant: the byte 0x00 is prepended to the 20-byte hash and the
 // 21 bytes are regrouped 8→5 as a whole (not a segwit witness version plus
 // program), so standard P2WPKH addresses do not parse.

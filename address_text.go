@@ -16,7 +16,7 @@ var ErrInvalidAddress = errors.New("a2al: invalid address")
 // ErrInvalidNodeID is wrapped by every ParseNodeID failure.
 var ErrInvalidNodeID = errors.New("a2al: invalid node ID")
 
-// String returns the canonical text form (wire.md §2.4): "0x" + EIP-55 for
+// String returns the canonical text form (docs/wire.md §2.4): "0x" + EIP-55 for
 // Ethereum (0xA3), the upstream bech32 "bc1…" form for Paralism (0xA2), and
 // native checksummed hex for every other version. The text is load-bearing
 // (TLS SNI, signaling), so it must match the reference byte for byte.
@@ -44,7 +44,7 @@ func (a *Address) UnmarshalText(text []byte) error {
 	return nil
 }
 
-// ParseAddress parses any text form of §2.4, after trimming whitespace:
+// ParseAddress parses any text form of docs/wire.md §2.4, after trimming whitespace:
 //  1. 42 characters starting with 0x/0X: Ethereum (lowercase or exact EIP-55);
 //  2. bc1…/pr1… (bech32, upstream variant) or a 26–35 character string
 //     starting with '1' (Base58Check P2PKH): Paralism;

@@ -4,7 +4,7 @@ package crypto
 
 import "github.com/a2alnode/a2al"
 
-// KeyStore holds identities and signs on their behalf (dht.md §1.2).
+// KeyStore holds identities and signs on their behalf (docs/dht.md §1.2).
 // The DHT requires exactly one Ed25519 (0xA0) identity in List.
 type KeyStore interface {
 	// Generate creates a new Ed25519 identity and returns its address.

@@ -13,8 +13,8 @@ import (
 	"golang.org/x/crypto/sha3"
 )
 
-// These helpers verify delegation proofs of secp256k1 owners (wire.md
-// §10.3–§10.5): Ethereum personal_sign and Bitcoin "Signed Message". They
+// These helpers verify delegation proofs of secp256k1 owners
+// (docs/wire.md §10.3–§10.5): Ethereum personal_sign and Bitcoin "Signed Message". They
 // recover the signer's public key and reduce it to the 20-byte hash carried
 // in an 0xA3 or 0xA2 address.
 

@@ -14,8 +14,8 @@ import (
 // can be replayed from anywhere, so a request (rankInbound) never moves an
 // existing binding: the node challenges the new address instead
 // (docs/dht-security.md, "Address moves"). Hearsay can never redirect a
-// peer we heard from first-hand (W-6), and a punch-derived address never
-// overrides a verified one (dht.md §17.4).
+// peer we heard from first-hand (docs/reference-defects.md W-6), and a punch-derived address never
+// overrides a verified one (docs/dht.md §17.4).
 const (
 	rankHearsay  uint8 = 1 // from someone's FIND_* answer
 	rankPunch    uint8 = 2 // ICE-selected remote of a punched connection

@@ -36,7 +36,7 @@ type Config struct {
 	SeenPeersPath string
 	// PunchTransport is the optional hole-punch layer. Nil: UDP only.
 	PunchTransport PunchTransport
-	// Clock drives timers, expiry and back-off (DESIGN D10). Nil: the wall
+	// Clock drives timers, expiry and back-off (docs/decisions.md D10). Nil: the wall
 	// clock.
 	Clock Clock
 

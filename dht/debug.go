@@ -38,7 +38,7 @@ func (n *Node) DebugStatsData() DebugStats {
 	}
 	n.tabMu.RUnlock()
 	if est < d7 {
-		est = d7 // never below what we saw first-hand this week (§17.5)
+		est = d7 // never below what we saw first-hand this week (docs/dht.md §17.5)
 	}
 	return DebugStats{
 		RxPackets:             n.cnt.rx.Load(),

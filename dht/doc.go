@@ -1,9 +1,9 @@
 // Package dht is the A2AL Kademlia node: routing table, signed UDP RPCs,
 // iterative lookups, the local record store, replication of published
 // records, peer health, NAT-punch integration and a read-only debug API
-// (spec dht.md, DESIGN D1/D2/D6/D10). The wire behaviour is that of the
-// reference v0.1.8; internally the node fixes the defects listed in dht.md
-// §18:
+// (docs/dht.md, docs/decisions.md D1/D2/D6/D10). The wire behaviour is that of the
+// reference v0.1.8; internally the node fixes the defects listed in
+// docs/reference-defects.md:
 //
 //   - Contacts enter the routing table only when NodeID == SHA-256(Address)
 //     and the IP is usable; at most 2 contacts of one IPv4 /24 (IPv6 /64) per
@@ -49,5 +49,5 @@
 //     replicas it subscribed at. Records are ordered by the HEAD rule, with
 //     a delegation counted only when it authorises the record.
 //   - Every goroutine is owned by the node and stopped by Close; every map
-//     and queue is bounded. Timers use Config.Clock (DESIGN D10).
+//     and queue is bounded. Timers use Config.Clock (docs/decisions.md D10).
 package dht

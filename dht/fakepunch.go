@@ -18,7 +18,7 @@ const fakePunchCloseTimeout = 10 * time.Second
 var errFakePunchClose = errors.New("dht: fake punch network: callbacks still running at close")
 
 // FakePunchNetwork is an in-memory stand-in for the host's ICE/QUIC punch
-// layer (dht.md §13.10), shared by all nodes of a test or simulation that
+// layer (docs/dht.md §13.10), shared by all nodes of a test or simulation that
 // should be able to "punch" each other.
 //
 // Each registered node gets a distinct synthetic UDP address

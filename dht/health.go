@@ -18,7 +18,7 @@ const (
 	PeerHealthBad                            // consecutive failures >= 2
 )
 
-// Health parameters (dht.md §12, §17.3).
+// Health parameters (docs/dht.md §12, docs/dht.md §17.3).
 const (
 	badHealthThreshold = 2
 	backoffBase        = 30 * time.Second
@@ -28,7 +28,7 @@ const (
 	outageQuiet        = 45 * time.Second
 	correlatedWindow   = 15 * time.Second
 	correlatedPeers    = 4
-	punchingTimeout    = 2 * time.Minute // isPunching expiry (W-10)
+	punchingTimeout    = 2 * time.Minute // isPunching expiry (docs/reference-defects.md W-10)
 )
 
 type peerHealth struct {
@@ -46,7 +46,7 @@ type failNote struct {
 
 // healthTable is the bounded per-peer health map plus local-outage
 // detection: when we are the one who lost the network, failures are not
-// charged to peers (dht.md §17.3).
+// charged to peers (docs/dht.md §17.3).
 type healthTable struct {
 	mu           sync.RWMutex
 	m            map[a2al.NodeID]*peerHealth

@@ -214,7 +214,7 @@ func subnetOf(ni protocol.NodeInfo, dial net.Addr) string {
 
 // tabAddDirect inserts a first-hand contact. With a full bucket the LRU
 // check is queued for the eviction worker (never done on the receive path,
-// W-1) when mayEvict is set.
+// docs/reference-defects.md W-1) when mayEvict is set.
 func (n *Node) tabAddDirect(ni protocol.NodeInfo, dial net.Addr, mayEvict bool) {
 	if ni.NodeID == n.id {
 		return
@@ -294,7 +294,7 @@ func (n *Node) remember(msg *protocol.Message, p inPath) {
 		n.noteInbound(id)
 		// Punched channel: evidence of life, but its address never
 		// overrides a better dial address and never clears the punched
-		// flag (W-18, §17.4 "M6").
+		// flag (docs/reference-defects.md W-18, docs/dht.md §17.4 "M6").
 		if a, _ := n.book.get(id); a == nil {
 			n.book.bind(id, from, rankPunch, now)
 		}

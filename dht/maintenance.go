@@ -10,7 +10,7 @@ import (
 	"github.com/a2alnode/a2al/protocol"
 )
 
-// Routing maintenance parameters (dht.md §4.10).
+// Routing maintenance parameters (docs/dht.md §4.10).
 const (
 	verifiedFreshWindow = 30 * time.Minute
 	maintPendingPerTick = 5
@@ -40,7 +40,7 @@ func deepBucket(est int) int {
 
 // maintenanceLoop runs every probeTick on the node clock: replica probes,
 // then routing maintenance. All network work goes to the bounded worker
-// pool so one slow peer never delays the tick (W-16).
+// pool so one slow peer never delays the tick (docs/reference-defects.md W-16).
 func (n *Node) maintenanceLoop() {
 	// Jittered ticks: nodes started together (a restart of many daemons, a
 	// simulation) must not run their refills and probes in lock-step.

@@ -265,7 +265,7 @@ func TestPassiveRoutingPublishesFromTable(t *testing.T) {
 	}
 	waitFor(t, 10*time.Second, "replicas from the local table", func() bool { return p.RepSetSize(key, key) > 0 })
 	// Re-publishing the identical record restarts replication instead of
-	// failing with ErrStaleRecord (W-38); an older one is refused.
+	// failing with ErrStaleRecord (docs/reference-defects.md W-38); an older one is refused.
 	if err := p.PublishEndpointRecord(context.Background(), rec); err != nil {
 		t.Fatalf("identical re-publish: %v", err)
 	}

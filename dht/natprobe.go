@@ -12,7 +12,7 @@ import (
 	"github.com/a2alnode/a2al/protocol"
 )
 
-// NAT probe parameters (dht.md §8).
+// NAT probe parameters (docs/dht.md §8).
 const (
 	natEchoBudget   = 3
 	natEchoWindow   = 10 * time.Second

@@ -18,7 +18,7 @@ import (
 	"github.com/a2alnode/a2al/transport"
 )
 
-// Clock is the time source of a Node (DESIGN D10). Timer is what it returns.
+// Clock is the time source of a Node (docs/decisions.md D10). Timer is what it returns.
 type (
 	Clock = clock.Clock
 	Timer = clock.Timer
@@ -37,7 +37,7 @@ const (
 // DebugHTTPAddr is a suggested address for StartDebugHTTP.
 const DebugHTTPAddr = "127.0.0.1:2634"
 
-// Punch priority levels for PunchTransport.Punch (dht.md §13.4).
+// Punch priority levels for PunchTransport.Punch (docs/dht.md §13.4).
 const (
 	// PunchPriorityHigh: a replica of one of our records is in danger.
 	PunchPriorityHigh = 2
@@ -370,7 +370,7 @@ func (n *Node) SetMaxStoreKeys(max int) {
 // EstimatedNetworkSize estimates the network size from the density of the
 // verified entries nearest to us (routing.EstimateSizeNearest) averaged
 // with the densities seen by our recent lookups (netsize.go), falling back
-// to the bucket-density estimate of dht.md §15.1 (which has power-of-two
+// to the bucket-density estimate of docs/dht.md §15.1 (which has power-of-two
 // granularity and a bias from the deepest non-empty bucket) on a table too
 // small for either.
 func (n *Node) EstimatedNetworkSize() int {

@@ -11,7 +11,7 @@ import (
 
 // PublishEndpointRecord stores rec locally and returns; replication to the
 // key's neighbourhood runs in the background. A re-publish of an identical
-// record still (re)starts replication (W-38).
+// record still (re)starts replication (docs/reference-defects.md W-38).
 func (n *Node) PublishEndpointRecord(ctx context.Context, rec protocol.SignedRecord) error {
 	if n == nil {
 		return errNilNode

@@ -44,7 +44,7 @@ func namesHub(er *protocol.EndpointRecord) bool { return len(er.SignalURLs()) > 
 
 // triggerPunch asks the punch layer to punch id. Speculative (Lowest)
 // punches are subject to the anti-jitter gate; replica paths (High/Low)
-// bypass it so they actually fire (W-17).
+// bypass it so they actually fire (docs/reference-defects.md W-17).
 func (n *Node) triggerPunch(id a2al.NodeID, priority int) bool {
 	if n.punch == nil || id == n.id || n.ctx.Err() != nil {
 		return false

@@ -67,7 +67,7 @@ func TestTriggerPunchAndComplete(t *testing.T) {
 	if rp.punches[0].prio != PunchPriorityHigh || rp.punches[0].sig != "ws://hub" {
 		t.Fatalf("punch request %+v", rp.punches[0])
 	}
-	// A lost completion does not exclude the peer forever (W-10).
+	// A lost completion does not exclude the peer forever (docs/reference-defects.md W-10).
 	fc.Advance(punchingTimeout + time.Second)
 	if v.IsPunching(id) {
 		t.Fatal("isPunching never expires")

@@ -6,7 +6,7 @@ import (
 	"time"
 )
 
-// Rate-limit classes, per source IP (W-24, W-25).
+// Rate-limit classes, per source IP (docs/reference-defects.md W-24, W-25).
 const (
 	classPacket  = iota // every datagram, checked before signature verification
 	classStore          // STORE: record + delegation verification

@@ -8,11 +8,11 @@ import (
 	"github.com/a2alnode/a2al/protocol"
 )
 
-// SecureRecordAuth is the authority policy every node should run (wire.md
-// §8.4, dht.md §10.9): a record must be signed by the key of its Address or by
+// SecureRecordAuth is the authority policy every node should run
+// (docs/wire.md §8.4, docs/dht.md §10.9): a record must be signed by the key of its Address or by
 // an operational key holding a valid delegation from it, and sovereign records
 // must sit at NodeID(Address). The reference left this to the host, so nodes
-// built without it accepted records for any address from anyone (W-33).
+// built without it accepted records for any address from anyone (docs/reference-defects.md W-33).
 //
 // Authority failures describe a bad record (STORE_RESP reason 2), so they do
 // not wrap ErrStorePolicy.

@@ -12,7 +12,7 @@ import (
 	"github.com/a2alnode/a2al/protocol"
 )
 
-// Replication parameters (dht.md §11, with the §17.2 fixes).
+// Replication parameters (docs/dht.md §11, with the docs/dht.md §17.2 fixes).
 const (
 	nRep               = 8
 	repHardCap         = routing.K
@@ -26,7 +26,7 @@ const (
 	maxRepSets         = 4096
 	storeParallel      = 4
 	maxProbesPerTick   = 64
-	noAddrEvictFails   = 4 // a member without a dial address is dropped (W-21)
+	noAddrEvictFails   = 4 // a member without a dial address is dropped (docs/reference-defects.md W-21)
 )
 
 type repKey struct{ key, pub a2al.NodeID }
@@ -102,7 +102,7 @@ func (n *Node) allRepSets() []*repSet {
 
 // scheduleReplicate records rec as the set's current record and makes sure
 // a renewal runs; a renewal already running picks the new record up when
-// it finishes (coalescing, W-19).
+// it finishes (coalescing, docs/reference-defects.md W-19).
 func (n *Node) scheduleReplicate(storeKey a2al.NodeID, rec protocol.SignedRecord) {
 	s := n.getRepSet(repKey{key: storeKey, pub: a2al.NodeIDFromAddress(rec.Address)}, true)
 	if s == nil {
@@ -425,7 +425,7 @@ func (n *Node) dropRepSet(s *repSet) {
 
 // replTick probes due replica members (one PING per peer per tick even
 // when it holds replicas of several records) and restarts gap filling for
-// short sets; expired sets are dropped (W-19).
+// short sets; expired sets are dropped (docs/reference-defects.md W-19).
 func (n *Node) replTick() {
 	now := n.now()
 	due := map[a2al.NodeID][]*repSet{}

@@ -33,7 +33,7 @@ type rpcResult struct {
 
 // call is one outstanding request attempt. A response is accepted only if
 // it carries the tx_id, the expected type and comes from the peer asked:
-// the expected NodeID when we know it, else the address we sent to (W-5).
+// the expected NodeID when we know it, else the address we sent to (docs/reference-defects.md W-5).
 type call struct {
 	tx     [protocol.TxIDLen]byte
 	want   uint8

@@ -15,7 +15,7 @@ import (
 	"github.com/a2alnode/a2al"
 )
 
-// Seen-peers window (dht.md §14.1–14.2).
+// Seen-peers window (docs/dht.md §14.1–14.2).
 const (
 	seenTTL        = 7 * 24 * time.Hour
 	seenFlushEvery = time.Hour
@@ -175,7 +175,7 @@ func (l *limitedReader) Read(p []byte) (int, error) {
 }
 
 // flush writes the window atomically: temp file (0600), fsync, rename,
-// fsync of the directory (W-31).
+// fsync of the directory (docs/reference-defects.md W-31).
 func (s *seenPeers) flush(now time.Time) error {
 	if s.path == "" {
 		return nil

@@ -13,10 +13,10 @@ import (
 	"github.com/a2alnode/a2al/protocol"
 )
 
-// Store limits (dht.md §10, §16). The per-key caps are wire-visible behaviour
+// Store limits (docs/dht.md §10, docs/dht.md §16). The per-key caps are wire-visible behaviour
 // (which records a node keeps and serves) and match the reference; the TTL,
 // size, byte and per-address limits are our additions against store flooding
-// (dht.md §18 W-11, W-12).
+// (docs/reference-defects.md W-11, W-12).
 const (
 	// DefaultMaxTotalKeys is the default number of distinct keys a Store keeps.
 	DefaultMaxTotalKeys = 100_000
@@ -32,13 +32,13 @@ const (
 
 	// MaxRecordTTL is the longest lifetime a stored record may claim. Reference
 	// publishers use 1 h (endpoint) and ≤ 2 h (topic); without a cap a record
-	// could pin a slot for ~136 years (W-12). Longer TTLs are refused as a
+	// could pin a slot for ~136 years (docs/reference-defects.md W-12). Longer TTLs are refused as a
 	// policy decision (STORE_RESP reason 1), so publishers learn it is stable.
 	MaxRecordTTL = 24 * time.Hour
 
 	// MaxStoredRecordBytes bounds payload+delegation of one record. A STORE
 	// must fit a datagram, but records also arrive over punched streams and
-	// local calls, so the bound is the Mode B stream message limit (wire.md §8.8).
+	// local calls, so the bound is the Mode B stream message limit (docs/wire.md §8.8).
 	MaxStoredRecordBytes = 64 << 10
 
 	// DefaultMaxStoreBytes bounds the approximate memory held by a Store;
@@ -47,7 +47,7 @@ const (
 
 	// MaxKeysPerAddress bounds the number of keys at which records of one
 	// Address may be held. Topic and mailbox records may be stored under any
-	// key, so without it one identity could occupy the whole store (W-11).
+	// key, so without it one identity could occupy the whole store (docs/reference-defects.md W-11).
 	MaxKeysPerAddress = 256
 
 	// recordOverhead approximates the fixed memory cost of one stored record
@@ -74,7 +74,7 @@ var (
 // ErrStorePolicy to signal a stable node-side refusal rather than a bad record.
 type RecordAuthFunc func(key a2al.NodeID, rec protocol.SignedRecord, now time.Time) error
 
-// StoreRecordDebug is one row of /debug/store (dht.md §15.3).
+// StoreRecordDebug is one row of /debug/store (docs/dht.md §15.3).
 type StoreRecordDebug struct {
 	KeyNodeIDHex string `json:"key_node_id_hex"`
 	AddressHex   string `json:"address_hex"`
@@ -86,9 +86,9 @@ type StoreRecordDebug struct {
 }
 
 // Store is the local record store: records per DHT key, merged by slot
-// (dht.md §10, wire.md §8.7). Stored slices are never modified in place
+// (docs/dht.md §10, docs/wire.md §8.7). Stored slices are never modified in place
 // (readers get copies), expired records are really removed (fixing the
-// reference's in-place filter, W-2), records are evicted fairly per source
+// reference's in-place filter, docs/reference-defects.md W-2), records are evicted fairly per source
 // prefix in O(log n) (store_fair.go), and an expiry heap frees expired data
 // without scanning. Safe for concurrent use.
 type Store struct {
@@ -314,7 +314,7 @@ func (s *Store) Len() int {
 
 // SetMaxKeys changes the key limit and evicts records (fairly, never the
 // node's own) down to it at once. n ≤ 0 restores DefaultMaxTotalKeys
-// (rather than evicting everything, W-30).
+// (rather than evicting everything, docs/reference-defects.md W-30).
 func (s *Store) SetMaxKeys(n int) {
 	if n <= 0 {
 		n = DefaultMaxTotalKeys
@@ -371,7 +371,7 @@ func (s *Store) DebugRecords(now time.Time) []StoreRecordDebug {
 	return out
 }
 
-// --- merge rules (dht.md §10.3) ---
+// --- merge rules (docs/dht.md §10.3) ---
 
 // storeCategory maps unknown record types to sovereign, as the reference does.
 func storeCategory(recType uint8) protocol.Category {
@@ -425,7 +425,7 @@ func mergeRecord(old []protocol.SignedRecord, rec protocol.SignedRecord, cat pro
 
 // enforceCaps evicts per the category's victim rule; rec is the last element.
 // If rec itself would be evicted the merge is refused (the reference silently
-// dropped it yet acknowledged the STORE, W-11).
+// dropped it yet acknowledged the STORE, docs/reference-defects.md W-11).
 func enforceCaps(list []protocol.SignedRecord, cat protocol.Category) ([]protocol.SignedRecord, error) {
 	newIdx := len(list) - 1
 	drop := func(i int) ([]protocol.SignedRecord, error) {

@@ -102,7 +102,7 @@ func payloadFor(recType uint8) []byte {
 
 func at(sec uint64) time.Time { return time.Unix(int64(sec), 0) }
 
-// storeResp mirrors the STORE_RESP mapping of wire.md §6.8.
+// storeResp mirrors the STORE_RESP mapping of docs/wire.md §6.8.
 func storeResp(err error) (stored, alreadyHad bool, reason uint8) {
 	switch {
 	case err == nil:
@@ -354,7 +354,7 @@ func TestStoreExpiredRecordsAreDropped(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	// Read repeatedly after the first expired: never duplicates (W-2).
+	// Read repeatedly after the first expired: never duplicates (docs/reference-defects.md W-2).
 	for i := 0; i < 3; i++ {
 		got := s.GetAll(alice.id, 0, at(testT0+50))
 		if len(got) != 1 || got[0].RecType != 0x03 {
@@ -440,7 +440,7 @@ func TestStoreTopicCapAndVictim(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	// A record older than everything held is refused, nothing changes (W-11).
+	// A record older than everything held is refused, nothing changes (docs/reference-defects.md W-11).
 	older := newTestKey(201)
 	err := s.Put(key, mkRec(t, older, protocol.RecTypeTopic, testTopicPayload, 1, testT0, 3600), now)
 	if !errors.Is(err, ErrKeyFull) || !errors.Is(err, ErrStorePolicy) {
@@ -593,7 +593,7 @@ func TestStoreFIFOEviction(t *testing.T) {
 	if s.Len() != 1 || s.Get(ks[3].id, now) == nil {
 		t.Fatalf("SetMaxKeys(1): Len %d", s.Len())
 	}
-	s.SetMaxKeys(0) // W-30: restores the default instead of evicting all
+	s.SetMaxKeys(0) // docs/reference-defects.md W-30: restores the default instead of evicting all
 	put(ks[2])
 	if s.Len() != 2 {
 		t.Fatalf("after SetMaxKeys(0): Len %d", s.Len())

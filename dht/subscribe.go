@@ -38,7 +38,7 @@ type subscription struct {
 
 // subTable holds the subscriptions this node serves. Pushes go only to
 // proven addresses: the source of a UDP request can be forged, and pushing
-// full records to a forged source would make us a reflector (W-36,
+// full records to a forged source would make us a reflector (docs/reference-defects.md W-36,
 // docs/dht-push.md). Proof is the address book's: the subscriber answered
 // our own fresh tx_id at that address (Node.provenAt).
 type subTable struct {

@@ -58,7 +58,7 @@ type ClassifyConfig struct {
 	Resolver Resolver
 	// Logger receives debug logs. Nil: discarded.
 	Logger *slog.Logger
-	// Clock times transactions and retransmissions (DESIGN D10). Nil: the
+	// Clock times transactions and retransmissions (docs/decisions.md D10). Nil: the
 	// wall clock.
 	Clock clock.Clock
 }
@@ -138,7 +138,7 @@ type ServerConfig struct {
 	DisableRateLimit bool
 	// Logger receives debug logs. Nil: discarded.
 	Logger *slog.Logger
-	// Clock refills the per-source buckets (DESIGN D10). Nil: the wall
+	// Clock refills the per-source buckets (docs/decisions.md D10). Nil: the wall
 	// clock.
 	Clock clock.Clock
 }

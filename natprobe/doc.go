@@ -1,4 +1,4 @@
-// Package natprobe classifies the NAT in front of a UDP socket (DESIGN D7)
+// Package natprobe classifies the NAT in front of a UDP socket (docs/decisions.md D7)
 // and provides the RFC 5780 STUN server that makes the classification
 // possible.
 //

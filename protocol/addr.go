@@ -8,7 +8,7 @@ import (
 	"github.com/a2alnode/a2al"
 )
 
-// EncodeUDPAddr returns the observed_addr/claimed_addr form of wire.md §7.2:
+// EncodeUDPAddr returns the observed_addr/claimed_addr form of docs/wire.md §7.2:
 // 6 bytes for IPv4 (also for IPv4-mapped IPv6), 18 bytes for IPv6. It returns
 // nil for an IP that is neither (the send-side shape check then rejects it).
 func EncodeUDPAddr(ip net.IP, port uint16) []byte {
@@ -42,7 +42,7 @@ func DecodeUDPAddr(b []byte) (*net.UDPAddr, error) {
 // sharedAddrSpace is 100.64.0.0/10 (RFC 6598, carrier-grade NAT).
 var sharedAddrSpace = &net.IPNet{IP: net.IPv4(100, 64, 0, 0).To4(), Mask: net.CIDRMask(10, 32)}
 
-// IsPublicIP applies wire.md §7.3: public unless unspecified, loopback,
+// IsPublicIP applies docs/wire.md §7.3: public unless unspecified, loopback,
 // multicast, link-local unicast, private (RFC 1918, fc00::/7) or 100.64/10.
 // A nil or malformed IP is not public.
 func IsPublicIP(ip net.IP) bool {
@@ -59,7 +59,7 @@ func IsPublicIP(ip net.IP) bool {
 	return true
 }
 
-// Valid checks a contact beyond the reference's length checks (wire.md §7.1):
+// Valid checks a contact beyond the reference's length checks (docs/wire.md §7.1):
 // the IP must be 4 or 16 bytes and node_id must equal SHA-256(address)
 // (our security fix; the reference does not check it). Port 0 is allowed
 // (the contact is then known but not dialable).

@@ -10,7 +10,7 @@ import (
 )
 
 // Decoding limits. A DHT message travels in one UDP datagram (1200 bytes) or
-// one Mode B QUIC stream (≤ 64 KiB, wire.md §4.3), so nothing legitimate comes
+// one Mode B QUIC stream (≤ 64 KiB, docs/wire.md §4.3), so nothing legitimate comes
 // near these bounds; they exist to cap the work an attacker can cause.
 const (
 	// MaxMessageSize is the largest encoded message DecodeMessage accepts.

@@ -11,10 +11,10 @@ import (
 // DelegationScopeNetworkOps is the only defined scope (DHT records and QUIC).
 const DelegationScopeNetworkOps = 1
 
-// DelegationExpirySkew is the grace after expires_at (wire.md §10.6 [HEAD]).
+// DelegationExpirySkew is the grace after expires_at (docs/wire.md §10.6 [HEAD]).
 const DelegationExpirySkew = 60 // seconds
 
-// DelegationProof authorises OpPub to act for AgentAddr (wire.md §10).
+// DelegationProof authorises OpPub to act for AgentAddr (docs/wire.md §10).
 type DelegationProof struct {
 	MasterPub []byte // Ed25519 owners only
 	OpPub     []byte
@@ -49,7 +49,7 @@ type wireDelegationSignFields struct {
 // MaxDelegationSize bounds a proof (the secp256k1 text form is ~400 bytes).
 const MaxDelegationSize = 4096
 
-// ParseDelegation decodes a proof and applies the parse-time checks of §10.1.
+// ParseDelegation decodes a proof and applies the parse-time checks of docs/wire.md §10.1.
 func ParseDelegation(b []byte) (*DelegationProof, error) {
 	if len(b) > MaxDelegationSize {
 		return nil, fmt.Errorf("%w: %w: %d bytes, limit %d", ErrDelegation, ErrTooLarge, len(b), MaxDelegationSize)
@@ -92,7 +92,7 @@ func EncodeDelegation(p DelegationProof) ([]byte, error) {
 	})
 }
 
-// DelegationSigningInput is "a2al-del\0" ‖ canonical {1..6} (§10.2, Ed25519 owners).
+// DelegationSigningInput is "a2al-del\0" ‖ canonical {1..6} (docs/wire.md §10.2, Ed25519 owners).
 func DelegationSigningInput(p DelegationProof) ([]byte, error) {
 	f, err := marshal(wireDelegationSignFields{
 		MasterPub: p.MasterPub, OpPub: p.OpPub, AgentAddr: p.AgentAddr[:],
@@ -132,7 +132,7 @@ func SignDelegation(p *DelegationProof, masterPub []byte, sign SignFunc) error {
 }
 
 // Verify checks the owner's signature, the owner/address binding, scope and
-// expiry (with DelegationExpirySkew grace) at now (wire.md §10.2–§10.6).
+// expiry (with DelegationExpirySkew grace) at now (docs/wire.md §10.2–§10.6).
 func (p DelegationProof) Verify(now time.Time) error {
 	if p.Scope != DelegationScopeNetworkOps {
 		return fmt.Errorf("%w: scope %d, want 1", ErrDelegation, p.Scope)
@@ -168,7 +168,7 @@ func (p DelegationProof) Verify(now time.Time) error {
 	return nil
 }
 
-// Authorizes checks that p lets opPub act for addr at now (§8.4 step 3, §10.6).
+// Authorizes checks that p lets opPub act for addr at now (docs/wire.md §8.4 step 3, docs/wire.md §10.6).
 func (p DelegationProof) Authorizes(addr a2al.Address, opPub []byte, now time.Time) error {
 	if p.AgentAddr != addr {
 		return fmt.Errorf("%w: proof is for %x, not %x", ErrDelegation, p.AgentAddr[:], addr[:])
@@ -192,7 +192,7 @@ func VerifyDelegation(b []byte, addr a2al.Address, opPub []byte, now time.Time) 
 }
 
 // DelegationExtensionOID is the TLS certificate extension carrying a
-// delegation (wire.md §11.2).
+// delegation (docs/wire.md §11.2).
 const DelegationExtensionOID = "1.3.6.1.4.1.999999.1"
 
 type wireDelegationExt struct {
@@ -208,7 +208,7 @@ func EncodeDelegationExtension(agent a2al.Address, proof []byte) ([]byte, error)
 
 // DecodeDelegationExtension parses the extension content. Callers must then
 // require the proof's agent_addr to equal the returned address and verify
-// the proof against the leaf key — the checks the reference omits (§11.3).
+// the proof against the leaf key — the checks the reference omits (docs/wire.md §11.3).
 func DecodeDelegationExtension(b []byte) (a2al.Address, []byte, error) {
 	var w wireDelegationExt
 	if len(b) > MaxDelegationSize {

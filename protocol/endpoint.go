@@ -9,7 +9,7 @@ import (
 	"github.com/a2alnode/a2al"
 )
 
-// Endpoint payload limits (wire.md §9.1, §8.8).
+// Endpoint payload limits (docs/wire.md §9.1, docs/wire.md §8.8).
 const (
 	MaxNATType       = NATSymmetric
 	MaxSignalLen     = 2048
@@ -27,7 +27,7 @@ type wireEndpoint struct {
 	Signals   []string `cbor:"5,keyasint,omitempty"`
 }
 
-// checkEndpointLimits applies the verifier limits of §9.1.
+// checkEndpointLimits applies the verifier limits of docs/wire.md §9.1.
 func checkEndpointLimits(p EndpointPayload) error {
 	if p.NatType > MaxNATType {
 		return fmt.Errorf("%w: nat_type %d > %d", ErrRecordPayload, p.NatType, MaxNATType)
@@ -58,7 +58,7 @@ func checkEndpointLimits(p EndpointPayload) error {
 }
 
 // EncodeEndpointPayload encodes p canonically (nil Endpoints → null, as the
-// reference sends when it has none) after checking the §9.1 limits.
+// reference sends when it has none) after checking the docs/wire.md §9.1 limits.
 func EncodeEndpointPayload(p EndpointPayload) ([]byte, error) {
 	if err := checkEndpointLimits(p); err != nil {
 		return nil, err
@@ -103,7 +103,7 @@ func ParseEndpointRecord(rec SignedRecord) (*EndpointRecord, error) {
 }
 
 // SignalURLs returns the signaling hubs a reader should use: Signals when
-// non-empty, else Signal (wire.md §9.1).
+// non-empty, else Signal (docs/wire.md §9.1).
 func (e EndpointRecord) SignalURLs() []string {
 	if len(e.Signals) > 0 {
 		return e.Signals

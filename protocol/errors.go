@@ -9,16 +9,16 @@ var (
 	// ErrMalformed: the bytes are not a well-formed CBOR item of the
 	// expected structure (syntax, types, limits).
 	ErrMalformed = errors.New("a2al/protocol: malformed message")
-	// ErrUnknownMsgType: header.msg_type is not one we implement (§5.4 step 4).
+	// ErrUnknownMsgType: header.msg_type is not one we implement (docs/wire.md §5.4 step 4).
 	// Callers drop and count such datagrams.
 	ErrUnknownMsgType = errors.New("a2al/protocol: unknown message type")
 	// ErrBadSignature: the envelope signature does not verify.
 	ErrBadSignature = errors.New("a2al/protocol: bad message signature")
-	// ErrShape: a field has the wrong length or a body violates §6 checks.
+	// ErrShape: a field has the wrong length or a body violates docs/wire.md §6 checks.
 	ErrShape = errors.New("a2al/protocol: invalid message shape")
 	// ErrTooLarge: input or output exceeds a size limit.
 	ErrTooLarge = errors.New("a2al/protocol: too large")
-	// ErrSenderMismatch: PING/PONG body address is not the sender (§5.4 step 8).
+	// ErrSenderMismatch: PING/PONG body address is not the sender (docs/wire.md §5.4 step 8).
 	ErrSenderMismatch = errors.New("a2al/protocol: body address does not match sender")
 
 	// Specific decoding failures; always wrapped together with ErrMalformed.
@@ -32,7 +32,7 @@ var (
 	ErrTagForbidden     = errors.New("CBOR tags are not allowed")
 	ErrInvalidUTF8      = errors.New("invalid UTF-8 text string")
 
-	// Record verification (§8.3) and authority (§8.4).
+	// Record verification (docs/wire.md §8.3) and authority (docs/wire.md §8.4).
 	ErrRecordShape     = errors.New("a2al/protocol: invalid record shape")
 	ErrRecordSignature = errors.New("a2al/protocol: invalid record signature")
 	ErrRecordPayload   = errors.New("a2al/protocol: invalid record payload")
@@ -49,10 +49,10 @@ var (
 	// than quic or udp, no host, or no usable port).
 	ErrEndpointURL = errors.New("a2al/protocol: unusable endpoint URL")
 
-	// Delegation (§10).
+	// Delegation (docs/wire.md §10).
 	ErrDelegation        = errors.New("a2al/protocol: invalid delegation proof")
 	ErrDelegationExpired = errors.New("a2al/protocol: delegation expired")
 
-	// Mailbox (§9.3).
+	// Mailbox (docs/wire.md §9.3).
 	ErrMailbox = errors.New("a2al/protocol: mailbox")
 )

@@ -15,10 +15,10 @@ import (
 	"github.com/a2alnode/a2al"
 )
 
-// MaxMailboxPayload is the verifier cap for rec_type 0x80–0x8F payloads (§9.3).
+// MaxMailboxPayload is the verifier cap for rec_type 0x80–0x8F payloads (docs/wire.md §9.3).
 const MaxMailboxPayload = 512
 
-// Mailbox plaintext message types (wire.md §9.3).
+// Mailbox plaintext message types (docs/wire.md §9.3).
 const (
 	MailboxConnectRequest uint8 = 0x01
 	MailboxCandidates     uint8 = 0x02
@@ -27,7 +27,7 @@ const (
 
 var mailboxSalt = []byte("a2al-mailbox\x00")
 
-// MailboxPayload is the payload of a mailbox record (wire.md §9.3).
+// MailboxPayload is the payload of a mailbox record (docs/wire.md §9.3).
 type MailboxPayload struct {
 	Recipient   a2al.Address
 	Sender      a2al.Address
@@ -103,7 +103,7 @@ var (
 )
 
 // Ed25519PublicToX25519 maps an Ed25519 public key to its Montgomery u
-// coordinate u = (1+y)/(1−y) mod p (wire.md §9.3 step 2), after checking
+// coordinate u = (1+y)/(1−y) mod p (docs/wire.md §9.3 step 2), after checking
 // that the encoding is a canonical point on the curve.
 func Ed25519PublicToX25519(pub []byte) ([]byte, error) {
 	if len(pub) != ed25519.PublicKeySize {
@@ -148,7 +148,7 @@ func reverse(b []byte) []byte {
 }
 
 // X25519PrivateFromSeed derives the mailbox decryption scalar of an Ed25519
-// identity: SHA-512(seed)[0:32] with the standard clamping (wire.md §9.3).
+// identity: SHA-512(seed)[0:32] with the standard clamping (docs/wire.md §9.3).
 func X25519PrivateFromSeed(seed []byte) ([]byte, error) {
 	if len(seed) != ed25519.SeedSize {
 		return nil, fmt.Errorf("%w: seed is %d bytes", ErrMailbox, len(seed))
@@ -184,7 +184,7 @@ func gcm(key []byte) (cipher.AEAD, error) {
 
 // EncryptMailbox encrypts msg from sender to recipient, whose Ed25519 key
 // (its endpoint record's pubkey) is recipientPub, and returns the encoded
-// payload (wire.md §9.3). rnd supplies 32 bytes of ephemeral key, then 12
+// payload (docs/wire.md §9.3). rnd supplies 32 bytes of ephemeral key, then 12
 // bytes of nonce (crypto/rand.Reader in production).
 func EncryptMailbox(sender, recipient a2al.Address, recipientPub []byte, msg MailboxMessage, rnd io.Reader) ([]byte, error) {
 	u, err := Ed25519PublicToX25519(recipientPub)

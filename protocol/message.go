@@ -10,7 +10,7 @@ import (
 // SignFunc returns a 64-byte Ed25519 signature of msg.
 type SignFunc func(msg []byte) ([]byte, error)
 
-// Signing prefixes (wire.md §0.1).
+// Signing prefixes (docs/wire.md §0.1).
 var (
 	msgSignPrefix = []byte("a2al-msg\x00")
 	recSignPrefix = []byte("a2al-rec\x00")
@@ -25,7 +25,7 @@ type Message struct {
 	SenderAddr a2al.Address
 	// VerifiedRaw is true when the signature verified over the received
 	// header/body bytes; false when it only verified over the canonical
-	// re-encoding of the known fields (the reference's rule, wire.md §3.3).
+	// re-encoding of the known fields (the reference's rule, docs/wire.md §3.3).
 	VerifiedRaw bool
 }
 
@@ -103,7 +103,7 @@ func checkSockAddr(what string, b []byte) error {
 }
 
 // bodyToWire converts a Body* value to its wire struct, applying the
-// send-side shape checks of §6.
+// send-side shape checks of docs/wire.md §6.
 func bodyToWire(body any) (any, error) {
 	if body == nil {
 		return nil, fmt.Errorf("%w: nil body", ErrShape)
@@ -187,7 +187,7 @@ func EncodeBody(body any) ([]byte, error) {
 	return marshal(w)
 }
 
-// EncodeMessage builds a complete signed message (wire.md §5). h.MsgType may be
+// EncodeMessage builds a complete signed message (docs/wire.md §5). h.MsgType may be
 // 0 (taken from body) but must match body otherwise; h.Version 0 means
 // ProtocolVersion. The result is byte-identical to what the reference emits.
 func EncodeMessage(h Header, body any, pub []byte, sign SignFunc) ([]byte, error) {
@@ -241,7 +241,7 @@ func msgSigningInput(header, body []byte) []byte {
 	return append(in, body...)
 }
 
-// decodeBody decodes raw into the wire struct of msgType, applies the §6
+// decodeBody decodes raw into the wire struct of msgType, applies the docs/wire.md §6
 // receive-side shape checks and returns (Body value, decoded wire struct).
 func decodeBody(mt uint8, raw []byte) (any, any, error) {
 	switch mt {
@@ -393,12 +393,12 @@ func decodeBody(mt uint8, raw []byte) (any, any, error) {
 	return nil, nil, fmt.Errorf("%w: %#x", ErrUnknownMsgType, mt)
 }
 
-// DecodeMessage runs the receive procedure of wire.md §5.4 on one datagram
+// DecodeMessage runs the receive procedure of docs/wire.md §5.4 on one datagram
 // (or Mode B stream payload).
 //
 // Decoding is strict where the reference is lenient (indefinite lengths,
 // duplicate keys and tags are rejected: reference senders never produce
-// them). Signature policy (DESIGN D1): verify first over the RECEIVED
+// them). Signature policy (docs/decisions.md D1): verify first over the RECEIVED
 // header and body bytes, which accepts senders that add keys we do not know
 // (e.g. HEAD's FIND_VALUE key 3); if that fails, verify over the canonical
 // re-encoding of the fields we know, exactly as the reference does, which
@@ -465,7 +465,7 @@ func DecodeMessage(data []byte) (*Message, error) {
 }
 
 // EffectiveKey is the storage key a STORE targets: Key, or NodeID(record
-// address) when Key is absent or all zero (wire.md §6.7).
+// address) when Key is absent or all zero (docs/wire.md §6.7).
 func (b BodyStore) EffectiveKey() a2al.NodeID {
 	if b.Key == nil || b.Key.IsZero() {
 		return a2al.NodeIDFromAddress(b.Record.Address)

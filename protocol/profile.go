@@ -7,7 +7,7 @@ import (
 	"github.com/fxamacker/cbor/v2"
 )
 
-// RecTypeAgentProfile is the [HEAD] AgentProfile sovereign record (wire.md §9.4).
+// RecTypeAgentProfile is the [HEAD] AgentProfile sovereign record (docs/wire.md §9.4).
 // Record verification does not look at it; readers that parse it apply
 // MaxAgentProfilePayload.
 const (
@@ -15,7 +15,7 @@ const (
 	MaxAgentProfilePayload       = 700
 )
 
-// AgentProfile is the payload of rec_type 0x02 (wire.md §9.4).
+// AgentProfile is the payload of rec_type 0x02 (docs/wire.md §9.4).
 type AgentProfile struct {
 	Version    uint8
 	Name       string
@@ -67,5 +67,5 @@ func DecodeAgentProfile(b []byte) (*AgentProfile, error) {
 }
 
 // MailboxMsgID is SHA-256(record.payload), the msg_id of the [HEAD] a2mb
-// frame and DHT_PUSH_ACK (wire.md §6.12, §11.6).
+// frame and DHT_PUSH_ACK (docs/wire.md §6.12, docs/wire.md §11.6).
 func MailboxMsgID(rec SignedRecord) [32]byte { return sha256.Sum256(rec.Payload) }

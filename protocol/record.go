@@ -9,10 +9,10 @@ import (
 )
 
 // RecordFutureSkew is how far into the future a record timestamp may lie
-// (wire.md §8.3 [HEAD]); v0.1.8's zero tolerance breaks on any clock drift.
+// (docs/wire.md §8.3 [HEAD]); v0.1.8's zero tolerance breaks on any clock drift.
 const RecordFutureSkew = 60 // seconds
 
-// Category is the storage category of a rec_type (wire.md §8.5).
+// Category is the storage category of a rec_type (docs/wire.md §8.5).
 type Category int
 
 const (
@@ -52,7 +52,7 @@ func RecordCategory(recType uint8) Category {
 	return CategoryUnknown
 }
 
-// RecordSigningInput returns "a2al-rec\0" ‖ canonical {1..6} (wire.md §8.2).
+// RecordSigningInput returns "a2al-rec\0" ‖ canonical {1..6} (docs/wire.md §8.2).
 // A nil payload is encoded as null, an empty one as an empty byte string.
 func RecordSigningInput(rec SignedRecord) ([]byte, error) {
 	fields, err := marshal(wireRecordSignFields{
@@ -107,7 +107,7 @@ func unixNow(now time.Time) uint64 {
 	return uint64(s)
 }
 
-// VerifySignedRecord checks integrity and freshness (wire.md §8.3) in the
+// VerifySignedRecord checks integrity and freshness (docs/wire.md §8.3) in the
 // reference's order: shape, signature, type-specific payload, time window
 // (future skew RecordFutureSkew, expiry inclusive at timestamp+ttl). It says
 // nothing about who may publish for the address; see CheckAuthority.
@@ -135,7 +135,7 @@ func VerifySignedRecord(rec SignedRecord, now time.Time) error {
 	return nil
 }
 
-// checkRecordPayload applies the type-specific checks of §8.3 step 3.
+// checkRecordPayload applies the type-specific checks of docs/wire.md §8.3 step 3.
 func checkRecordPayload(rec SignedRecord) error {
 	switch {
 	case rec.RecType == RecTypeEndpoint:
@@ -157,7 +157,7 @@ func checkRecordPayload(rec SignedRecord) error {
 	return nil
 }
 
-// CheckAuthority applies the authority policy of wire.md §8.4 for storage
+// CheckAuthority applies the authority policy of docs/wire.md §8.4 for storage
 // key `key`: sovereign and unknown categories must be stored at
 // NodeID(address); then the record must be self-signed (pubkey derives the
 // address) or carry a delegation proof for exactly this pubkey and address
@@ -188,7 +188,7 @@ func CheckAuthority(key a2al.NodeID, rec SignedRecord, now time.Time) error {
 	return nil
 }
 
-// EncodeRecord returns the SignedRecord map as embedded in messages (§8.1),
+// EncodeRecord returns the SignedRecord map as embedded in messages (docs/wire.md §8.1),
 // after the shape check.
 func EncodeRecord(rec SignedRecord) ([]byte, error) {
 	if err := recordShape(rec); err != nil {
@@ -198,7 +198,7 @@ func EncodeRecord(rec SignedRecord) ([]byte, error) {
 }
 
 // DecodeRecord decodes a standalone SignedRecord map (control streams,
-// mailbox frames) and applies the §8.1 shape check. It does not verify.
+// mailbox frames) and applies the docs/wire.md §8.1 shape check. It does not verify.
 func DecodeRecord(b []byte) (SignedRecord, error) {
 	if len(b) > MaxRecordSize {
 		return SignedRecord{}, fmt.Errorf("%w: record is %d bytes, limit %d", ErrTooLarge, len(b), MaxRecordSize)

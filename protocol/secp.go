@@ -11,7 +11,7 @@ import (
 	"github.com/a2alnode/a2al/crypto"
 )
 
-// DelegationMessage returns the text a secp256k1 owner signs (§10.3, §10.5).
+// DelegationMessage returns the text a secp256k1 owner signs (docs/wire.md §10.3, docs/wire.md §10.5).
 func DelegationMessage(p DelegationProof) (string, error) {
 	var chain, agent string
 	switch p.AgentAddr.Version() {
@@ -60,7 +60,7 @@ func verifySecpDelegation(p DelegationProof) error {
 	return checkDelegationMessage(p)
 }
 
-// checkDelegationMessage parses the signed text (§10.4) and compares it with
+// checkDelegationMessage parses the signed text (docs/wire.md §10.4) and compares it with
 // the proof's fields.
 func checkDelegationMessage(p DelegationProof) error {
 	fields := map[string]string{}

@@ -9,7 +9,7 @@ import (
 	"github.com/fxamacker/cbor/v2"
 )
 
-// Topic limits (wire.md §9.2).
+// Topic limits (docs/wire.md §9.2).
 const (
 	MaxTopicPayload = 512
 	MaxTopicBrief   = 140 // Unicode code points
@@ -17,7 +17,7 @@ const (
 	MaxTopicTTL = 7200
 )
 
-// TopicPayload is the payload of rec_type 0x10 (wire.md §9.2). Meta values
+// TopicPayload is the payload of rec_type 0x10 (docs/wire.md §9.2). Meta values
 // are kept as raw CBOR so re-encoding is byte-exact.
 type TopicPayload struct {
 	Version   uint8

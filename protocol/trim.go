@@ -11,7 +11,7 @@ import (
 // TestWireLenMatchesEncoder checks the arithmetic against the encoder.
 
 // TrimFindNodeResp drops contacts from the end while the canonical body
-// exceeds ResponseBodyBudget and more than one contact remains (wire.md §6.4).
+// exceeds ResponseBodyBudget and more than one contact remains (docs/wire.md §6.4).
 // It returns ErrTooLarge (with b trimmed as far as allowed) if the body still
 // does not fit; the caller may still send it, as the reference does.
 func TrimFindNodeResp(b *BodyFindNodeResp) error {
@@ -24,7 +24,7 @@ func TrimFindNodeResp(b *BodyFindNodeResp) error {
 	return nil
 }
 
-// TrimFindValueResp trims in the reference's order (wire.md §6.6): drop the
+// TrimFindValueResp trims in the reference's order (docs/wire.md §6.6): drop the
 // last contact while more than one remains; then drop the oldest (first)
 // record while more than one remains; then drop the legacy record (key 2).
 // It returns ErrTooLarge if the body still exceeds the budget. Callers that
@@ -107,8 +107,8 @@ func NodeInfoWireLen(ni NodeInfo) int {
 	return 1 + 1 + bytesLen(ni.Address[:]) + 1 + bytesLen(ni.NodeID[:]) + 1 + uintLen(uint64(wireIPLen(ni.IP))) + wireIPLen(ni.IP) + 1 + uintLen(uint64(ni.Port))
 }
 
-// RecordWireLen is the canonical CBOR size of rec inside a message (wire.md
-// §8.1): 8 fields, plus delegation (key 9) when present.
+// RecordWireLen is the canonical CBOR size of rec inside a message
+// (docs/wire.md §8.1): 8 fields, plus delegation (key 9) when present.
 func RecordWireLen(r SignedRecord) int {
 	n := 1 + 8 + bytesLen(r.Address[:]) + uintLen(uint64(r.RecType)) + bytesLen(r.Payload) +
 		uintLen(r.Seq) + uintLen(r.Timestamp) + uintLen(uint64(r.TTL)) + bytesLen(r.Pubkey) + bytesLen(r.Signature)

@@ -1,6 +1,6 @@
 // Package protocol is the A2AL wire format: canonical CBOR messages with the
 // signed envelope, SignedRecord and its payloads, delegation proofs and the
-// mailbox encryption (spec wire.md). Encodings are byte-exact with the
+// mailbox encryption (docs/wire.md). Encodings are byte-exact with the
 // reference implementation; decoding is hardened against hostile input.
 package protocol
 
@@ -10,7 +10,7 @@ import (
 	"github.com/a2alnode/a2al"
 )
 
-// Protocol constants (wire.md §0.1).
+// Protocol constants (docs/wire.md §0.1).
 const (
 	ProtocolVersion    = 1
 	TxIDLen            = 20
@@ -19,7 +19,7 @@ const (
 	QUICALPN           = "a2al-quic-1"
 )
 
-// Message types (wire.md §5.6).
+// Message types (docs/wire.md §5.6).
 const (
 	MsgPing          uint8 = 0x01
 	MsgPong          uint8 = 0x02
@@ -33,21 +33,21 @@ const (
 	MsgNATProbeEcho  uint8 = 0x0A
 )
 
-// Record types (wire.md §8.5).
+// Record types (docs/wire.md §8.5).
 const (
 	RecTypeEndpoint uint8 = 0x01
 	RecTypeTopic    uint8 = 0x10
 	RecTypeMailbox  uint8 = 0x80
 )
 
-// STORE_RESP reasons (wire.md §6.8).
+// STORE_RESP reasons (docs/wire.md §6.8).
 const (
 	StoreReasonNone          uint8 = 0
 	StoreReasonPolicy        uint8 = 1
 	StoreReasonRecordInvalid uint8 = 2
 )
 
-// NAT types carried in the endpoint payload (wire.md §9.1).
+// NAT types carried in the endpoint payload (docs/wire.md §9.1).
 const (
 	NATUnknown        uint8 = 0
 	NATFullCone       uint8 = 1
@@ -56,7 +56,7 @@ const (
 	NATSymmetric      uint8 = 4
 )
 
-// Header is the signed message header (wire.md §5.2).
+// Header is the signed message header (docs/wire.md §5.2).
 type Header struct {
 	Version  uint8
 	Features uint16
@@ -64,7 +64,7 @@ type Header struct {
 	TxID     [TxIDLen]byte
 }
 
-// NodeInfo is a contact (wire.md §7.1). IP is 4 bytes for IPv4, 16 for IPv6.
+// NodeInfo is a contact (docs/wire.md §7.1). IP is 4 bytes for IPv4, 16 for IPv6.
 type NodeInfo struct {
 	Address a2al.Address
 	NodeID  a2al.NodeID
@@ -72,7 +72,7 @@ type NodeInfo struct {
 	Port    uint16
 }
 
-// SignedRecord is a signed statement by Address (wire.md §8.1).
+// SignedRecord is a signed statement by Address (docs/wire.md §8.1).
 // Payload nil encodes as CBOR null, which signs differently from an empty payload.
 type SignedRecord struct {
 	Address    a2al.Address
@@ -86,7 +86,7 @@ type SignedRecord struct {
 	Delegation []byte
 }
 
-// EndpointPayload is the payload of rec_type 0x01 (wire.md §9.1).
+// EndpointPayload is the payload of rec_type 0x01 (docs/wire.md §9.1).
 type EndpointPayload struct {
 	Endpoints []string
 	NatType   uint8
@@ -108,8 +108,8 @@ type EndpointRecord struct {
 	TTL       uint32
 }
 
-// Message bodies (wire.md §6). ObservedAddr / ClaimedAddr are the 6- or
-// 18-byte forms of wire.md §7.2.
+// Message bodies (docs/wire.md §6). ObservedAddr / ClaimedAddr are the 6- or
+// 18-byte forms of docs/wire.md §7.2.
 type (
 	BodyPing struct{ Address a2al.Address }
 	BodyPong struct {
@@ -124,7 +124,7 @@ type (
 	BodyFindValue struct {
 		Target  a2al.NodeID
 		RecType uint8
-		// OneShotSubscribe is the [HEAD] key 3 (wire.md §6.5). Leave it false
+		// OneShotSubscribe is the [HEAD] key 3 (docs/wire.md §6.5). Leave it false
 		// when talking to v0.1.8 nodes: they drop requests that carry it.
 		OneShotSubscribe bool
 	}

@@ -84,7 +84,7 @@ func checkValidMessage(t *testing.T, v msgVector, k testKey) {
 }
 
 // Intentional deviations from the reference's receive behaviour, each a
-// decision of ours (DESIGN D1, hardening) rather than an accident.
+// decision of ours (docs/decisions.md D1, hardening) rather than an accident.
 var messageDeviations = map[string]error{
 	// D1: we verify over the received bytes first, so a sender that signs an
 	// extra key (as HEAD does for FIND_VALUE key 3) is accepted.

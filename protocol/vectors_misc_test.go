@@ -93,7 +93,7 @@ func TestVectorMisc(t *testing.T) {
 		})
 	}
 	vc.run("signaling_room", func(t *testing.T) {
-		// Room ids hash the checksummed text forms, sorted (host.md); we check
+		// Room ids hash the checksummed text forms, sorted (our hub does not use them, docs/wire.md §12); we check
 		// the text forms and the hash input/output relation.
 		aids := []string{f.Room.A, f.Room.AidB}
 		for _, s := range aids {
@@ -215,7 +215,7 @@ func TestVectorHead(t *testing.T) {
 	vc.report()
 }
 
-// verifyLeaf is the corrected peer check of wire.md §11.3, built from this
+// verifyLeaf is the corrected peer check of docs/wire.md §11.3, built from this
 // package's functions: it returns the AID the certificate may speak for.
 func verifyLeaf(t *testing.T, der []byte, now int64) (a2al.Address, error) {
 	cert, err := x509.ParseCertificate(der)

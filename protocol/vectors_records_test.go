@@ -272,7 +272,7 @@ func TestVectorRecords(t *testing.T) {
 	vc.report()
 }
 
-// miniStore replays §8.7 steps 1–5 with the protocol functions only; it is
+// miniStore replays docs/wire.md §8.7 steps 1–5 with the protocol functions only; it is
 // the check that VerifySignedRecord, CheckAuthority, RecordCategory and
 // RecordIsNewer compose into the reference's store decisions.
 type miniStore struct {

@@ -8,9 +8,9 @@ import (
 	"github.com/fxamacker/cbor/v2"
 )
 
-// The wire* structs mirror the CBOR maps of wire.md §5–§8 field by field.
+// The wire* structs mirror the CBOR maps of docs/wire.md §5–§8 field by field.
 // Byte fields are plain []byte so that the decoder keeps the received length
-// (checked afterwards) and the null/empty distinction of §3.1: nil encodes as
+// (checked afterwards) and the null/empty distinction of docs/wire.md §3.1: nil encodes as
 // null, an empty slice as an empty byte string or array. "omitempty" marks omit-if-zero fields.
 
 type wireEnvelope struct {
@@ -46,7 +46,7 @@ type wireRecord struct {
 	Delegation []byte `cbor:"9,keyasint,omitempty"`
 }
 
-// wireRecordSignFields is the map covered by the record signature (§8.2).
+// wireRecordSignFields is the map covered by the record signature (docs/wire.md §8.2).
 type wireRecordSignFields struct {
 	Address   []byte `cbor:"1,keyasint"`
 	RecType   uint8  `cbor:"2,keyasint"`
@@ -109,7 +109,7 @@ type wireNATProbeEcho struct {
 
 // ---- conversions between shared types and wire structs ----
 
-// cloneBytes keeps nil as nil and empty as empty (the §3.1 distinction).
+// cloneBytes keeps nil as nil and empty as empty (the docs/wire.md §3.1 distinction).
 func cloneBytes(b []byte) []byte {
 	if b == nil {
 		return nil
@@ -131,7 +131,7 @@ func recordToWire(r SignedRecord) wireRecord {
 	}
 }
 
-// recordFromWire applies the §8.1 message-level shape check.
+// recordFromWire applies the docs/wire.md §8.1 message-level shape check.
 func recordFromWire(w wireRecord) (SignedRecord, error) {
 	var r SignedRecord
 	if len(w.Address) != a2al.AddressLen {

@@ -37,7 +37,7 @@ type ClientConfig struct {
 	OnState        func(registered bool)                                             // called from the client's goroutine on every change (nil: not reported)
 	MaxSessions    int                                                               // concurrent sessions and pending calls (default 64)
 	RecvQueue      int                                                               // buffered signals per session (default 64)
-	Clock          clock.Clock                                                       // times the reconnect back-off (DESIGN D10); socket deadlines stay on the wall clock (nil: wall clock)
+	Clock          clock.Clock                                                       // times the reconnect back-off (docs/decisions.md D10); socket deadlines stay on the wall clock (nil: wall clock)
 }
 
 // DefaultClientConfig returns the client's defaults; set HubURL and Key.

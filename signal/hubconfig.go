@@ -93,7 +93,7 @@ type HubConfig struct {
 	Logger     *slog.Logger          // nil: discard
 	Registerer prometheus.Registerer // nil: the hub's own registry (Hub.Registry)
 	// Clock drives the sweeper, the rate limits and the session and idle
-	// timeouts (DESIGN D10); socket deadlines stay on the wall clock. Nil:
+	// timeouts (docs/decisions.md D10); socket deadlines stay on the wall clock. Nil:
 	// the wall clock.
 	Clock clock.Clock
 

@@ -14,7 +14,7 @@ import (
 // PacketClass is what a datagram on the shared socket is taken to be.
 type PacketClass uint8
 
-// Packet classes (DESIGN D5).
+// Packet classes (docs/decisions.md D5).
 const (
 	ClassUnknown PacketClass = iota
 	ClassDHT                 // CBOR map head 0xa0-0xbf
@@ -81,7 +81,7 @@ type DemuxOptions struct {
 	STUNQueue int
 	Logger    *slog.Logger
 	// EchoProbes answers upstream UDP echo probes (datagrams starting
-	// 0x00 0xEC, wire.md §4.2) by sending them back verbatim, at most
+	// 0x00 0xEC, docs/wire.md §4.2) by sending them back verbatim, at most
 	// EchoRate per second (default 20) so the socket cannot be used as a
 	// reflector at volume. Upstream's statistics packet is not sent.
 	EchoProbes bool
@@ -128,7 +128,7 @@ var ErrTooManyHooks = errors.New("transport: too many STUN hooks installed")
 // stunHook is one installed hook; its pointer identifies it for removal.
 type stunHook struct{ fn STUNHook }
 
-// Demux shares one packet socket between the DHT, STUN and QUIC (DESIGN D5).
+// Demux shares one packet socket between the DHT, STUN and QUIC (docs/decisions.md D5).
 // One goroutine reads the socket and sorts datagrams into bounded per-class
 // queues; a full queue drops the datagram and counts it, so a slow consumer
 // never stalls the others.

@@ -1,6 +1,6 @@
 // Package transport carries DHT datagrams: the Transport interface, UDP,
 // an in-memory network for simulations, and the socket demultiplexer that
-// shares one UDP socket between DHT, STUN and QUIC (DESIGN D5).
+// shares one UDP socket between DHT, STUN and QUIC (docs/decisions.md D5).
 package transport
 
 import (

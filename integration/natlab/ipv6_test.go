@@ -24,7 +24,7 @@ func waitPublished(t *testing.T, n *Node, timeout time.Duration) {
 	}
 }
 
-// TestIPv6 runs the dual-stack rows (docs/host.md §6, §7): a WAN with an IPv6
+// TestIPv6 runs the dual-stack rows (docs/host.md §6, docs/host.md §7): a WAN with an IPv6
 // segment, home routers doing IPv4 NAT plus IPv6 routing behind a stateful
 // firewall (no NAT66), and
 //   - two dual-stack nodes behind *symmetric* IPv4 NATs (a pair IPv4 cannot

@@ -2,7 +2,7 @@
 // K contacts indexed by common prefix length, a small replacement cache per
 // bucket, a "punched" zone for peers only reachable through hole punching,
 // and IP-diversity limits (per /24 and /16 IPv4, /64 and /48 IPv6, per
-// bucket and per table; see Limits) against Sybil take-over (DESIGN D2). The table never reads the
+// bucket and per table; see Limits) against Sybil take-over (docs/decisions.md D2). The table never reads the
 // clock; callers pass times. It is not safe for concurrent use.
 package routing
 
@@ -49,7 +49,7 @@ type Limits struct {
 // DefaultLimits: two contacts of one /24 (/64) per bucket and ten per
 // table; four of one /16 (/48) per bucket and twenty-four per table.
 // Loopback simulations give every node its own 127.A.B.0/24 with A varying
-// fastest, so they spread over the /16s of 127.0.0.0/8 (DESIGN D2).
+// fastest, so they spread over the /16s of 127.0.0.0/8 (docs/decisions.md D2).
 var DefaultLimits = Limits{BucketPerSubnet: 2, TablePerSubnet: 10, BucketPerWide: 4, TablePerWide: 24}
 
 // Contact is one routing entry.
@@ -131,8 +131,8 @@ func WideKey(subnet string) string {
 }
 
 // ValidInfo reports whether ni may enter a table or a FIND answer: a 0xA0
-// style 21-byte address whose SHA-256 is the NodeID (W-4), and a 4- or
-// 16-byte IP (W-3).
+// style 21-byte address whose SHA-256 is the NodeID (docs/reference-defects.md W-4), and a 4- or
+// 16-byte IP (docs/reference-defects.md W-3).
 func ValidInfo(ni protocol.NodeInfo) bool {
 	if ni.Address.IsZero() {
 		return false
@@ -349,7 +349,7 @@ func (t *Table) Replace(oldID a2al.NodeID, c Contact, now time.Time) bool {
 
 // AddPunched admits a peer reachable only through a punched connection into
 // a spare slot. An existing entry only gets its VerifiedAt refreshed: a
-// punch never demotes a direct entry (W-18).
+// punch never demotes a direct entry (docs/reference-defects.md W-18).
 func (t *Table) AddPunched(c Contact, now time.Time) bool {
 	if !ValidInfo(c.Info) {
 		return false
@@ -520,7 +520,7 @@ type Maintenance struct {
 
 // CollectMaintenance walks the buckets, expires old pending entries and
 // returns probe and refill work. Work is collected starting from a rotating
-// bucket so far buckets cannot starve near ones (W-16); the caller bounds
+// bucket so far buckets cannot starve near ones (docs/reference-defects.md W-16); the caller bounds
 // how much it executes.
 func (t *Table) CollectMaintenance(now, freshCutoff, staleCutoff time.Time, start int) Maintenance {
 	var m Maintenance
@@ -648,7 +648,7 @@ func (t *Table) DropPending(id a2al.NodeID) {
 	}
 }
 
-// EstimateSize is the bucket-density network-size estimate (dht.md §15.1):
+// EstimateSize is the bucket-density network-size estimate (docs/dht.md §15.1):
 // scanning from the deepest bucket, up to 5 samples m*2^(c+1) where m counts
 // entries verified after cutoff (zero cutoff: all verified); the upper
 // median and confidence samples/5 are returned.
