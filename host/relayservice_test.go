@@ -48,48 +48,28 @@ func (l *lockedBuffer) String() string {
 // with its first bytes: docs/services.md.)
 func greetServer(t *testing.T, greeting []byte) (net.Addr, <-chan []byte) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	got := make(chan []byte, 16)
-	var wg sync.WaitGroup
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				_ = c.SetDeadline(time.Now().Add(30 * time.Second))
-				hello := make([]byte, len(tunnelHello))
-				if _, err := io.ReadFull(c, hello); err != nil {
-					return
-				}
-				if _, err := c.Write(greeting); err != nil {
-					return
-				}
-				if err := c.(*net.TCPConn).CloseWrite(); err != nil {
-					return
-				}
-				rest, err := io.ReadAll(c)
-				if err != nil {
-					return
-				}
-				select {
-				case got <- append(hello, rest...):
-				default:
-				}
-			}()
+	addr := tcpServer(t, 30*time.Second, func(c net.Conn) {
+		hello := make([]byte, len(tunnelHello))
+		if _, err := io.ReadFull(c, hello); err != nil {
+			return
 		}
-	}()
-	return ln.Addr(), got
+		if _, err := c.Write(greeting); err != nil {
+			return
+		}
+		if err := c.(*net.TCPConn).CloseWrite(); err != nil {
+			return
+		}
+		rest, err := io.ReadAll(c)
+		if err != nil {
+			return
+		}
+		select {
+		case got <- append(hello, rest...):
+		default:
+		}
+	})
+	return addr, got
 }
 
 const tunnelHello = "hello "

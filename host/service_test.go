@@ -18,9 +18,10 @@ import (
 	"github.com/a2alnode/a2al"
 )
 
-// upperServer reads each TCP connection to EOF, then answers the bytes
-// upper-cased and closes: it only answers if half-close reaches it.
-func upperServer(t testing.TB) net.Addr {
+// tcpServer serves handle on every connection accepted on a loopback port
+// until the test ends; each connection is closed after handle and has the
+// given deadline.
+func tcpServer(t testing.TB, deadline time.Duration, handle func(net.Conn)) net.Addr {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -40,13 +41,21 @@ func upperServer(t testing.TB) net.Addr {
 			go func() {
 				defer wg.Done()
 				defer c.Close()
-				_ = c.SetDeadline(time.Now().Add(20 * time.Second))
-				b, _ := io.ReadAll(c)
-				c.Write(bytes.ToUpper(b))
+				_ = c.SetDeadline(time.Now().Add(deadline))
+				handle(c)
 			}()
 		}
 	}()
 	return ln.Addr()
+}
+
+// upperServer reads each TCP connection to EOF, then answers the bytes
+// upper-cased and closes: it only answers if half-close reaches it.
+func upperServer(t testing.TB) net.Addr {
+	return tcpServer(t, 20*time.Second, func(c net.Conn) {
+		b, _ := io.ReadAll(c)
+		c.Write(bytes.ToUpper(b))
+	})
 }
 
 // startTunnel runs a's tunnel to b's address on a fresh local listener.

@@ -13,30 +13,7 @@ import (
 
 // sinkServer reads each connection to EOF and closes it.
 func sinkServer(b *testing.B) net.Addr {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	b.Cleanup(func() { ln.Close(); wg.Wait() })
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				_ = c.SetDeadline(time.Now().Add(time.Minute))
-				io.Copy(io.Discard, c)
-			}()
-		}
-	}()
-	return ln.Addr()
+	return tcpServer(b, time.Minute, func(c net.Conn) { io.Copy(io.Discard, c) })
 }
 
 const benchChunk = 8 << 20 // bytes per TCP connection per iteration
