@@ -36,16 +36,22 @@ type repMember struct {
 	nextProbeDelay                     time.Duration
 	failCount                          int
 	punched, probing                   bool
+	held                               protocol.SignedRecord // last record it confirmed
 }
 
 // repSet tracks where one record (storeKey, publisher) is replicated.
 // Members confirmed after epoch (the start of the last completed renewal)
 // are "active"; the gap-fill logic counts active, non-bad members.
 type repSet struct {
-	mu       sync.Mutex
-	k        repKey
-	rec      protocol.SignedRecord
-	members  map[a2al.NodeID]*repMember
+	mu      sync.Mutex
+	k       repKey
+	rec     protocol.SignedRecord
+	members map[a2al.NodeID]*repMember
+	// former: nodes that confirmed a record and then left members
+	// (rebalanced out), with the record they hold. They still answer
+	// lookups with it, so a newer record is sent to them once
+	// (docs/dht.md §11, "Replacing a record"). At most repHardCap.
+	former   map[a2al.NodeID]protocol.SignedRecord
 	renewing bool
 	dirty    bool // a newer record arrived during a renewal: run again
 	removed  bool
@@ -83,7 +89,7 @@ func (n *Node) getRepSet(k repKey, create bool) *repSet {
 				return nil
 			}
 		}
-		s = &repSet{k: k, members: make(map[a2al.NodeID]*repMember)}
+		s = &repSet{k: k, members: make(map[a2al.NodeID]*repMember), former: make(map[a2al.NodeID]protocol.SignedRecord)}
 		r.sets[k] = s
 	}
 	return s
@@ -164,8 +170,9 @@ func (n *Node) renew(s *repSet) {
 		for _, id := range renewIDs {
 			peers = append(peers, protocol.NodeInfo{NodeID: id})
 		}
-		n.storeBatch(s, rec, peers)
+		n.storeBatch(s, rec, peers, true)
 		n.fill(s, rec, found)
+		n.storeBatch(s, rec, s.formerBehind(rec, start), false)
 		s.mu.Lock()
 		s.epoch = start
 		again := s.dirty && !s.removed
@@ -286,12 +293,13 @@ func (n *Node) fill(s *repSet, rec protocol.SignedRecord, cands []protocol.NodeI
 			ok = append(ok, c)
 		}
 	}
-	n.storeBatch(s, rec, ok)
+	n.storeBatch(s, rec, ok, true)
 }
 
 // storeBatch STOREs rec on peers in parallel (bounded) and applies the
-// answers to the set.
-func (n *Node) storeBatch(s *repSet, rec protocol.SignedRecord, peers []protocol.NodeInfo) {
+// answers to the set: to its members, or (member false) to its former
+// holders, which an answer retires.
+func (n *Node) storeBatch(s *repSet, rec protocol.SignedRecord, peers []protocol.NodeInfo, member bool) {
 	if len(peers) == 0 {
 		return
 	}
@@ -325,7 +333,13 @@ func (n *Node) storeBatch(s *repSet, rec protocol.SignedRecord, peers []protocol
 			}
 			n.onRPCSuccess(r)
 			resp, _ := r.msg.Body.(protocol.BodyStoreResp)
-			n.applyStore(s, id, resp)
+			if member {
+				n.applyStore(s, id, rec, resp)
+			} else {
+				s.mu.Lock()
+				delete(s.former, id)
+				s.mu.Unlock()
+			}
 		}) {
 			wg.Done()
 			<-sem
@@ -354,7 +368,7 @@ func (n *Node) dialAddrOf(p protocol.NodeInfo) net.Addr {
 // applyStore updates membership from a STORE answer: stored (or already
 // had) confirms; RecordInvalid keeps an existing member (the record may have
 // raced with a republish); a policy refusal removes it.
-func (n *Node) applyStore(s *repSet, id a2al.NodeID, resp protocol.BodyStoreResp) {
+func (n *Node) applyStore(s *repSet, id a2al.NodeID, rec protocol.SignedRecord, resp protocol.BodyStoreResp) {
 	now := n.now()
 	n.tabMu.RLock()
 	punched := n.tab.IsPunched(id)
@@ -376,6 +390,8 @@ func (n *Node) applyStore(s *repSet, id a2al.NodeID, resp protocol.BodyStoreResp
 		s.members[id] = m
 	}
 	m.confirmedAt = now
+	m.held = rec
+	delete(s.former, id)
 	m.failCount = 0
 	m.badSince = time.Time{}
 	m.punched = punched
@@ -406,9 +422,46 @@ func (s *repSet) rebalanceLocked() {
 	}
 	for _, id := range ids {
 		if !keep[id] {
+			s.addFormerLocked(id, s.members[id].held)
 			delete(s.members, id)
 		}
 	}
+}
+
+// addFormerLocked remembers that id holds rec though it left the set;
+// when full, the holder farthest from the key is forgotten.
+func (s *repSet) addFormerLocked(id a2al.NodeID, rec protocol.SignedRecord) {
+	if len(s.former) >= repHardCap {
+		var far a2al.NodeID
+		first := true
+		for f := range s.former {
+			if first || a2al.Closer(far, f, s.k.key) {
+				far, first = f, false
+			}
+		}
+		if !a2al.Closer(id, far, s.k.key) {
+			return
+		}
+		delete(s.former, far)
+	}
+	s.former[id] = rec
+}
+
+// formerBehind returns the former holders whose record rec replaces and
+// forgets those whose record expired.
+func (s *repSet) formerBehind(rec protocol.SignedRecord, now time.Time) []protocol.NodeInfo {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []protocol.NodeInfo
+	for id, held := range s.former {
+		switch {
+		case recordExpired(held, now):
+			delete(s.former, id)
+		case protocol.RecordIsNewer(rec, held):
+			out = append(out, protocol.NodeInfo{NodeID: id})
+		}
+	}
+	return out
 }
 
 func (n *Node) dropRepSet(s *repSet) {
