@@ -132,8 +132,9 @@ func (n *Node) scheduleReplicate(storeKey a2al.NodeID, rec protocol.SignedRecord
 	}
 }
 
-// renew looks up the key's neighbourhood, re-STOREs the record on the
-// healthy members and fills gaps with the closest new peers.
+// renew re-STOREs the record on the healthy members and on former holders
+// of an older one, then looks up the key's neighbourhood and fills gaps
+// with the closest new peers.
 func (n *Node) renew(s *repSet) {
 	for {
 		start := n.now()
@@ -147,7 +148,6 @@ func (n *Node) renew(s *repSet) {
 			}
 			break
 		}
-		found := n.neighbourhood(s.k.key)
 		s.mu.Lock()
 		var renewIDs []a2al.NodeID
 		var badIDs []a2al.NodeID
@@ -170,9 +170,11 @@ func (n *Node) renew(s *repSet) {
 		for _, id := range renewIDs {
 			peers = append(peers, protocol.NodeInfo{NodeID: id})
 		}
+		// Known holders first: a corrected record must not wait for the
+		// lookup, which can take seconds (docs/dht.md §11).
 		n.storeBatch(s, rec, peers, true)
-		n.fill(s, rec, found)
 		n.storeBatch(s, rec, s.formerBehind(rec, start), false)
+		n.fill(s, rec, n.neighbourhood(s.k.key))
 		s.mu.Lock()
 		s.epoch = start
 		again := s.dirty && !s.removed

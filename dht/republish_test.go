@@ -227,3 +227,89 @@ func TestFormerHoldersBounded(t *testing.T) {
 		}
 	}
 }
+
+// A renewal STOREs a newer record on the nodes known to hold the old one
+// before it starts the neighbourhood lookup, which can take seconds when
+// candidates do not answer. The test holds the lookup at an unanswering
+// contact nearest the key and checks the members at the moment its
+// FIND_NODE arrives.
+func TestRepublishReachesMembersBeforeLookup(t *testing.T) {
+	c := newMemCluster(t)
+	fc := clock.NewFake(time.Now())
+	c.build(1, nil)
+	c.build(12, nil)
+	c.build(1, func(cfg *Config) { cfg.Clock = fc })
+	pub := c.nodes[len(c.nodes)-1]
+	pk := c.keys[len(c.keys)-1]
+	key := pub.NodeID()
+	ctx := context.Background()
+	if err := pub.PublishEndpointRecord(ctx, endpointRecord(t, pk, 1, fc.Now(), 3600, "")); err != nil {
+		t.Fatal(err)
+	}
+	s := waitRenewed(t, pub)
+
+	hole, err := c.net.NewTransport("hole")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The silent contact's identity: the test key nearest the record key.
+	var holeAddr a2al.Address
+	var holeID a2al.NodeID
+	for seed := uint64(1000); seed < 2000; seed++ {
+		a := newTestKeys(seed).addr
+		if id := a2al.NodeIDFromAddress(a); seed == 1000 || a2al.Closer(id, holeID, key) {
+			holeAddr, holeID = a, id
+		}
+	}
+	pub.BindPeerAddr(holeID, hole.LocalAddr())
+	pub.tabAddDirect(contactFor(holeAddr, holeID, hole.LocalAddr()), hole.LocalAddr(), false)
+	pub.tabMu.RLock()
+	inTable := pub.tab.Contains(holeID)
+	pub.tabMu.RUnlock()
+	if !inTable {
+		t.Fatal("test setup: silent contact not in the table")
+	}
+	findNode := make(chan struct{}, 1)
+	go func() {
+		for {
+			data, _, err := hole.Receive()
+			if err != nil {
+				return
+			}
+			if m, err := protocol.DecodeMessage(data); err == nil && m.Header.MsgType == protocol.MsgFindNode {
+				select {
+				case findNode <- struct{}{}:
+				default:
+				}
+			}
+		}
+	}()
+
+	fc.Advance(7 * time.Second)
+	if err := pub.PublishEndpointRecord(ctx, endpointRecord(t, pk, 2, fc.Now(), 3600, "")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-findNode:
+	case <-time.After(10 * time.Second):
+		t.Fatal("renewal lookup never asked the silent contact")
+	}
+	byID := map[a2al.NodeID]*Node{}
+	for _, n := range c.nodes {
+		byID[n.NodeID()] = n
+	}
+	s.mu.Lock()
+	var stale []a2al.NodeID
+	for id := range s.members {
+		if heldSeq(byID[id], key) != 2 {
+			stale = append(stale, id)
+		}
+	}
+	n := len(s.members)
+	s.mu.Unlock()
+	if n == 0 || len(stale) > 0 {
+		t.Fatalf("%d of %d members still hold the old record when the lookup starts", len(stale), n)
+	}
+	_ = hole.Close()
+	waitRenewed(t, pub)
+}
