@@ -108,7 +108,15 @@ type Config struct {
 // Host is an a2al node: one UDP socket shared by the DHT, STUN/ICE and QUIC, a
 // DHT node, NAT sensing, signaling clients, the Mode B pool with its punch
 // scheduler, endpoint publishing and Mode A application connections.
+//
+// Locks (docs/architecture.md "Lock order"): h.mu guards the groups below
+// it. Holding it, the host takes only the call gate's lock and the ICE
+// check guard's (admitCallLocked), both leaves; it is never held while
+// calling the pool, the scheduler, the DHT node, a hub client or votes, each
+// of which has its own lock, and nothing takes h.mu while holding another
+// lock of the host.
 type Host struct {
+	// Set in New, read-only afterwards.
 	cfg   Config
 	log   *slog.Logger
 	id    *Identity
@@ -118,38 +126,44 @@ type Host struct {
 	ln    *quic.Listener
 	env   *iceEnv
 	node  *dht.Node
-	pool  *Pool
-	sched *Scheduler
+	pool  *Pool      // own lock (Pool.mu)
+	sched *Scheduler // own lock (Scheduler.mu)
 	hubs  []*signal.Client
 	stun  []string
 	m     *hostMetrics
+	votes addrVotes // own lock (addrVotes.mu), never taken together with h.mu
+	// callRate admits incoming calls per minute (own lock callGate.mu, a
+	// leaf).
+	callRate *callGate
 
-	ctx    context.Context
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
-
-	mu         sync.Mutex
-	expect     map[a2al.Address]chan *quic.Conn // callee punches waiting for the caller's QUIC
-	calls      map[a2al.NodeID]*inCall          // incoming calls being handled
-	callRate   *callGate                        // per-minute admission of incoming calls (own lock)
-	nat        natprobe.Result
-	natKnown   bool
-	sense      natSense // NAT type from DHT peers (natsense.go)
-	pub        publishState
-	pm         mappingState
-	votes      addrVotes    // own lock
-	peerPublic *net.UDPAddr // the address DHT peers agree on (nil: no quorum)
-	peerIP     net.IP       // the IP they agree on, whatever the ports
-	punchLog   []PunchRecord
-	punchWait  map[a2al.NodeID][]chan error // user dials waiting for a punch's outcome
-	closeOnce  sync.Once
+	ctx       context.Context
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+	closeOnce sync.Once
 
 	acceptA     chan *Conn
 	unexpectedB atomic.Uint64 // Mode B connections refused for identity
-	admit       admission     // inbound Mode A caps (own lock)
-	agents      agentSet      // hosted agent identities (own lock)
-	svcMu       sync.RWMutex  // guards services
+	admit       admission     // inbound Mode A caps (own lock admission.mu, a leaf)
+	agents      agentSet      // hosted agent identities (own lock agentSet.mu, a leaf)
+	svcMu       sync.RWMutex  // guards services; a leaf
 	services    map[a2al.Address]*service
+
+	mu sync.Mutex // guards every field from here to the end of the struct
+
+	// Punching: the callee side's pending calls and the caller's waiters.
+	expect    map[a2al.Address]chan *quic.Conn // callee punches waiting for the caller's QUIC
+	calls     map[a2al.NodeID]*inCall          // incoming calls being handled
+	punchLog  []PunchRecord                    // recent outcomes, at most maxPunchLog
+	punchWait map[a2al.NodeID][]chan error     // user dials waiting for a punch's outcome
+
+	// What we know of our own reachability, and what we published.
+	nat        natprobe.Result
+	natKnown   bool
+	sense      natSense // NAT type from DHT peers (natsense.go): byPeers and last; its channels are set in New
+	pub        publishState
+	pm         mappingState // pm.mapper is set in New and read-only afterwards
+	peerPublic *net.UDPAddr // the address DHT peers agree on (nil: no quorum)
+	peerIP     net.IP       // the IP they agree on, whatever the ports
 }
 
 // New binds the socket and starts every component. The DHT is started but not

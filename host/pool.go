@@ -64,17 +64,22 @@ type PoolConfig struct {
 
 // Pool holds authenticated Mode B QUIC connections keyed by NodeID. It never
 // blocks the DHT: SendTo only enqueues, every entry has its own sender.
+//
+// Locks (docs/architecture.md "Lock order"): mu guards entries, lru, closed
+// and each entry's elem. It is a leaf: connections are closed, OnRemove,
+// OnReceive and the injector are called, and queues are written only after
+// it is released. An entry's own fields are set before it is published in
+// entries and read-only afterwards, except the atomics.
 type Pool struct {
 	cfg    PoolConfig
 	inject atomic.Pointer[injectorBox]
+	wg     sync.WaitGroup
+	stats  PoolStats // atomics
 
 	mu      sync.Mutex
 	entries map[a2al.NodeID]*poolEntry
 	lru     *list.List // front = most recently used
 	closed  bool
-	wg      sync.WaitGroup
-
-	stats PoolStats
 }
 
 type injectorBox struct{ Injector }

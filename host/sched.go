@@ -93,12 +93,20 @@ const (
 // back-off after failure. run executes one attempt; reject reports requests
 // that will never run so the DHT can clear its in-flight flag. Both callbacks
 // are invoked from scheduler goroutines, never from Enqueue.
+//
+// Locks (docs/architecture.md "Lock order"): mu guards the group below it
+// and is a leaf: run and reject are called outside it (Cancel only cancels a
+// running attempt's context under it, which takes no lock of ours).
 type Scheduler struct {
 	cfg    SchedConfig
 	run    func(ctx context.Context, job PunchJob) Outcome
 	reject func(job PunchJob, why RejectReason)
+	wake   chan struct{}
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
 
-	mu       sync.Mutex
+	mu       sync.Mutex // guards everything below
 	queues   [numPrio][]*PunchJob
 	queued   map[a2al.NodeID]*PunchJob
 	running  map[a2al.NodeID]context.CancelFunc
@@ -106,10 +114,6 @@ type Scheduler struct {
 	fails    map[a2al.NodeID]backoffState
 	rejects  []rejected
 	closed   bool
-	wake     chan struct{}
-	ctx      context.Context
-	cancel   context.CancelFunc
-	wg       sync.WaitGroup
 	attempts [numPrio]uint64
 }
 
