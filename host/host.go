@@ -140,6 +140,7 @@ type Host struct {
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
 	closeOnce sync.Once
+	closeErr  error // set inside closeOnce
 
 	acceptA     chan *Conn
 	unexpectedB atomic.Uint64 // Mode B connections refused for identity
@@ -272,9 +273,8 @@ func New(cfg Config) (*Host, error) {
 	h.sched = NewScheduler(cfg.Sched, h.runPunch, h.rejectPunch)
 	abort := func(what string, err error) (*Host, error) {
 		h.sched.Close()
-		h.pool.Close()
-		h.closeParts()
-		return nil, fmt.Errorf("host: %s: %w", what, err)
+		// The cause comes first; what tearing down the parts met follows.
+		return nil, errors.Join(fmt.Errorf("host: %s: %w", what, err), h.pool.Close(), h.closeParts())
 	}
 	seen := ""
 	if cfg.DataDir != "" {
@@ -550,33 +550,57 @@ func (h *Host) janitor() {
 }
 
 // Close stops everything: punches, hubs, pool, DHT, QUIC, ICE and the socket.
+// It returns the errors it met doing so (joined); later calls return the
+// same.
 func (h *Host) Close() error {
 	h.closeOnce.Do(func() {
 		h.cancel()
 		h.sched.Close()
+		var errs []error
 		for _, c := range h.hubs {
-			_ = c.Close()
+			if err := c.Close(); err != nil {
+				errs = append(errs, fmt.Errorf("host: close hub client %s: %w", c.URL(), err))
+			}
 		}
 		h.wg.Wait()
 		if h.pm.mapper != nil {
-			_ = h.pm.mapper.Close() // removes the mapping from the router
+			if err := h.pm.mapper.Close(); err != nil { // removes the mapping from the router
+				errs = append(errs, fmt.Errorf("host: close port mapping: %w", err))
+			}
 		}
-		h.pool.Close()
+		if err := h.pool.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("host: close pool: %w", err))
+		}
 		// The demux's DHT view cannot be closed on its own: closing the socket
 		// is what ends the DHT's receive loop, so the node closes last.
-		h.closeParts()
-		_ = h.node.Close()
+		errs = append(errs, h.closeParts())
+		if err := h.node.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("host: close dht node: %w", err))
+		}
+		h.closeErr = errors.Join(errs...)
 	})
-	return nil
+	return h.closeErr
 }
 
-func (h *Host) closeParts() {
+// closeParts closes the QUIC listener and transport, the ICE mux and the
+// socket, in that order, and returns the errors it met.
+func (h *Host) closeParts() error {
+	var errs []error
 	if h.ln != nil {
-		_ = h.ln.Close()
+		if err := h.ln.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("host: close quic listener: %w", err))
+		}
 	}
-	_ = h.qtr.Close()
+	if err := h.qtr.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("host: close quic transport: %w", err))
+	}
 	if h.env != nil {
-		_ = h.env.mux.Close()
+		if err := h.env.mux.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("host: close ice mux: %w", err))
+		}
 	}
-	_ = h.demux.Close()
+	if err := h.demux.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("host: close socket: %w", err))
+	}
+	return errors.Join(errs...)
 }
