@@ -258,8 +258,14 @@ func (p *Pool) drop(e *poolEntry, reason string) {
 	p.closeEntry(e, reason)
 }
 
-// SendTo implements the hot path of dht.PunchTransport: it never blocks.
-func (p *Pool) SendTo(_ context.Context, id a2al.NodeID, msg []byte) (bool, error) {
+// SendTo implements the hot path of dht.PunchTransport: it never blocks, so
+// ctx matters only when it has already ended (nothing is queued then). A
+// full queue refuses the message with ErrSendQueueFull and ok=false: the DHT
+// sends it over UDP instead.
+func (p *Pool) SendTo(ctx context.Context, id a2al.NodeID, msg []byte) (bool, error) {
+	if err := ctx.Err(); err != nil {
+		return false, fmt.Errorf("host: mode B send: %w", err)
+	}
 	p.mu.Lock()
 	e, ok := p.entries[id]
 	if ok {

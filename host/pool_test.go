@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"errors"
 	"net"
 	"runtime"
 	"sync"
@@ -159,6 +160,20 @@ func TestPoolSendSmallAndLarge(t *testing.T) {
 	// Unknown peer: not pooled, caller falls back.
 	if ok, _ := a.pool.SendTo(context.Background(), a2al.NodeID{1}, small); ok {
 		t.Fatal("SendTo to unknown peer reported ok")
+	}
+}
+
+// A send whose context has already ended queues nothing and says why.
+func TestPoolSendHonoursContext(t *testing.T) {
+	a, b := newTestPeer(t, 4), newTestPeer(t, 4)
+	connect(t, a, b)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if ok, err := a.pool.SendTo(ctx, b.id.NodeID, []byte{0xa1, 1}); ok || !errors.Is(err, context.Canceled) {
+		t.Fatalf("SendTo with a cancelled context: ok %v err %v", ok, err)
+	}
+	if st := a.pool.Stats(); st.SentDatagrams.Load() != 0 || st.QueueDrops.Load() != 0 {
+		t.Fatalf("cancelled send was queued: sent %d drops %d", st.SentDatagrams.Load(), st.QueueDrops.Load())
 	}
 }
 
