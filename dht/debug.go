@@ -137,6 +137,7 @@ func (n *Node) debugHealth() map[string]any {
 		"drop_task_queue":     n.cnt.dropTaskQueue.Load(),
 		"drop_punched_queue":  n.cnt.dropPunchedQueue.Load(),
 		"punches":             n.cnt.punches.Load(),
+		"punch_send_fallback": n.cnt.punchFallback.Load(),
 		"drop_replay":         n.cnt.dropReplay.Load(),
 		"drop_unproven":       n.cnt.dropUnproven.Load(),
 		"drop_challenge":      n.cnt.dropChallenge.Load(),

@@ -475,9 +475,9 @@ func (n *Node) reply(p inPath, tx [protocol.TxIDLen]byte, body any) {
 		return
 	}
 	if p.punched() && n.punch != nil {
-		if ok, err := n.punch.SendTo(n.ctx, p.id, raw); ok {
-			if err == nil {
-				n.cnt.tx.Add(1)
+		if sent, err := n.sendPunched(n.ctx, p.id, raw); sent {
+			if err != nil {
+				n.log.Debug("dht: send reply", "to", p.id, "err", err)
 			}
 			return
 		}

@@ -51,6 +51,9 @@ const (
 var (
 	ErrNoEndpoint        = errors.New("dht: no endpoint record")
 	ErrNoMatchingRecords = errors.New("dht: no matching records")
+	// ErrNotStarted: an RPC was asked of a node whose Start was not called
+	// (nothing would read its answer).
+	ErrNotStarted = errors.New("dht: node not started (call Start first)")
 
 	errNilNode          = errors.New("dht: nil node")
 	errConfig           = errors.New("dht: invalid config")
@@ -85,6 +88,7 @@ type counters struct {
 	dropReplay, dropChallenge        atomic.Uint64
 	challenges, addrMoves            atomic.Uint64
 	dropUnproven, dropPunchedQueue   atomic.Uint64
+	punchFallback                    atomic.Uint64 // punched sends refused, sent over UDP instead
 }
 
 // Node is a single DHT participant (routing + local store + wire handler).
@@ -207,7 +211,8 @@ func NewNode(cfg Config) (*Node, error) {
 	return n, nil
 }
 
-// Start launches the receive loop and background workers. Idempotent.
+// Start launches the receive loop and background workers. Idempotent. RPCs
+// of a node not started fail with ErrNotStarted.
 func (n *Node) Start() {
 	if n == nil || !n.started.CompareAndSwap(false, true) {
 		return

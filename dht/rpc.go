@@ -128,10 +128,7 @@ func (n *Node) encode(tx [protocol.TxIDLen]byte, body any) ([]byte, error) {
 // know the peer's NodeID and the punch layer has one, else over UDP.
 func (n *Node) sendOut(ctx context.Context, to net.Addr, id a2al.NodeID, hasID bool, raw []byte) error {
 	if n.punch != nil && hasID {
-		if ok, err := n.punch.SendTo(ctx, id, raw); ok {
-			if err == nil {
-				n.cnt.tx.Add(1)
-			}
+		if sent, err := n.sendPunched(ctx, id, raw); sent {
 			return err
 		}
 	}
@@ -140,6 +137,28 @@ func (n *Node) sendOut(ctx context.Context, to net.Addr, id a2al.NodeID, hasID b
 	}
 	n.cnt.tx.Add(1)
 	return nil
+}
+
+// sendPunched offers raw to the punch layer. done: it went there, or must
+// go nowhere (ctx ended: err says why). A punched connection that refuses
+// the message (its send queue is full) is counted as punch_send_fallback
+// and the message falls back to UDP.
+func (n *Node) sendPunched(ctx context.Context, id a2al.NodeID, raw []byte) (done bool, err error) {
+	ok, err := n.punch.SendTo(ctx, id, raw)
+	switch {
+	case ok:
+		if err == nil {
+			n.cnt.tx.Add(1)
+		}
+		return true, err
+	case err == nil:
+		return false, nil // no punched connection
+	case ctx.Err() != nil:
+		return true, fmt.Errorf("dht: send to %v over its punched connection: %w", id, err)
+	}
+	n.cnt.punchFallback.Add(1)
+	n.log.Debug("dht: punched connection refused a message, sending it over UDP", "peer", id, "err", err)
+	return false, nil
 }
 
 // startCall sends one request attempt and registers its waiter on ch; it
@@ -196,7 +215,7 @@ func (n *Node) roundTrip(ctx context.Context, to net.Addr, matchID bool, body an
 // roundTripTo is roundTrip with the peer's NodeID supplied by the caller.
 func (n *Node) roundTripTo(ctx context.Context, to net.Addr, id a2al.NodeID, hasID, matchID bool, body any) (rpcResult, error) {
 	if !n.started.Load() {
-		n.Start()
+		return rpcResult{}, ErrNotStarted
 	}
 	expectID := hasID && matchID
 	ch := make(chan rpcResult, rpcAttempts)
