@@ -6,13 +6,14 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"strings"
+	"strconv"
 	"time"
 
 	"github.com/pion/ice/v2"
 	"github.com/pion/stun"
 	ptransport "github.com/pion/transport/v2"
 
+	"github.com/a2alnode/a2al/protocol"
 	"github.com/a2alnode/a2al/transport"
 )
 
@@ -64,44 +65,35 @@ func localIPs(f transport.Families) []net.IP {
 }
 
 // endpointAddrs turns "quic://host:port" (or legacy udp://) from a peer's
-// record into UDP addresses: a literal of either family (IPv4-mapped read as
+// record into UDP addresses (protocol.ParseEndpointURL owns the URL's
+// syntax): a literal of either family (IPv4-mapped read as
 // IPv4), or a name resolved under ctx (a record full of unresolvable names
 // must not outlast the dial) to at most one address per family, IPv6 first.
 // n is the vnet in tests (names resolve to IPv4 there).
 func endpointAddrs(ctx context.Context, n interface {
 	ResolveUDPAddr(string, string) (*net.UDPAddr, error)
 }, ep string) ([]*net.UDPAddr, error) {
-	rest, ok := strings.CutPrefix(ep, "quic://")
-	if !ok {
-		if rest, ok = strings.CutPrefix(ep, "udp://"); !ok {
-			return nil, fmt.Errorf("endpoint %q: unsupported scheme", ep)
-		}
+	host, port, err := protocol.ParseEndpointURL(ep)
+	if err != nil {
+		return nil, err
 	}
-	if ap, err := netip.ParseAddrPort(rest); err == nil {
-		if ap.Port() == 0 || ap.Addr().Zone() != "" {
-			return nil, fmt.Errorf("endpoint %q: port 0 or zoned address", ep)
+	if ip, err := netip.ParseAddr(host); err == nil {
+		if ip.Zone() != "" {
+			return nil, fmt.Errorf("endpoint %q: zoned address", ep)
 		}
-		return []*net.UDPAddr{net.UDPAddrFromAddrPort(netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()))}, nil
+		return []*net.UDPAddr{net.UDPAddrFromAddrPort(netip.AddrPortFrom(ip.Unmap(), port))}, nil
 	}
 	if n != nil {
-		a, err := n.ResolveUDPAddr("udp4", rest)
+		a, err := n.ResolveUDPAddr("udp4", net.JoinHostPort(host, strconv.Itoa(int(port))))
 		if err != nil {
 			return nil, fmt.Errorf("endpoint %q: %w", ep, err)
 		}
 		return []*net.UDPAddr{a}, nil
 	}
-	host, portStr, err := net.SplitHostPort(rest)
-	if err != nil {
-		return nil, fmt.Errorf("endpoint %q: %w", ep, err)
-	}
 	// The resolver may answer from /etc/hosts without looking at ctx; a
 	// dial that has ended must not resolve anything.
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("endpoint %q: %w", ep, err)
-	}
-	port, err := net.DefaultResolver.LookupPort(ctx, "udp", portStr)
-	if err != nil || port == 0 {
-		return nil, fmt.Errorf("endpoint %q: port %q: %w", ep, portStr, err)
 	}
 	ips, err := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
 	if err != nil {
@@ -111,7 +103,7 @@ func endpointAddrs(ctx context.Context, n interface {
 	for _, want6 := range []bool{true, false} {
 		for _, ip := range ips {
 			if ip = ip.Unmap(); ip.Is6() == want6 && ip.Zone() == "" {
-				out = append(out, net.UDPAddrFromAddrPort(netip.AddrPortFrom(ip, uint16(port))))
+				out = append(out, net.UDPAddrFromAddrPort(netip.AddrPortFrom(ip, port)))
 				break
 			}
 		}

@@ -153,7 +153,7 @@ func (h *Host) Dial(ctx context.Context, addr a2al.Address) (*Conn, error) {
 		h.m.dialsA.WithLabelValues("direct", "ok").Inc()
 		return c, nil
 	}
-	if len(hubsOf(er)) == 0 {
+	if len(er.SignalURLs()) == 0 {
 		h.m.dialsA.WithLabelValues("direct", "fail").Inc()
 		h.node.LocalStoreInvalidate(id, protocol.RecTypeEndpoint)
 		return nil, fmt.Errorf("%w: %s: direct: %w", ErrNoRoute, addr.String(), derr)
@@ -189,7 +189,7 @@ func (h *Host) dialA(ctx context.Context, to net.Addr, peer a2al.Address, timeou
 
 func (h *Host) dialDirect(ctx context.Context, er *protocol.EndpointRecord) (*Conn, error) {
 	restricted := er.NatType == protocol.NATRestricted || er.NatType == protocol.NATPortRestricted || er.NatType == protocol.NATSymmetric
-	if restricted && len(hubsOf(er)) > 0 {
+	if restricted && len(er.SignalURLs()) > 0 {
 		return nil, errors.New("skipped: peer is behind a filtering NAT")
 	}
 	// Happy Eyeballs (docs/host.md §6.2): IPv6 first, the next family

@@ -66,12 +66,7 @@ func (h *Host) natPair(peer a2al.NodeID, er *protocol.EndpointRecord) string {
 		local = string(nr.Type)
 	}
 	if er == nil {
-		for _, sr := range h.node.LocalStoreGet(peer, protocol.RecTypeEndpoint) {
-			if r, err := protocol.ParseEndpointRecord(sr); err == nil {
-				er = r
-				break
-			}
-		}
+		er = h.node.LocalEndpointRecord(peer, nil)
 	}
 	remote := "unknown"
 	if er != nil {
@@ -245,10 +240,10 @@ func (h *Host) endpointRecord(ctx context.Context, id a2al.NodeID, er *protocol.
 	if er != nil && a2al.NodeIDFromAddress(er.Address) == id {
 		return er, nil
 	}
-	for _, sr := range h.node.LocalStoreGet(id, protocol.RecTypeEndpoint) {
-		if r, err := protocol.ParseEndpointRecord(sr); err == nil && a2al.NodeIDFromAddress(r.Address) == id {
-			return r, nil
-		}
+	if r := h.node.LocalEndpointRecord(id, func(r *protocol.EndpointRecord) bool {
+		return a2al.NodeIDFromAddress(r.Address) == id
+	}); r != nil {
+		return r, nil
 	}
 	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
@@ -260,17 +255,6 @@ func (h *Host) endpointRecord(ctx context.Context, id a2al.NodeID, er *protocol.
 		return nil, fmt.Errorf("resolve: record address does not match the NodeID")
 	}
 	return r, nil
-}
-
-// hubsOf lists the hub URLs a record names.
-func hubsOf(er *protocol.EndpointRecord) []string {
-	if len(er.Signals) > 0 {
-		return er.Signals
-	}
-	if er.Signal != "" {
-		return []string{er.Signal}
-	}
-	return nil
 }
 
 // Waiting for a hub connection before a call: none for our own clients (they
@@ -378,7 +362,7 @@ func (h *Host) punchOut(ctx context.Context, job PunchJob, start time.Time) (r p
 		return r, err
 	}
 	r.peer = er.Address
-	urls := hubsOf(er)
+	urls := er.SignalURLs()
 	if len(urls) == 0 {
 		return r, errors.New("endpoint record names no hub")
 	}
@@ -644,13 +628,7 @@ func (h *Host) handleCall(peer a2al.Address, s signaler) {
 
 	start := call.start
 	rec := PunchRecord{Peer: peer.String(), Role: "callee", Priority: -1, At: h.cfg.Now()}
-	var er *protocol.EndpointRecord
-	for _, sr := range h.node.LocalStoreGet(pid, protocol.RecTypeEndpoint) {
-		if r, err := protocol.ParseEndpointRecord(sr); err == nil && r.Address == peer {
-			er = r
-			break
-		}
-	}
+	er := h.node.LocalEndpointRecord(pid, func(r *protocol.EndpointRecord) bool { return r.Address == peer })
 	rec.NATPair = h.natPair(pid, er)
 	ev := h.startDirectEvidence(ctx, er)
 	defer ev.stop()

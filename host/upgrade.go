@@ -60,7 +60,7 @@ func (h *Host) watchRelayed(peer a2al.Address, er *protocol.EndpointRecord, conn
 // connection, if any, replaces the pooled one.
 func (h *Host) punchDirect(ctx context.Context, peer a2al.Address, er *protocol.EndpointRecord) error {
 	start := time.Now()
-	client, release, err := h.clientFor(ctx, hubsOf(er))
+	client, release, err := h.clientFor(ctx, er.SignalURLs())
 	if err != nil {
 		return err
 	}
