@@ -13,47 +13,6 @@ import (
 	"github.com/a2alnode/a2al"
 )
 
-// ModeAConfig bounds inbound application (Mode A) connections so callers
-// cannot squat on a node's slots (docs/modea.md).
-type ModeAConfig struct {
-	// MaxConns caps inbound Mode A connections in total. Default 256; zero
-	// means the default.
-	MaxConns int
-	// MaxPerIP caps inbound Mode A connections from one remote IPv4 address
-	// or IPv6 /64 (one subscriber's prefix). Default 16 (a household behind
-	// one NAT); zero means the default.
-	MaxPerIP int
-	// MaxPerPeer caps inbound Mode A connections from one verified identity.
-	// Default 4; zero means the default.
-	MaxPerPeer int
-	// IdleTimeout closes an inbound connection after this long without
-	// application activity (stream opened, bytes read or written); QUIC
-	// keepalives do not count. Default 5 min; zero means the default.
-	IdleTimeout time.Duration
-	// RouteTimeout bounds the agent-route exchange on both sides. Default
-	// 10 s; zero means the default.
-	RouteTimeout time.Duration
-}
-
-func (c ModeAConfig) withDefaults() ModeAConfig {
-	if c.MaxConns <= 0 {
-		c.MaxConns = 256
-	}
-	if c.MaxPerIP <= 0 {
-		c.MaxPerIP = 16
-	}
-	if c.MaxPerPeer <= 0 {
-		c.MaxPerPeer = 4
-	}
-	if c.IdleTimeout <= 0 {
-		c.IdleTimeout = 5 * time.Minute
-	}
-	if c.RouteTimeout <= 0 {
-		c.RouteTimeout = 10 * time.Second
-	}
-	return c
-}
-
 // admission counts live inbound Mode A connections per IP, per identity and
 // in total. Its maps hold only keys with live connections, so they are
 // bounded by MaxConns.
@@ -174,11 +133,15 @@ func (h *Host) runModeA(c *Conn) {
 }
 
 // watchIdle returns when c closes; it closes c when the host closes or when
-// c has had no application activity for IdleTimeout.
+// c has had no application activity for IdleTimeout (unless
+// DisableIdleTimeout).
 func (h *Host) watchIdle(c *Conn) {
 	idle := h.cfg.ModeA.IdleTimeout
 	t := time.NewTimer(idle)
 	defer t.Stop()
+	if h.cfg.ModeA.DisableIdleTimeout {
+		t.Stop()
+	}
 	for {
 		select {
 		case <-c.Context().Done():

@@ -31,7 +31,7 @@ func poolDirect(tb testing.TB, a, b *Host) {
 	b.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	qc, err := a.qtr.Dial(ctx, b.LocalAddr(), a.id.ClientTLS(b.Address(), ALPNModeB), quicConfig(0))
+	qc, err := a.qtr.Dial(ctx, b.LocalAddr(), a.id.ClientTLS(b.Address(), ALPNModeB), quicConfig(DefaultHandshakeLimit))
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -2,7 +2,6 @@ package host
 
 import (
 	"context"
-	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -16,94 +15,15 @@ import (
 
 	"github.com/pion/ice/v2"
 	"github.com/pion/logging"
-	ptransport "github.com/pion/transport/v2"
 	"github.com/quic-go/quic-go"
 
 	"github.com/a2alnode/a2al"
 	"github.com/a2alnode/a2al/crypto"
 	"github.com/a2alnode/a2al/dht"
 	"github.com/a2alnode/a2al/natprobe"
-	"github.com/a2alnode/a2al/portmap"
 	"github.com/a2alnode/a2al/signal"
 	"github.com/a2alnode/a2al/transport"
 )
-
-// DefaultListenAddr is the node's UDP port for DHT, STUN/ICE and QUIC.
-const DefaultListenAddr = ":4121"
-
-// Config configures a Host. Only Key is required.
-type Config struct {
-	Key ed25519.PrivateKey
-	// ListenAddr is the UDP address to bind (default ":4121"); ignored when
-	// PacketConn is set.
-	ListenAddr string
-	// PacketConn is a caller-supplied socket (pion vnet in tests and the demo);
-	// the Host owns it from then on and closes it.
-	PacketConn net.PacketConn
-	// Net is the network ICE gathers on (vnet); nil = the OS network.
-	Net ptransport.Net
-	// Bootstrap are DHT seed "host:port" addresses.
-	Bootstrap []string
-	// HubURLs are signaling hubs (ws:// or wss://) to register at and publish.
-	HubURLs []string
-	// STUNServers are "host:port"; default: <hub host>:3478 for every hub.
-	STUNServers []string
-	// DataDir holds peers.cache and the DHT seen-peers file; "" = no persistence.
-	DataDir string
-	Logger  *slog.Logger
-	Now     func() time.Time
-
-	ICE            ICETimers
-	Sched          SchedConfig
-	PoolSize       int
-	PoolIdle       time.Duration
-	PunchTimeout   time.Duration // whole attempt budget (default 45 s)
-	HandshakeLimit time.Duration // QUIC handshake (default 10 s)
-	NATInterval    time.Duration // NAT re-classification (default 20 min)
-	NATTimeout     time.Duration // per STUN transaction (default 2 s)
-	RecordTTL      uint32        // endpoint record TTL seconds (default 3600)
-	// TURN are relays of our own choosing (e.g. coturn), used besides the
-	// hubs' relays. Default: none.
-	TURN []TURNServer
-	// NoHubTURN stops asking hubs for relay credentials. Default (false):
-	// every connected hub that serves TURN is a relay of last resort.
-	NoHubTURN bool
-	// RelayWait is how long a caller's ICE prefers a direct path before it
-	// may settle for a relayed one, unless the NAT pair is known to be
-	// unpunchable (then: no wait). Default (0): 1.5 s.
-	RelayWait time.Duration
-	// RelayUpgrade is how long a relayed connection we dialed runs before we
-	// try once more to punch the peer directly (then twice as long after each
-	// failure, up to 30 min). Default (0): 2 minutes.
-	RelayUpgrade time.Duration
-	// Limits bound what callers can make this host send or run (zero fields
-	// = DefaultPunchLimits; see docs/security.md).
-	Limits PunchLimits
-	// IncludeLoopback lets ICE offer loopback candidates (single-machine tests).
-	IncludeLoopback bool
-	// DisableNAT skips NAT classification (the record then says "unknown").
-	DisableNAT bool
-	// DisableMaintenance stops the background bootstrap/NAT/publish loop;
-	// tests drive those steps explicitly.
-	DisableMaintenance bool
-	// PortMapping asks the home router to forward our UDP port
-	// (docs/port-mapping.md): "auto" (PCP, then NAT-PMP, then UPnP), "pcp",
-	// "natpmp", "upnp" or "off". Default (""): "auto", except "off" with
-	// PacketConn or DisableMaintenance (tests, one-shot clients). A
-	// loopback ListenAddr is never mapped, whatever the mode.
-	PortMapping string
-	// PortMap tunes the mapper (gateway, lease, check interval, timeouts);
-	// zero fields take portmap.Config's defaults. Mode, InternalPort,
-	// Logger, Now and OnChange are set by the host.
-	PortMap portmap.Config
-	// PublicAddr is a port forward the user set up by hand ("IPv4:port"); it
-	// is published first in the endpoint record as stated, without proof.
-	// Default (""): none.
-	PublicAddr string
-	// ModeA bounds inbound application connections; zero fields take the
-	// defaults documented on ModeAConfig.
-	ModeA ModeAConfig
-}
 
 // Host is an a2al node: one UDP socket shared by the DHT, STUN/ICE and QUIC, a
 // DHT node, NAT sensing, signaling clients, the Mode B pool with its punch
@@ -171,53 +91,10 @@ type Host struct {
 // bootstrapped; unless DisableMaintenance, a background loop bootstraps,
 // classifies the NAT and publishes the endpoint record.
 func New(cfg Config) (*Host, error) {
-	mapMode, err := cfg.portMappingMode()
-	if err != nil {
-		return nil, fmt.Errorf("host: %w", err)
-	}
-	pc := cfg.PortMap
-	pc.Mode, pc.InternalPort = portmap.ModeAuto, 1 // the mode is checked above, the port known once bound
-	if err := portmap.Validate(pc); err != nil {
-		return nil, fmt.Errorf("host: %w", err)
-	}
-	public, err := parsePublicAddr(cfg.PublicAddr)
-	if err != nil {
+	if err := cfg.fill(); err != nil {
 		return nil, err
 	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
-	}
-	if cfg.Now == nil {
-		cfg.Now = time.Now
-	}
-	if cfg.PunchTimeout <= 0 {
-		cfg.PunchTimeout = 45 * time.Second
-	}
-	if cfg.NATInterval <= 0 {
-		cfg.NATInterval = 20 * time.Minute
-	}
-	if cfg.RecordTTL == 0 {
-		cfg.RecordTTL = 3600
-	}
-	if cfg.RelayWait <= 0 {
-		cfg.RelayWait = defaultRelayWait
-	}
-	if cfg.RelayUpgrade <= 0 {
-		cfg.RelayUpgrade = defaultRelayUpgrade
-	}
-	for _, t := range cfg.TURN {
-		if err := t.validate(); err != nil {
-			return nil, fmt.Errorf("host: %w", err)
-		}
-	}
-	cfg.ICE = cfg.ICE.withDefaults()
-	for _, u := range cfg.HubURLs { // refused before anything binds or is published
-		if _, err := signal.CanonicalURL(u); err != nil {
-			return nil, fmt.Errorf("host: hub URL %q: %w", u, err)
-		}
-	}
-	cfg.ModeA = cfg.ModeA.withDefaults()
-	cfg.Limits = cfg.Limits.withDefaults()
+	public, _ := parsePublicAddr(cfg.PublicAddr) // checked by fill
 	id, err := NewIdentity(cfg.Key, cfg.Now())
 	if err != nil {
 		return nil, err
@@ -268,9 +145,15 @@ func New(cfg Config) (*Host, error) {
 	h.callRate = newCallGate(cfg.Limits, cfg.Now)
 	h.env.urls = stunURIs(h.stun)
 
-	h.pool = NewPool(PoolConfig{Self: id.NodeID, MaxSize: cfg.PoolSize, IdleTimeout: cfg.PoolIdle,
-		Logger: cfg.Logger, Now: cfg.Now, OnRemove: h.connGone, OnReceive: h.heardFrom})
-	h.sched = NewScheduler(cfg.Sched, h.runPunch, h.rejectPunch)
+	h.pool, err = NewPool(PoolConfig{Self: id.NodeID, MaxSize: cfg.PoolSize, IdleTimeout: cfg.PoolIdle,
+		DisableIdleExpiry: cfg.DisablePoolIdle, Logger: cfg.Logger, Now: cfg.Now, OnRemove: h.connGone,
+		OnReceive: h.heardFrom})
+	if err == nil {
+		h.sched, err = NewScheduler(cfg.Sched, h.runPunch, h.rejectPunch)
+	}
+	if err != nil { // not expected: fill checked every field they take
+		return nil, errors.Join(err, h.closeParts())
+	}
 	abort := func(what string, err error) (*Host, error) {
 		h.sched.Close()
 		// The cause comes first; what tearing down the parts met follows.
@@ -302,7 +185,7 @@ func New(cfg Config) (*Host, error) {
 	}
 	h.pool.SetInjector(h.node)
 	h.registerNodeMetrics()
-	if err := h.newMapper(mapMode); err != nil {
+	if err := h.newMapper(cfg.PortMapping); err != nil {
 		_ = h.node.Close()
 		return abort("port mapping", err)
 	}

@@ -34,36 +34,6 @@ type signaler interface {
 	Recv(ctx context.Context) (signal.Signal, error)
 }
 
-// ICETimers are the pion timers, set explicitly so behaviour does not drift with
-// the library version; short values suit vnet tests.
-type ICETimers struct {
-	CredWait     time.Duration // wait for the peer's ufrag/pwd
-	Connect      time.Duration // connectivity checks until a pair is selected
-	Check        time.Duration // pion CheckInterval
-	Disconnected time.Duration
-	Failed       time.Duration
-	Keepalive    time.Duration
-}
-
-// DefaultICETimers suit the internet: generous connect budget, pion-like checks.
-func DefaultICETimers() ICETimers {
-	return ICETimers{CredWait: 15 * time.Second, Connect: 20 * time.Second, Check: 50 * time.Millisecond,
-		Disconnected: 5 * time.Second, Failed: 15 * time.Second, Keepalive: 2 * time.Second}
-}
-
-func (t ICETimers) withDefaults() ICETimers {
-	d := DefaultICETimers()
-	for _, f := range []struct{ v, def *time.Duration }{
-		{&t.CredWait, &d.CredWait}, {&t.Connect, &d.Connect}, {&t.Check, &d.Check},
-		{&t.Disconnected, &d.Disconnected}, {&t.Failed, &d.Failed}, {&t.Keepalive, &d.Keepalive},
-	} {
-		if *f.v <= 0 {
-			*f.v = *f.def
-		}
-	}
-	return t
-}
-
 // iceEnv is what every ICE run on one host shares: the UDPMux over the shared
 // socket (so host and server-reflexive candidates are the DHT/QUIC socket's own
 // address and NAT mapping), STUN servers, and the network (vnet in tests).
@@ -245,7 +215,7 @@ func startICE(ctx context.Context, env *iceEnv, sig signaler, controlling bool, 
 	// the checks start are paired and checked as soon as they do). At most
 	// limits.RemoteCandidates are taken, and only those candidateAllowed
 	// accepts (docs/security.md).
-	maxCands, prefixes := env.limits.withDefaults().RemoteCandidates, env.localPrefixes()
+	maxCands, prefixes := env.limits.RemoteCandidates, env.localPrefixes()
 	creds := make(chan iceCred, 1)
 	readErr := make(chan error, 1)
 	s.wg.Add(2)

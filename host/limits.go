@@ -1,5 +1,7 @@
 package host
 
+import "fmt"
+
 // PunchLimits bound what a peer, through the hub, can make this host send or
 // run (docs/security.md, "ICE reflection"). Zero fields take the defaults.
 type PunchLimits struct {
@@ -40,24 +42,20 @@ func DefaultPunchLimits() PunchLimits {
 		CallsConcurrent: 16, CallsPerMinute: 1200, CallsPerCallerPerMinute: 4}
 }
 
-func (l PunchLimits) withDefaults() PunchLimits {
+// fill replaces zero fields by their defaults and refuses negative ones
+// (called by Config.fill).
+func (l *PunchLimits) fill() error {
+	if l.RemoteCandidates < 0 || l.UnprovenPerSession < 0 || l.UnprovenPerDest < 0 || l.UnprovenRate < 0 ||
+		l.CallsConcurrent < 0 || l.CallsPerMinute < 0 || l.CallsPerCallerPerMinute < 0 {
+		return fmt.Errorf("%w: negative punch limit", errConfig)
+	}
 	d := DefaultPunchLimits()
-	setInt := func(v *int, def int) {
-		if *v <= 0 {
-			*v = def
-		}
-	}
-	setF := func(v *float64, def float64) {
-		if *v <= 0 {
-			*v = def
-		}
-	}
-	setInt(&l.RemoteCandidates, d.RemoteCandidates)
-	setInt(&l.UnprovenPerSession, d.UnprovenPerSession)
-	setInt(&l.UnprovenPerDest, d.UnprovenPerDest)
-	setF(&l.UnprovenRate, d.UnprovenRate)
-	setInt(&l.CallsConcurrent, d.CallsConcurrent)
-	setF(&l.CallsPerMinute, d.CallsPerMinute)
-	setF(&l.CallsPerCallerPerMinute, d.CallsPerCallerPerMinute)
-	return l
+	orDefault(&l.RemoteCandidates, d.RemoteCandidates)
+	orDefault(&l.UnprovenPerSession, d.UnprovenPerSession)
+	orDefault(&l.UnprovenPerDest, d.UnprovenPerDest)
+	orDefault(&l.UnprovenRate, d.UnprovenRate)
+	orDefault(&l.CallsConcurrent, d.CallsConcurrent)
+	orDefault(&l.CallsPerMinute, d.CallsPerMinute)
+	orDefault(&l.CallsPerCallerPerMinute, d.CallsPerCallerPerMinute)
+	return nil
 }

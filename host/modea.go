@@ -239,11 +239,11 @@ func (h *Host) dialPunched(ctx context.Context, er *protocol.EndpointRecord) (*C
 	var qc *quic.Conn
 	var err error
 	if tr != nil { // our relay allocation carries the path
-		dctx, cancel := context.WithTimeout(ctx, quicHandshakeTimeout)
+		dctx, cancel := context.WithTimeout(ctx, DefaultHandshakeLimit)
 		qc, err = tr.Dial(dctx, remote, h.id.ClientTLS(er.Address, ALPNModeA), relayQUICConfig(h.cfg.HandshakeLimit))
 		cancel()
 	} else {
-		qc, err = h.dialA(ctx, remote, er.Address, quicHandshakeTimeout)
+		qc, err = h.dialA(ctx, remote, er.Address, DefaultHandshakeLimit)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("quic over %s path %v: %w", path, remote, err)

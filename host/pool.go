@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -23,13 +22,9 @@ import (
 // loss, so no retransmission or stream state is needed); a message too large for
 // the current path MTU goes on its own unidirectional stream, ended by FIN.
 const (
-	maxStreamMessage    = 64 << 10
-	streamReadTimeout   = 5 * time.Second
-	streamWriteTimeout  = 5 * time.Second
-	defaultSendQueueLen = 64
-	defaultPoolSize     = 64
-	defaultPoolIdle     = 5 * time.Minute
-	defaultSilence      = 5 * time.Second
+	maxStreamMessage   = 64 << 10
+	streamReadTimeout  = 5 * time.Second
+	streamWriteTimeout = 5 * time.Second
 )
 
 // Pool errors.
@@ -42,24 +37,6 @@ var (
 // *dht.Node satisfies it.
 type Injector interface {
 	InjectReceived(data []byte, from net.Addr)
-}
-
-// PoolConfig configures a Mode B pool.
-type PoolConfig struct {
-	Self         a2al.NodeID // our NodeID, for the glare tie-break
-	MaxSize      int         // entries; LRU beyond this (default 64)
-	IdleTimeout  time.Duration
-	SendQueueLen int
-	// SilenceTimeout: a connection that receives no packet at all (not even
-	// a QUIC ACK) within this long after we sent on it is dead (default 5 s).
-	SilenceTimeout time.Duration
-	Logger         *slog.Logger
-	Now            func() time.Time
-	// OnRemove is called (outside the pool lock) when an entry leaves the pool.
-	OnRemove func(id a2al.NodeID, reason string)
-	// OnReceive is called (from a receive goroutine) for every DHT message
-	// that arrives over a pooled connection; it must not block.
-	OnReceive func(id a2al.NodeID)
 }
 
 // Pool holds authenticated Mode B QUIC connections keyed by NodeID. It never
@@ -121,26 +98,11 @@ type PoolPath struct {
 }
 
 // NewPool creates an empty pool. Call SetInjector before adding connections.
-func NewPool(cfg PoolConfig) *Pool {
-	if cfg.MaxSize <= 0 {
-		cfg.MaxSize = defaultPoolSize
+func NewPool(cfg PoolConfig) (*Pool, error) {
+	if err := cfg.fill(); err != nil {
+		return nil, err
 	}
-	if cfg.IdleTimeout <= 0 {
-		cfg.IdleTimeout = defaultPoolIdle
-	}
-	if cfg.SendQueueLen <= 0 {
-		cfg.SendQueueLen = defaultSendQueueLen
-	}
-	if cfg.SilenceTimeout <= 0 {
-		cfg.SilenceTimeout = defaultSilence
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
-	}
-	if cfg.Now == nil {
-		cfg.Now = time.Now
-	}
-	return &Pool{cfg: cfg, entries: make(map[a2al.NodeID]*poolEntry), lru: list.New()}
+	return &Pool{cfg: cfg, entries: make(map[a2al.NodeID]*poolEntry), lru: list.New()}, nil
 }
 
 // SetInjector sets where received DHT messages go (two-phase init: the pool is
@@ -323,8 +285,12 @@ func (p *Pool) EvictAll(reason string) int {
 	return len(all)
 }
 
-// ExpireIdle closes entries that carried no DHT message for IdleTimeout.
+// ExpireIdle closes entries that carried no DHT message for IdleTimeout
+// (none with DisableIdleExpiry).
 func (p *Pool) ExpireIdle() int {
+	if p.cfg.DisableIdleExpiry {
+		return 0
+	}
 	cut := p.cfg.Now().Add(-p.cfg.IdleTimeout).UnixNano()
 	p.mu.Lock()
 	var idle []*poolEntry

@@ -75,12 +75,12 @@ func newTestPeer(t testing.TB, maxSize int) *testPeer {
 		t.Fatal(err)
 	}
 	tr := &quic.Transport{Conn: udp}
-	ln, err := tr.Listen(id.ServerTLS(nil), quicConfig(0))
+	ln, err := tr.Listen(id.ServerTLS(nil), quicConfig(DefaultHandshakeLimit))
 	if err != nil {
 		t.Fatal(err)
 	}
 	p := &testPeer{id: id, udp: udp, tr: tr, ln: ln, rec: newRecorder()}
-	p.pool = NewPool(PoolConfig{Self: id.NodeID, MaxSize: maxSize})
+	p.pool = mustPool(t, PoolConfig{Self: id.NodeID, MaxSize: maxSize})
 	p.pool.SetInjector(p.rec)
 	t.Cleanup(func() {
 		p.pool.Close()
@@ -105,7 +105,7 @@ func connect(t testing.TB, a, b *testPeer) {
 		}
 		acc <- c
 	}()
-	c, err := a.tr.Dial(ctx, b.udp.LocalAddr(), a.id.ClientTLS(b.id.Address, ALPNModeB), quicConfig(0))
+	c, err := a.tr.Dial(ctx, b.udp.LocalAddr(), a.id.ClientTLS(b.id.Address, ALPNModeB), quicConfig(DefaultHandshakeLimit))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -227,7 +227,7 @@ func TestPoolKilledPeerDetected(t *testing.T) {
 	}()
 	// A short idle timeout on the dialer (the effective value is the minimum
 	// of both sides) so the silent death is noticed quickly.
-	cfg := quicConfig(0)
+	cfg := quicConfig(DefaultHandshakeLimit)
 	cfg.MaxIdleTimeout, cfg.KeepAlivePeriod = 1500*time.Millisecond, 300*time.Millisecond
 	c, err := a.tr.Dial(ctx, b.udp.LocalAddr(), a.id.ClientTLS(b.id.Address, ALPNModeB), cfg)
 	if err != nil {
@@ -249,7 +249,7 @@ func silentPair(t *testing.T) (a, b *testPeer) {
 	t.Helper()
 	a, b = newTestPeer(t, 4), newTestPeer(t, 4)
 	a.pool.Close()
-	a.pool = NewPool(PoolConfig{Self: a.id.NodeID, MaxSize: 4, SilenceTimeout: 300 * time.Millisecond})
+	a.pool = mustPool(t, PoolConfig{Self: a.id.NodeID, MaxSize: 4, SilenceTimeout: 300 * time.Millisecond})
 	a.pool.SetInjector(a.rec)
 	t.Cleanup(func() { a.pool.Close() })
 	connect(t, a, b)
@@ -320,7 +320,7 @@ func TestPoolIdleExpiry(t *testing.T) {
 	now := time.Now()
 	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
 	a, b := newTestPeer(t, 4), newTestPeer(t, 4)
-	a.pool = NewPool(PoolConfig{Self: a.id.NodeID, IdleTimeout: time.Minute, Now: clock})
+	a.pool = mustPool(t, PoolConfig{Self: a.id.NodeID, IdleTimeout: time.Minute, Now: clock})
 	a.pool.SetInjector(a.rec)
 	t.Cleanup(func() { a.pool.Close() })
 	connect(t, a, b)
@@ -348,7 +348,7 @@ func TestIdentityMismatchRejected(t *testing.T) {
 			c.CloseWithError(0, "")
 		}
 	}()
-	_, err := a.tr.Dial(ctx, b.udp.LocalAddr(), a.id.ClientTLS(other.Address, ALPNModeB), quicConfig(0))
+	_, err := a.tr.Dial(ctx, b.udp.LocalAddr(), a.id.ClientTLS(other.Address, ALPNModeB), quicConfig(DefaultHandshakeLimit))
 	if err == nil {
 		t.Fatal("dial to wrong identity succeeded")
 	}

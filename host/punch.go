@@ -683,9 +683,6 @@ func (h *Host) punchIn(ctx context.Context, s signaler, ch chan *quic.Conn, call
 		is.Close()
 	}()
 	wait := h.cfg.HandshakeLimit
-	if wait <= 0 {
-		wait = quicHandshakeTimeout
-	}
 	done := is.done
 	var late <-chan time.Time
 	for {

@@ -61,7 +61,7 @@ func newRawPeer(tb testing.TB, ip string, key ed25519.PrivateKey) *rawPeer {
 		tb.Fatal(err)
 	}
 	tr := &quic.Transport{Conn: udp}
-	ln, err := tr.Listen(id.ServerTLS(nil), quicConfig(0))
+	ln, err := tr.Listen(id.ServerTLS(nil), quicConfig(DefaultHandshakeLimit))
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -83,7 +83,7 @@ func (p *rawPeer) dial(tb testing.TB, to *Host) *quic.Conn {
 func (p *rawPeer) tryDial(to *Host) (*quic.Conn, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	return p.tr.Dial(ctx, to.LocalAddr(), p.id.ClientTLS(to.Address(), ALPNModeA), quicConfig(0))
+	return p.tr.Dial(ctx, to.LocalAddr(), p.id.ClientTLS(to.Address(), ALPNModeA), quicConfig(DefaultHandshakeLimit))
 }
 
 // sendRoute writes b on the first stream, FINs, and returns the answer.

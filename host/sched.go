@@ -18,42 +18,6 @@ const (
 	numPrio    = PrioHigh + 1
 )
 
-// SchedConfig bounds the punch scheduler (lesson L7).
-type SchedConfig struct {
-	MaxConcurrent int           // global cap on running attempts (default 4)
-	MaxLowest     int           // running attempts at Lowest priority (default 1)
-	QueueLen      int           // per-priority queue bound (default 64); Lowest drops oldest
-	BackoffBase   time.Duration // after the first failure (default 30 s), doubled per failure
-	BackoffMax    time.Duration // default 10 min
-	MaxBackoff    int           // peers remembered in the back-off table (default 4096)
-	Now           func() time.Time
-}
-
-func (c SchedConfig) withDefaults() SchedConfig {
-	if c.MaxConcurrent <= 0 {
-		c.MaxConcurrent = 4
-	}
-	if c.MaxLowest <= 0 {
-		c.MaxLowest = 1
-	}
-	if c.QueueLen <= 0 {
-		c.QueueLen = 64
-	}
-	if c.BackoffBase <= 0 {
-		c.BackoffBase = 30 * time.Second
-	}
-	if c.BackoffMax <= 0 {
-		c.BackoffMax = 10 * time.Minute
-	}
-	if c.MaxBackoff <= 0 {
-		c.MaxBackoff = 4096
-	}
-	if c.Now == nil {
-		c.Now = time.Now
-	}
-	return c
-}
-
 // PunchJob is one queued punch request.
 type PunchJob struct {
 	ID       a2al.NodeID
@@ -129,16 +93,19 @@ type rejected struct {
 
 // NewScheduler starts the dispatcher goroutine; Close stops it and cancels
 // running attempts.
-func NewScheduler(cfg SchedConfig, run func(context.Context, PunchJob) Outcome, reject func(PunchJob, RejectReason)) *Scheduler {
+func NewScheduler(cfg SchedConfig, run func(context.Context, PunchJob) Outcome, reject func(PunchJob, RejectReason)) (*Scheduler, error) {
+	if err := cfg.fill(); err != nil {
+		return nil, err
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Scheduler{
-		cfg: cfg.withDefaults(), run: run, reject: reject,
+		cfg: cfg, run: run, reject: reject,
 		queued: make(map[a2al.NodeID]*PunchJob), running: make(map[a2al.NodeID]context.CancelFunc),
 		fails: make(map[a2al.NodeID]backoffState), wake: make(chan struct{}, 1), ctx: ctx, cancel: cancel,
 	}
 	s.wg.Add(1)
 	go s.dispatch()
-	return s
+	return s, nil
 }
 
 func clampPrio(p int) int {
@@ -417,6 +384,9 @@ func (s *Scheduler) finish(j PunchJob, out Outcome) {
 	case OutcomeSuccess:
 		delete(s.fails, j.ID)
 	case OutcomeFailure:
+		if s.cfg.DisableBackoff {
+			break
+		}
 		b := s.fails[j.ID]
 		b.fails++
 		d := s.cfg.BackoffBase << min(b.fails-1, 10)

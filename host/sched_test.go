@@ -47,7 +47,7 @@ func (g *gatedRun) startedIDs() []a2al.NodeID {
 
 func TestSchedulerPriorityAndCap(t *testing.T) {
 	g := &gatedRun{release: make(chan struct{})}
-	s := NewScheduler(SchedConfig{MaxConcurrent: 1}, g.run, nil)
+	s := mustSched(t, SchedConfig{MaxConcurrent: 1}, g.run, nil)
 	defer s.Close()
 	s.Enqueue(nid(1), nil, PrioLowest) // starts at once (only job)
 	waitFor(t, "first start", func() bool { return len(g.startedIDs()) == 1 })
@@ -80,7 +80,7 @@ func TestSchedulerLowestCapAndBackoff(t *testing.T) {
 	g := &gatedRun{release: make(chan struct{}), out: OutcomeFailure}
 	var rejMu sync.Mutex
 	var rej []RejectReason
-	s := NewScheduler(SchedConfig{MaxConcurrent: 4, MaxLowest: 1, BackoffBase: time.Minute, Now: clock}, g.run,
+	s := mustSched(t, SchedConfig{MaxConcurrent: 4, MaxLowest: 1, BackoffBase: time.Minute, Now: clock}, g.run,
 		func(_ PunchJob, why RejectReason) { rejMu.Lock(); rej = append(rej, why); rejMu.Unlock() })
 	defer s.Close()
 	s.Enqueue(nid(1), nil, PrioLowest)
@@ -112,7 +112,7 @@ func TestSchedulerCloseCancelsAndReports(t *testing.T) {
 	g := &gatedRun{release: make(chan struct{})}
 	var rejMu sync.Mutex
 	nrej := 0
-	s := NewScheduler(SchedConfig{MaxConcurrent: 1}, g.run, func(PunchJob, RejectReason) { rejMu.Lock(); nrej++; rejMu.Unlock() })
+	s := mustSched(t, SchedConfig{MaxConcurrent: 1}, g.run, func(PunchJob, RejectReason) { rejMu.Lock(); nrej++; rejMu.Unlock() })
 	s.Enqueue(nid(1), nil, PrioHigh)
 	s.Enqueue(nid(2), nil, PrioHigh)
 	waitFor(t, "start", func() bool { return len(g.startedIDs()) == 1 })
@@ -138,7 +138,7 @@ func TestSchedulerUserBypassAndReset(t *testing.T) {
 	g := &gatedRun{release: make(chan struct{}), out: OutcomeFailure}
 	var rejMu sync.Mutex
 	var rej []RejectReason
-	s := NewScheduler(SchedConfig{BackoffBase: time.Hour, Now: clock}, g.run,
+	s := mustSched(t, SchedConfig{BackoffBase: time.Hour, Now: clock}, g.run,
 		func(_ PunchJob, why RejectReason) { rejMu.Lock(); rej = append(rej, why); rejMu.Unlock() })
 	defer s.Close()
 	fail := func(id a2al.NodeID, user bool, n int) {
