@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"net"
 	"sync"
-	"time"
 
 	"github.com/quic-go/quic-go"
 
@@ -137,7 +136,7 @@ func (h *Host) runModeA(c *Conn) {
 // DisableIdleTimeout).
 func (h *Host) watchIdle(c *Conn) {
 	idle := h.cfg.ModeA.IdleTimeout
-	t := time.NewTimer(idle)
+	t := h.cfg.Clock.NewTimer(idle)
 	defer t.Stop()
 	if h.cfg.ModeA.DisableIdleTimeout {
 		t.Stop()
@@ -149,7 +148,7 @@ func (h *Host) watchIdle(c *Conn) {
 		case <-h.ctx.Done():
 			_ = c.Close()
 			return
-		case <-t.C:
+		case <-t.C():
 			if d := c.idleFor(); d >= idle {
 				h.m.modeARefused.WithLabelValues("idle").Inc()
 				_ = c.CloseWithReason(CodeIdle, fmt.Sprintf("idle for %s", idle))

@@ -33,7 +33,7 @@ func (h *Host) AddAgent(id *Identity) error {
 	if id == nil || id.Address == h.id.Address {
 		return fmt.Errorf("%w: the node identity is not an agent", ErrAgent)
 	}
-	id.now = h.cfg.Now
+	id.now = h.cfg.Clock.Now
 	h.agents.mu.Lock()
 	if _, dup := h.agents.m[id.Address]; !dup && len(h.agents.m) >= MaxAgents {
 		h.agents.mu.Unlock()

@@ -133,7 +133,7 @@ func (h *Host) admitCallLocked(id a2al.NodeID, call *inCall) bool {
 			continue
 		}
 		live++
-		if time.Since(c.start) >= evictGrace && !c.productive() && (oldest == nil || c.start.Before(oldest.start)) {
+		if h.cfg.Clock.Now().Sub(c.start) >= evictGrace && !c.productive() && (oldest == nil || c.start.Before(oldest.start)) {
 			oldest = c
 		}
 	}

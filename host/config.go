@@ -11,6 +11,7 @@ import (
 	ptransport "github.com/pion/transport/v2"
 
 	"github.com/a2alnode/a2al"
+	"github.com/a2alnode/a2al/clock"
 	"github.com/a2alnode/a2al/natprobe"
 	"github.com/a2alnode/a2al/portmap"
 	"github.com/a2alnode/a2al/signal"
@@ -66,9 +67,12 @@ type Config struct {
 	DataDir string
 	// Logger receives diagnostics. Nil: slog.Default().
 	Logger *slog.Logger
-	// Now is the time source of the host's timestamps, back-off and expiry.
-	// Nil: time.Now.
-	Now func() time.Time
+	// Clock drives the host's timestamps, timers, back-off and expiry
+	// (DESIGN D10); it is handed to the pool, the scheduler and the port
+	// mapper unless their own configs name one. Context deadlines (punch
+	// and dial budgets), socket deadlines and pion's ICE timers stay on the
+	// wall clock. Nil: the wall clock.
+	Clock clock.Clock
 
 	// ICE are the ICE agent's timers. Zero fields: DefaultICETimers.
 	ICE ICETimers
@@ -180,6 +184,9 @@ func (c *Config) fill() error {
 			return fmt.Errorf("host: %w", err)
 		}
 	}
+	if c.Clock == nil {
+		c.Clock = clock.Real{}
+	}
 	for _, u := range c.HubURLs { // refused before anything binds or is published
 		if _, err := signal.CanonicalURL(u); err != nil {
 			return fmt.Errorf("host: hub URL %q: %w", u, err)
@@ -200,6 +207,9 @@ func (c *Config) fill() error {
 	}
 	if err := c.ICE.fill(); err != nil {
 		return err
+	}
+	if c.Sched.Clock == nil { // the scheduler follows the host's clock
+		c.Sched.Clock = c.Clock
 	}
 	if err := c.Sched.fill(); err != nil {
 		return err
@@ -223,9 +233,6 @@ func (c *Config) fill() error {
 	orDefault(&c.RelayUpgrade, d.RelayUpgrade)
 	if c.Logger == nil {
 		c.Logger = slog.Default()
-	}
-	if c.Now == nil {
-		c.Now = time.Now
 	}
 	return nil
 }
@@ -291,8 +298,9 @@ type SchedConfig struct {
 	// DisableBackoff never refuses a request for earlier failures. False
 	// (the default): failed peers are backed off.
 	DisableBackoff bool
-	// Now is the time source of the back-off. Nil: time.Now.
-	Now func() time.Time
+	// Clock times the back-off (DESIGN D10). Nil: the wall clock (in a
+	// Host: Config.Clock).
+	Clock clock.Clock
 }
 
 // DefaultSchedConfig returns the scheduler's defaults.
@@ -312,8 +320,8 @@ func (c *SchedConfig) fill() error {
 	orDefault(&c.BackoffBase, d.BackoffBase)
 	orDefault(&c.BackoffMax, d.BackoffMax)
 	orDefault(&c.MaxBackoff, d.MaxBackoff)
-	if c.Now == nil {
-		c.Now = time.Now
+	if c.Clock == nil {
+		c.Clock = clock.Real{}
 	}
 	return nil
 }
@@ -340,8 +348,10 @@ type PoolConfig struct {
 	SilenceTimeout time.Duration
 	// Logger receives diagnostics. Nil: slog.Default().
 	Logger *slog.Logger
-	// Now is the time source of idle expiry and freshness. Nil: time.Now.
-	Now func() time.Time
+	// Clock drives idle expiry, freshness and the silence check (DESIGN
+	// D10); stream deadlines stay on the wall clock. Nil: the wall clock (in
+	// a Host: Config.Clock).
+	Clock clock.Clock
 	// OnRemove is called (outside the pool lock) when an entry leaves the
 	// pool. Nil: nothing is called.
 	OnRemove func(id a2al.NodeID, reason string)
@@ -369,8 +379,8 @@ func (c *PoolConfig) fill() error {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
-	if c.Now == nil {
-		c.Now = time.Now
+	if c.Clock == nil {
+		c.Clock = clock.Real{}
 	}
 	return nil
 }

@@ -6,10 +6,10 @@ import (
 	"crypto/rand"
 	"errors"
 	"reflect"
-	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/a2alnode/a2al/clock"
 	"github.com/a2alnode/a2al/portmap"
 )
 
@@ -41,9 +41,9 @@ func TestConfigFillDefaults(t *testing.T) {
 	d := DefaultConfig()
 	d.Key, d.ListenAddr, d.Logger, d.PortMapping = key, c.ListenAddr, c.Logger, portmap.ModeOff
 	got := c
-	got.Now, got.Sched.Now = nil, nil
-	if c.Now == nil || c.Sched.Now == nil || c.Logger == nil {
-		t.Fatal("Now or Logger left unfilled")
+	got.Clock, got.Sched.Clock = nil, nil
+	if c.Clock == nil || c.Sched.Clock != c.Clock || c.Logger == nil {
+		t.Fatal("Clock or Logger left unfilled, or the scheduler not on the host's clock")
 	}
 	if !reflect.DeepEqual(got, d) {
 		t.Fatalf("filled config\n%+v\nwant DefaultConfig\n%+v", got, d)
@@ -103,17 +103,11 @@ func TestConfigSwitches(t *testing.T) {
 
 	a, b := newTestPeer(t, 4), newTestPeer(t, 4)
 	a.pool.Close()
-	var later atomic.Bool
-	now := func() time.Time {
-		if later.Load() {
-			return time.Now().Add(time.Hour)
-		}
-		return time.Now()
-	}
-	a.pool = mustPool(t, PoolConfig{Self: a.id.NodeID, IdleTimeout: time.Minute, DisableIdleExpiry: true, Now: now})
+	fc := clock.NewFake(time.Now())
+	a.pool = mustPool(t, PoolConfig{Self: a.id.NodeID, IdleTimeout: time.Minute, DisableIdleExpiry: true, Clock: fc})
 	a.pool.SetInjector(a.rec)
 	connect(t, a, b)
-	later.Store(true)
+	fc.Advance(time.Hour)
 	if n := a.pool.ExpireIdle(); n != 0 || !a.pool.HasConn(b.id.NodeID) {
 		t.Fatalf("expired %d entries with DisableIdleExpiry", n)
 	}

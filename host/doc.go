@@ -63,7 +63,8 @@
 // datagram size goes on its own unidirectional stream ended by FIN (≤ 64 KiB).
 // Sending never blocks the DHT: SendTo enqueues into a bounded per-connection
 // queue drained by one sender goroutine; a full queue makes SendTo report
-// ok=false so the DHT falls back to UDP.
+// ok=false with ErrSendQueueFull, and the DHT sends the message over UDP
+// instead and counts it (punch_send_fallback in its /debug/health).
 //
 // # Pool and scheduler
 //
@@ -90,4 +91,14 @@
 // it completes before the call is placed or answered; a peer that publishes
 // full cone accepts unsolicited packets whatever holes exist, so its PING runs
 // alongside the punch; peers behind filtering NATs are never direct.
+//
+// # Configuration and time
+//
+// config.go holds Config and the configs it nests, each field stating its
+// default and what zero means, with one Default… constructor and one fill
+// per struct that validates before New binds or starts anything. Config.Clock
+// (DESIGN D10) drives timestamps, back-off, expiry and the host's timers and
+// is passed on to the DHT node, the hub clients, the NAT classifier and the
+// port mapper; context and socket deadlines, pion's ICE timers and short
+// polls of other components' state stay on the wall clock.
 package host

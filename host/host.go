@@ -95,11 +95,11 @@ func New(cfg Config) (*Host, error) {
 		return nil, err
 	}
 	public, _ := parsePublicAddr(cfg.PublicAddr) // checked by fill
-	id, err := NewIdentity(cfg.Key, cfg.Now())
+	id, err := NewIdentity(cfg.Key, cfg.Clock.Now())
 	if err != nil {
 		return nil, err
 	}
-	id.now = cfg.Now
+	id.now = cfg.Clock.Now
 	conn := cfg.PacketConn
 	if conn == nil {
 		la := cfg.ListenAddr
@@ -134,7 +134,7 @@ func New(cfg Config) (*Host, error) {
 		h.demux.Close()
 		return nil, fmt.Errorf("host: quic listen: %w", err)
 	}
-	guard := newCheckGuard(h.demux.STUN(), cfg.Limits, cfg.Now)
+	guard := newCheckGuard(h.demux.STUN(), cfg.Limits, cfg.Clock.Now)
 	h.env = &iceEnv{
 		mux: ice.NewUniversalUDPMuxDefault(ice.UniversalUDPMuxParams{
 			UDPConn: guard, Net: cfg.Net, Logger: quietPion().NewLogger("udpmux"),
@@ -142,11 +142,11 @@ func New(cfg Config) (*Host, error) {
 		net: cfg.Net, timers: cfg.ICE, loopback: cfg.IncludeLoopback, logf: quietPion(),
 		guard: guard, limits: cfg.Limits,
 	}
-	h.callRate = newCallGate(cfg.Limits, cfg.Now)
+	h.callRate = newCallGate(cfg.Limits, cfg.Clock.Now)
 	h.env.urls = stunURIs(h.stun)
 
 	h.pool, err = NewPool(PoolConfig{Self: id.NodeID, MaxSize: cfg.PoolSize, IdleTimeout: cfg.PoolIdle,
-		DisableIdleExpiry: cfg.DisablePoolIdle, Logger: cfg.Logger, Now: cfg.Now, OnRemove: h.connGone,
+		DisableIdleExpiry: cfg.DisablePoolIdle, Logger: cfg.Logger, Clock: cfg.Clock, OnRemove: h.connGone,
 		OnReceive: h.heardFrom})
 	if err == nil {
 		h.sched, err = NewScheduler(cfg.Sched, h.runPunch, h.rejectPunch)
@@ -179,6 +179,7 @@ func New(cfg Config) (*Host, error) {
 		SeenPeersPath:  seen,
 		PunchTransport: (*punchTransport)(h),
 		OnObservedAddr: h.onObserved,
+		Clock:          cfg.Clock,
 	})
 	if err != nil {
 		return abort("dht node", err)
@@ -193,7 +194,7 @@ func New(cfg Config) (*Host, error) {
 
 	for _, u := range cfg.HubURLs {
 		c, err := signal.NewClient(signal.ClientConfig{HubURL: u, Key: cfg.Key, Logger: cfg.Logger, OnCall: h.onCall,
-			OnState: func(bool) { h.kickPublish() }, NetDialContext: hubDialer.DialContext})
+			OnState: func(bool) { h.kickPublish() }, NetDialContext: hubDialer.DialContext, Clock: cfg.Clock})
 		if err != nil {
 			h.log.Warn("signal hub rejected", "url", u, "err", err)
 			continue
@@ -420,14 +421,15 @@ func (h *Host) connGone(id a2al.NodeID, _ string) {
 // janitor expires idle pool entries.
 func (h *Host) janitor() {
 	defer h.wg.Done()
-	t := time.NewTicker(30 * time.Second)
-	defer t.Stop()
+	t := newTicker(h.cfg.Clock, 30*time.Second)
+	defer t.stop()
 	for {
 		select {
 		case <-h.ctx.Done():
 			return
-		case <-t.C:
+		case <-t.C():
 			h.pool.ExpireIdle()
+			t.next()
 		}
 	}
 }

@@ -82,7 +82,7 @@ func (h *Host) newMapper(mode string) error {
 		return nil
 	}
 	pc := h.cfg.PortMap
-	pc.Mode, pc.InternalPort, pc.Logger, pc.Now, pc.OnChange = mode, la.Port, h.log, h.cfg.Now, h.onMapping
+	pc.Mode, pc.InternalPort, pc.Logger, pc.Now, pc.OnChange = mode, la.Port, h.log, h.cfg.Clock.Now, h.onMapping
 	m, err := portmap.New(pc)
 	if err != nil {
 		return fmt.Errorf("host: port mapping: %w", err)
@@ -128,7 +128,7 @@ func (h *Host) publishedMapping() []*net.UDPAddr {
 func (h *Host) verifyMapping(ctx context.Context) {
 	h.mu.Lock()
 	m, has, done := h.pm.cur, h.pm.has, h.pm.verified
-	due := h.pm.lastVerify.IsZero() || h.cfg.Now().Sub(h.pm.lastVerify) >= mapVerifyEvery
+	due := h.pm.lastVerify.IsZero() || h.cfg.Clock.Now().Sub(h.pm.lastVerify) >= mapVerifyEvery
 	h.mu.Unlock()
 	if !has || done || !due {
 		return
@@ -150,7 +150,7 @@ func (h *Host) verifyMapping(ctx context.Context) {
 	}
 	// Only the maintenance loop calls this, so attempts never overlap.
 	h.mu.Lock()
-	h.pm.lastVerify = h.cfg.Now()
+	h.pm.lastVerify = h.cfg.Clock.Now()
 	h.mu.Unlock()
 	claimed := protocol.EncodeUDPAddr(m.External.IP, uint16(m.External.Port))
 	vctx, cancel := context.WithTimeout(ctx, mapVerifyTimeout)
@@ -221,7 +221,7 @@ func (h *Host) mappingStatus() []MappingStatus {
 	}
 	if h.pm.has {
 		out = append(out, MappingStatus{Protocol: string(h.pm.cur.Protocol), External: h.pm.cur.External.String(),
-			Internal: h.pm.cur.Internal.String(), LeaseLeftS: int64(h.pm.cur.LeaseLeft(h.cfg.Now()) / time.Second),
+			Internal: h.pm.cur.Internal.String(), LeaseLeftS: int64(h.pm.cur.LeaseLeft(h.cfg.Clock.Now()) / time.Second),
 			Verified: h.pm.verified})
 	}
 	return out

@@ -35,7 +35,7 @@ type Conn struct {
 }
 
 func newConn(h *Host, qc *quic.Conn, peer, local a2al.Address, path string) *Conn {
-	c := &Conn{qc: qc, Peer: peer, Local: local, Path: path, now: h.cfg.Now, routeDone: make(chan struct{})}
+	c := &Conn{qc: qc, Peer: peer, Local: local, Path: path, now: h.cfg.Clock.Now, routeDone: make(chan struct{})}
 	c.touch()
 	return c
 }
@@ -261,7 +261,7 @@ func (h *Host) punchAndWait(ctx context.Context, id a2al.NodeID, er *protocol.En
 	ch, done := h.waitPunch(id)
 	defer done()
 	h.sched.EnqueueUser(id, er, PrioHigh)
-	tick := time.NewTicker(50 * time.Millisecond)
+	tick := time.NewTicker(50 * time.Millisecond) // polls state; wall clock
 	defer tick.Stop()
 	idle := 0
 	for !h.pool.HasConn(id) {

@@ -68,15 +68,16 @@ func (h *Host) kickSense() {
 // NATInterval, until Close.
 func (h *Host) senseLoop() {
 	defer h.wg.Done()
-	t := time.NewTicker(h.cfg.NATInterval)
-	defer t.Stop()
+	t := newTicker(h.cfg.Clock, h.cfg.NATInterval)
+	defer t.stop()
 	for {
 		force := false
 		select {
 		case <-h.ctx.Done():
 			return
 		case <-h.sense.kick:
-		case <-t.C:
+		case <-t.C():
+			t.next()
 			force = true
 		}
 		ctx, cancel := context.WithTimeout(h.ctx, 30*time.Second)
@@ -94,11 +95,11 @@ func (h *Host) waitFirstSense() {
 	if _, ip := h.PeerPublic(); ip == nil {
 		return // nothing to judge yet; the record is republished when there is
 	}
-	t := time.NewTimer(firstSenseWait)
+	t := h.cfg.Clock.NewTimer(firstSenseWait)
 	defer t.Stop()
 	select {
 	case <-h.sense.first:
-	case <-t.C:
+	case <-t.C():
 	case <-h.ctx.Done():
 	}
 }
@@ -139,7 +140,7 @@ func (h *Host) classifyByPeers(ctx context.Context, force bool) {
 	if h.stunClassified() {
 		return
 	}
-	mapping, ip, sample := h.votes.mapping(h.cfg.Now())
+	mapping, ip, sample := h.votes.mapping(h.cfg.Clock.Now())
 	if ip == nil || sample == nil {
 		return // no quorum yet
 	}

@@ -223,7 +223,7 @@ func (h *Host) onObserved(_ a2al.NodeID, from net.Addr, wire []byte) {
 		// each time.
 		return
 	}
-	now := h.cfg.Now()
+	now := h.cfg.Clock.Now()
 	h.votes.add(u.IP, obs, now)
 	addr, ip := h.votes.trusted(now), h.votes.trustedIP(now)
 	h.mu.Lock()

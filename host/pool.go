@@ -127,9 +127,9 @@ func (p *Pool) AddOn(peer a2al.Address, conn *quic.Conn, dialer a2al.NodeID, via
 	e := &poolEntry{
 		id: id, peer: peer, conn: conn, remote: conn.RemoteAddr(), dialer: dialer,
 		sendq: make(chan []byte, p.cfg.SendQueueLen), cancel: cancel, release: via.Release,
-		since: p.cfg.Now(), path: via.Type, tr: via.Transport,
+		since: p.cfg.Clock.Now(), path: via.Type, tr: via.Transport,
 	}
-	e.lastUsed.Store(p.cfg.Now().UnixNano())
+	e.lastUsed.Store(p.cfg.Clock.Now().UnixNano())
 
 	var victims []*poolEntry
 	var reasons []string
@@ -240,7 +240,7 @@ func (p *Pool) SendTo(ctx context.Context, id a2al.NodeID, msg []byte) (bool, er
 	buf := append([]byte(nil), msg...)
 	select {
 	case e.sendq <- buf:
-		e.lastUsed.Store(p.cfg.Now().UnixNano())
+		e.lastUsed.Store(p.cfg.Clock.Now().UnixNano())
 		return true, nil
 	default:
 		p.stats.QueueDrops.Add(1)
@@ -291,7 +291,7 @@ func (p *Pool) ExpireIdle() int {
 	if p.cfg.DisableIdleExpiry {
 		return 0
 	}
-	cut := p.cfg.Now().Add(-p.cfg.IdleTimeout).UnixNano()
+	cut := p.cfg.Clock.Now().Add(-p.cfg.IdleTimeout).UnixNano()
 	p.mu.Lock()
 	var idle []*poolEntry
 	for _, e := range p.entries {
@@ -405,7 +405,7 @@ func (p *Pool) Probe(ctx context.Context, id a2al.NodeID, fresh, wait time.Durat
 	if !ok || e.conn.Context().Err() != nil {
 		return false
 	}
-	if time.Duration(p.cfg.Now().UnixNano()-e.lastRx.Load()) < fresh {
+	if time.Duration(p.cfg.Clock.Now().UnixNano()-e.lastRx.Load()) < fresh {
 		return true
 	}
 	mark := e.conn.ConnectionStats().PacketsReceived
@@ -414,13 +414,13 @@ func (p *Pool) Probe(ctx context.Context, id a2al.NodeID, fresh, wait time.Durat
 	default:
 		// Queue full: the sender is busy, and the silence check is armed.
 	}
-	t := time.NewTimer(wait)
+	t := p.cfg.Clock.NewTimer(wait)
 	defer t.Stop()
-	tick := time.NewTicker(5 * time.Millisecond)
+	tick := time.NewTicker(5 * time.Millisecond) // polls QUIC's counters; wall clock
 	defer tick.Stop()
 	for {
 		select {
-		case <-t.C:
+		case <-t.C():
 			p.stats.Silent.Add(1)
 			p.cfg.Logger.Debug("mode B connection did not answer a probe, closing", "peer", e.peer.String(), "after", wait)
 			p.dead(e, "silent")
@@ -467,7 +467,7 @@ func (p *Pool) deliver(e *poolEntry, data []byte) {
 	if len(data) == 0 {
 		return // a liveness probe (see Probe)
 	}
-	now := p.cfg.Now().UnixNano()
+	now := p.cfg.Clock.Now().UnixNano()
 	e.lastUsed.Store(now)
 	e.lastRx.Store(now)
 	if p.cfg.OnReceive != nil {
@@ -487,7 +487,7 @@ func (p *Pool) deliver(e *poolEntry, data []byte) {
 // timeout and the keepalives.
 func (p *Pool) sendLoop(ctx context.Context, e *poolEntry) {
 	defer p.wg.Done()
-	silence := time.NewTimer(time.Hour)
+	silence := p.cfg.Clock.NewTimer(time.Hour)
 	silence.Stop()
 	defer silence.Stop()
 	armed := false
@@ -510,7 +510,7 @@ func (p *Pool) sendLoop(ctx context.Context, e *poolEntry) {
 				}
 				p.cfg.Logger.Debug("mode B send failed", "peer", e.peer.String(), "err", err)
 			}
-		case <-silence.C:
+		case <-silence.C():
 			armed = false
 			if e.conn.ConnectionStats().PacketsReceived == rxMark {
 				p.stats.Silent.Add(1)
@@ -539,7 +539,7 @@ func (p *Pool) sendOne(e *poolEntry, msg []byte) error {
 	if err != nil {
 		return fmt.Errorf("open uni stream: %w", err)
 	}
-	_ = s.SetWriteDeadline(time.Now().Add(streamWriteTimeout))
+	_ = s.SetWriteDeadline(time.Now().Add(streamWriteTimeout)) // socket deadlines: wall clock
 	if _, err := s.Write(msg); err != nil {
 		s.CancelWrite(1)
 		return fmt.Errorf("write uni stream: %w", err)

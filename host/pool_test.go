@@ -14,6 +14,7 @@ import (
 	"github.com/quic-go/quic-go"
 
 	"github.com/a2alnode/a2al"
+	"github.com/a2alnode/a2al/clock"
 )
 
 type recorder struct {
@@ -316,20 +317,16 @@ func TestPoolGlareKeepsOne(t *testing.T) {
 }
 
 func TestPoolIdleExpiry(t *testing.T) {
-	var mu sync.Mutex
-	now := time.Now()
-	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	fc := clock.NewFake(time.Now())
 	a, b := newTestPeer(t, 4), newTestPeer(t, 4)
-	a.pool = mustPool(t, PoolConfig{Self: a.id.NodeID, IdleTimeout: time.Minute, Now: clock})
+	a.pool = mustPool(t, PoolConfig{Self: a.id.NodeID, IdleTimeout: time.Minute, Clock: fc})
 	a.pool.SetInjector(a.rec)
 	t.Cleanup(func() { a.pool.Close() })
 	connect(t, a, b)
 	if n := a.pool.ExpireIdle(); n != 0 {
 		t.Fatalf("expired %d fresh entries", n)
 	}
-	mu.Lock()
-	now = now.Add(2 * time.Minute)
-	mu.Unlock()
+	fc.Advance(2 * time.Minute)
 	if n := a.pool.ExpireIdle(); n != 1 {
 		t.Fatalf("expired %d, want 1", n)
 	}

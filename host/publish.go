@@ -94,7 +94,7 @@ func samePayload(a, b protocol.EndpointPayload) bool {
 // Publish signs and publishes the endpoint record now, with a fresh seq.
 func (h *Host) Publish(ctx context.Context) (protocol.SignedRecord, error) {
 	p := h.Payload()
-	now := h.cfg.Now()
+	now := h.cfg.Clock.Now()
 	h.mu.Lock()
 	seq := max(h.pub.seq+1, uint64(now.Unix()))
 	h.pub.seq = seq
@@ -121,7 +121,7 @@ func (h *Host) Publish(ctx context.Context) (protocol.SignedRecord, error) {
 func (h *Host) publishIfNeeded(ctx context.Context) {
 	p := h.Payload()
 	h.mu.Lock()
-	stale := h.pub.lastAt.IsZero() || h.cfg.Now().Sub(h.pub.lastAt) > time.Duration(h.cfg.RecordTTL)*time.Second/2
+	stale := h.pub.lastAt.IsZero() || h.cfg.Clock.Now().Sub(h.pub.lastAt) > time.Duration(h.cfg.RecordTTL)*time.Second/2
 	changed := !samePayload(p, h.pub.last)
 	h.mu.Unlock()
 	if stale || changed {
@@ -149,6 +149,7 @@ func (h *Host) ClassifyNAT(ctx context.Context) (natprobe.Result, error) {
 		LocalIPs:  locals,
 		Logger:    h.log,
 		EchoProbe: h.strangerEcho, // a one-IP STUN server cannot test filtering
+		Clock:     h.cfg.Clock,
 		InstallHook: func(handler func([]byte, net.Addr) bool) (func(), error) {
 			return h.demux.AddSTUNHook(handler)
 		},
@@ -233,14 +234,16 @@ func (h *Host) maintain() {
 	}
 	// Give the hubs a moment so the first record already names a live hub (L14).
 	if len(h.hubs) > 0 {
-		deadline := time.NewTimer(5 * time.Second)
+		deadline := h.cfg.Clock.NewTimer(5 * time.Second)
+		poll := time.NewTicker(100 * time.Millisecond) // polls hub state; wall clock
+		defer poll.Stop()
 		for h.HubsRegistered() == 0 {
 			select {
 			case <-h.ctx.Done():
 				deadline.Stop()
 				return
-			case <-deadline.C:
-			case <-time.After(100 * time.Millisecond):
+			case <-deadline.C():
+			case <-poll.C:
 				continue
 			}
 			break
@@ -250,30 +253,31 @@ func (h *Host) maintain() {
 	// Let the first record carry a router mapping if one comes quickly: DHT
 	// replicas that later updates cannot reach keep the first record.
 	if h.pm.mapper != nil {
-		t := time.NewTimer(firstMappingWait)
+		t := h.cfg.Clock.NewTimer(firstMappingWait)
 		select {
 		case <-h.pm.mapper.FirstAttempt():
-		case <-t.C:
+		case <-t.C():
 		case <-h.ctx.Done():
 		}
 		t.Stop()
 	}
 	h.waitFirstSense()
 	step(h.ctx, true)
-	natT := time.NewTicker(h.cfg.NATInterval)
-	defer natT.Stop()
-	pubT := time.NewTicker(time.Minute)
-	defer pubT.Stop()
-	bootT := time.NewTicker(5 * time.Minute)
-	defer bootT.Stop()
-	netT := time.NewTicker(10 * time.Second)
-	defer netT.Stop()
+	natT := newTicker(h.cfg.Clock, h.cfg.NATInterval)
+	defer natT.stop()
+	pubT := newTicker(h.cfg.Clock, time.Minute)
+	defer pubT.stop()
+	bootT := newTicker(h.cfg.Clock, 5*time.Minute)
+	defer bootT.stop()
+	netT := newTicker(h.cfg.Clock, 10*time.Second)
+	defer netT.stop()
 	fp := h.netFingerprint()
 	for {
 		select {
 		case <-h.ctx.Done():
 			return
-		case <-netT.C:
+		case <-netT.C():
+			netT.next()
 			if now := h.netFingerprint(); now != fp {
 				fp = now
 				h.log.Info("network change detected: evicting punched paths, re-checking NAT, republishing")
@@ -291,14 +295,17 @@ func (h *Host) maintain() {
 				h.mu.Unlock()
 				step(h.ctx, true)
 			}
-		case <-natT.C:
+		case <-natT.C():
+			natT.next()
 			step(h.ctx, true)
-		case <-pubT.C:
+		case <-pubT.C():
+			pubT.next()
 			_, known := h.NATResult()
 			step(h.ctx, !known) // an unknown NAT type is retried every minute
 		case <-kick:
 			step(h.ctx, false)
-		case <-bootT.C:
+		case <-bootT.C():
+			bootT.next()
 			if h.node.EstimatedNetworkSize() == 0 && len(h.cfg.Bootstrap) > 0 {
 				bctx, cancel := context.WithTimeout(h.ctx, 30*time.Second)
 				_ = h.Bootstrap(bctx)

@@ -13,6 +13,7 @@ import (
 	"github.com/quic-go/quic-go"
 
 	"github.com/a2alnode/a2al"
+	"github.com/a2alnode/a2al/clock"
 	"github.com/a2alnode/a2al/dht"
 	"github.com/a2alnode/a2al/natprobe"
 	"github.com/a2alnode/a2al/protocol"
@@ -142,7 +143,7 @@ func (h *Host) rejectPunch(job PunchJob, why RejectReason) {
 	name := "rejected-" + strings.ReplaceAll(string(why), " ", "-")
 	if job.Record != nil {
 		h.logPunch(PunchRecord{Peer: job.Record.Address.String(), Role: "caller", Priority: job.Priority,
-			Reason: name, NATPair: h.natPair(job.ID, job.Record), At: h.cfg.Now()})
+			Reason: name, NATPair: h.natPair(job.ID, job.Record), At: h.cfg.Clock.Now()})
 	} else {
 		h.m.punches.WithLabelValues("caller", prioName(job.Priority), h.natPair(job.ID, nil), name).Inc()
 	}
@@ -195,15 +196,15 @@ var errSuperseded = errors.New("host: punch superseded by the peer's own attempt
 
 // runPunch is one caller-side attempt, run by the scheduler.
 func (h *Host) runPunch(ctx context.Context, job PunchJob) Outcome {
-	start := time.Now()
-	rec := PunchRecord{Role: "caller", Priority: job.Priority, At: h.cfg.Now()}
+	start := h.cfg.Clock.Now()
+	rec := PunchRecord{Role: "caller", Priority: job.Priority, At: start}
 	ctx, cancel := context.WithTimeout(ctx, h.cfg.PunchTimeout)
 	defer cancel()
 	r, err := h.punchOut(ctx, job, start)
 	peer := r.peer
 	rec.Peer, rec.Duration, rec.Path, rec.Direct = peer.String(), r.took, r.path, r.direct
 	if rec.Duration == 0 {
-		rec.Duration = time.Since(start)
+		rec.Duration = h.cfg.Clock.Now().Sub(start)
 	}
 	rec.NATPair = h.natPair(job.ID, job.Record)
 	if err == nil {
@@ -290,12 +291,12 @@ func (h *Host) clientFor(ctx context.Context, urls []string) (*signal.Client, fu
 	}
 	var lastErr error = errors.New("record names no usable hub")
 	for _, u := range urls {
-		c, err := signal.NewClient(signal.ClientConfig{HubURL: u, Key: h.cfg.Key, Logger: h.log})
+		c, err := signal.NewClient(signal.ClientConfig{HubURL: u, Key: h.cfg.Key, Logger: h.log, Clock: h.cfg.Clock})
 		if err != nil {
 			lastErr = err
 			continue
 		}
-		if err := waitHub(ctx, c, tempHubWait); err != nil {
+		if err := waitHub(ctx, h.cfg.Clock, c, tempHubWait); err != nil {
 			_ = c.Close()
 			lastErr = err
 			continue
@@ -316,17 +317,17 @@ func noHub(c *signal.Client) error {
 	return fmt.Errorf("%w (%s: %s)", ErrNoHub, c.URL(), why)
 }
 
-// waitHub waits up to d for c to connect.
-func waitHub(ctx context.Context, c *signal.Client, d time.Duration) error {
-	t := time.NewTimer(d)
+// waitHub waits up to d (on clk) for c to connect.
+func waitHub(ctx context.Context, clk clock.Clock, c *signal.Client, d time.Duration) error {
+	t := clk.NewTimer(d)
 	defer t.Stop()
-	tick := time.NewTicker(20 * time.Millisecond)
+	tick := time.NewTicker(20 * time.Millisecond) // polls the client's state; wall clock
 	defer tick.Stop()
 	for !c.Registered() {
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("%w: %w", noHub(c), ctx.Err())
-		case <-t.C:
+		case <-t.C():
 			return noHub(c)
 		case <-tick.C:
 		}
@@ -409,7 +410,7 @@ func (h *Host) punchOut(ctx context.Context, job PunchJob, start time.Time) (r p
 	if !h.pool.AddOn(r.peer, qc, h.id.NodeID, via) && !h.pool.HasConn(job.ID) {
 		return r, errors.New("pool refused connection")
 	}
-	r.took = time.Since(start)
+	r.took = h.cfg.Clock.Now().Sub(start)
 	r.remote, r.relayed = p.remote, rp != nil
 	r.direct = !r.relayed && ev.wait()
 	if r.relayed && h.pool.holds(job.ID, qc) {
@@ -594,7 +595,7 @@ func (h *Host) handleCall(peer a2al.Address, s signaler) {
 	}
 	ctx, cancel := context.WithTimeout(h.ctx, h.cfg.PunchTimeout)
 	defer cancel()
-	call := &inCall{cancel: cancel, start: time.Now()}
+	call := &inCall{cancel: cancel, start: h.cfg.Clock.Now()}
 	ch := make(chan *quic.Conn, 1)
 	h.mu.Lock()
 	admitted := h.admitCallLocked(pid, call)
@@ -627,13 +628,13 @@ func (h *Host) handleCall(peer a2al.Address, s signaler) {
 	}()
 
 	start := call.start
-	rec := PunchRecord{Peer: peer.String(), Role: "callee", Priority: -1, At: h.cfg.Now()}
+	rec := PunchRecord{Peer: peer.String(), Role: "callee", Priority: -1, At: h.cfg.Clock.Now()}
 	er := h.node.LocalEndpointRecord(pid, func(r *protocol.EndpointRecord) bool { return r.Address == peer })
 	rec.NATPair = h.natPair(pid, er)
 	ev := h.startDirectEvidence(ctx, er)
 	defer ev.stop()
 	qc, path, rel, err := h.punchIn(ctx, s, ch, call)
-	rec.Duration, rec.Path = time.Since(start), path
+	rec.Duration, rec.Path = h.cfg.Clock.Now().Sub(start), path
 	if err != nil {
 		pe := newPunchError(err)
 		rec.Reason, rec.Error = pe.Code, err.Error()
@@ -699,9 +700,9 @@ func (h *Host) punchIn(ctx context.Context, s signaler, ch chan *quic.Conn, call
 				return nil, is.Known().String(), nil, is.err
 			}
 			done = nil
-			t := time.NewTimer(wait + 2*time.Second)
+			t := h.cfg.Clock.NewTimer(wait + 2*time.Second)
 			defer t.Stop()
-			late = t.C
+			late = t.C()
 		case <-late:
 			return nil, is.Known().String(), nil, fmt.Errorf("%w: caller's QUIC connection with the expected identity did not arrive", ErrIdentity)
 		case <-ctx.Done():

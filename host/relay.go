@@ -104,7 +104,7 @@ func (h *Host) relayURIs(ctx context.Context) []*stun.URI {
 	for _, t := range h.cfg.TURN {
 		user, pass := t.Username, t.Password
 		if t.Secret != "" {
-			user = signal.TURNUsername(h.id.NodeID, h.cfg.Now().Add(extTURNTTL))
+			user = signal.TURNUsername(h.id.NodeID, h.cfg.Clock.Now().Add(extTURNTTL))
 			pass = signal.TURNPassword([]byte(t.Secret), user)
 		}
 		add(t.URL, user, pass)

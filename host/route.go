@@ -108,7 +108,7 @@ func (h *Host) readRouteAnswer(c *Conn, s *quic.Stream, target a2al.Address, max
 		case protocol.CtrlAgentInfo:
 			rec, err := protocol.DecodeRecord(m.Payload)
 			if err != nil || rec.Address != target || rec.RecType != protocol.RecTypeTopic || rec.Seq <= maxSeq ||
-				protocol.VerifySignedRecord(rec, h.cfg.Now()) != nil {
+				protocol.VerifySignedRecord(rec, h.cfg.Clock.Now()) != nil {
 				h.m.agentInfo.WithLabelValues("rejected").Inc()
 				continue
 			}

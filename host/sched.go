@@ -162,12 +162,12 @@ func (s *Scheduler) InBackoff(id a2al.NodeID) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	b, ok := s.fails[id]
-	return ok && s.cfg.Now().Before(b.until)
+	return ok && s.cfg.Clock.Now().Before(b.until)
 }
 
 func (s *Scheduler) enqueue(id a2al.NodeID, er *protocol.EndpointRecord, prio int, user bool) bool {
 	prio = clampPrio(prio)
-	job := &PunchJob{ID: id, Record: er, Priority: prio, Queued: s.cfg.Now()}
+	job := &PunchJob{ID: id, Record: er, Priority: prio, Queued: s.cfg.Clock.Now()}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	defer s.kick()
@@ -190,7 +190,7 @@ func (s *Scheduler) enqueue(id a2al.NodeID, er *protocol.EndpointRecord, prio in
 		}
 		return false
 	}
-	if b, ok := s.fails[id]; ok && !user && s.cfg.Now().Before(b.until) {
+	if b, ok := s.fails[id]; ok && !user && s.cfg.Clock.Now().Before(b.until) {
 		s.rejects = append(s.rejects, rejected{*job, RejectBackoff})
 		return true
 	}
@@ -393,7 +393,7 @@ func (s *Scheduler) finish(j PunchJob, out Outcome) {
 		if d > s.cfg.BackoffMax || d <= 0 {
 			d = s.cfg.BackoffMax
 		}
-		b.until = s.cfg.Now().Add(d)
+		b.until = s.cfg.Clock.Now().Add(d)
 		if _, ok := s.fails[j.ID]; !ok && len(s.fails) >= s.cfg.MaxBackoff {
 			s.pruneBackoffLocked()
 		}
@@ -406,7 +406,7 @@ func (s *Scheduler) finish(j PunchJob, out Outcome) {
 // pruneBackoffLocked drops expired entries, or the one expiring soonest, so the
 // table stays bounded.
 func (s *Scheduler) pruneBackoffLocked() {
-	now := s.cfg.Now()
+	now := s.cfg.Clock.Now()
 	var soonest a2al.NodeID
 	var soonestT time.Time
 	first := true

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/a2alnode/a2al"
+	"github.com/a2alnode/a2al/clock"
 )
 
 func nid(b byte) a2al.NodeID { return a2al.NodeID{b} }
@@ -74,13 +75,11 @@ func TestSchedulerPriorityAndCap(t *testing.T) {
 }
 
 func TestSchedulerLowestCapAndBackoff(t *testing.T) {
-	now := time.Unix(1000, 0)
-	var mu sync.Mutex
-	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	fc := clock.NewFake(time.Unix(1000, 0))
 	g := &gatedRun{release: make(chan struct{}), out: OutcomeFailure}
 	var rejMu sync.Mutex
 	var rej []RejectReason
-	s := mustSched(t, SchedConfig{MaxConcurrent: 4, MaxLowest: 1, BackoffBase: time.Minute, Now: clock}, g.run,
+	s := mustSched(t, SchedConfig{MaxConcurrent: 4, MaxLowest: 1, BackoffBase: time.Minute, Clock: fc}, g.run,
 		func(_ PunchJob, why RejectReason) { rejMu.Lock(); rej = append(rej, why); rejMu.Unlock() })
 	defer s.Close()
 	s.Enqueue(nid(1), nil, PrioLowest)
@@ -100,9 +99,7 @@ func TestSchedulerLowestCapAndBackoff(t *testing.T) {
 	if rej[0] != RejectBackoff {
 		t.Fatalf("reject reason %q", rej[0])
 	}
-	mu.Lock()
-	now = now.Add(2 * time.Minute)
-	mu.Unlock()
+	fc.Advance(2 * time.Minute)
 	s.Enqueue(nid(1), nil, PrioHigh)
 	waitFor(t, "retry after backoff", func() bool { return len(g.startedIDs()) == 3 })
 	g.release <- struct{}{}
@@ -133,12 +130,11 @@ func TestSchedulerCloseCancelsAndReports(t *testing.T) {
 // A user request runs despite back-off; Reset and ResetAll lift back-off for
 // DHT-driven requests.
 func TestSchedulerUserBypassAndReset(t *testing.T) {
-	now := time.Unix(1000, 0)
-	clock := func() time.Time { return now } // never advanced: back-off never expires by itself
+	fc := clock.NewFake(time.Unix(1000, 0)) // never advanced: back-off never expires by itself
 	g := &gatedRun{release: make(chan struct{}), out: OutcomeFailure}
 	var rejMu sync.Mutex
 	var rej []RejectReason
-	s := mustSched(t, SchedConfig{BackoffBase: time.Hour, Now: clock}, g.run,
+	s := mustSched(t, SchedConfig{BackoffBase: time.Hour, Clock: fc}, g.run,
 		func(_ PunchJob, why RejectReason) { rejMu.Lock(); rej = append(rej, why); rejMu.Unlock() })
 	defer s.Close()
 	fail := func(id a2al.NodeID, user bool, n int) {

@@ -27,11 +27,11 @@ const (
 func (h *Host) watchRelayed(peer a2al.Address, er *protocol.EndpointRecord, conn *quic.Conn) {
 	id := a2al.NodeIDFromAddress(peer)
 	wait := h.cfg.RelayUpgrade
-	t := time.NewTimer(wait)
+	t := h.cfg.Clock.NewTimer(wait)
 	defer t.Stop()
 	for {
 		select {
-		case <-t.C:
+		case <-t.C():
 		case <-conn.Context().Done():
 			return
 		case <-h.ctx.Done():
@@ -59,7 +59,7 @@ func (h *Host) watchRelayed(peer a2al.Address, er *protocol.EndpointRecord, conn
 // punchDirect is one caller-side punch without relay candidates whose
 // connection, if any, replaces the pooled one.
 func (h *Host) punchDirect(ctx context.Context, peer a2al.Address, er *protocol.EndpointRecord) error {
-	start := time.Now()
+	start := h.cfg.Clock.Now()
 	client, release, err := h.clientFor(ctx, er.SignalURLs())
 	if err != nil {
 		return err
@@ -85,6 +85,6 @@ func (h *Host) punchDirect(ctx context.Context, peer a2al.Address, er *protocol.
 	if !h.pool.AddOn(peer, qc, h.id.NodeID, PoolPath{Type: PathPunched}) {
 		return errors.New("pool kept the relayed connection")
 	}
-	h.log.Info("relayed connection upgraded", "peer", peer.String(), "path", p.String(), "took", time.Since(start).Round(time.Millisecond))
+	h.log.Info("relayed connection upgraded", "peer", peer.String(), "path", p.String(), "took", h.cfg.Clock.Now().Sub(start).Round(time.Millisecond))
 	return nil
 }
