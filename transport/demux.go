@@ -64,28 +64,63 @@ func Classify(pkt []byte) PacketClass {
 	}
 }
 
-// Default queue depths of a Demux; each is a bound, never a wait.
+// Defaults of DemuxOptions (DefaultDemuxOptions holds them all). Queue
+// depths are bounds, never waits.
 const (
 	DefaultDHTQueue  = 1024
 	DefaultQUICQueue = 1024
 	DefaultSTUNQueue = 256
+	DefaultEchoRate  = 20
 )
 
 // maxDatagram is the read buffer of the demux (the largest UDP payload).
 const maxDatagram = 64 * 1024
 
-// DemuxOptions configures a Demux; zero values select defaults.
+// DemuxOptions configures a Demux. Every field may be left zero, which
+// means the default its comment states; a queue cannot be switched off, so
+// a negative depth or rate means the default too. NewDemux fills a copy in
+// one place (fill).
 type DemuxOptions struct {
-	DHTQueue  int
+	// DHTQueue bounds the DHT datagrams waiting to be read; more are
+	// dropped and counted. Zero: DefaultDHTQueue (1024).
+	DHTQueue int
+	// QUICQueue bounds the QUIC datagrams waiting. Zero: DefaultQUICQueue
+	// (1024).
 	QUICQueue int
+	// STUNQueue bounds the STUN datagrams waiting. Zero: DefaultSTUNQueue
+	// (256).
 	STUNQueue int
-	Logger    *slog.Logger
+	// Logger receives diagnostics. Nil: discarded.
+	Logger *slog.Logger
 	// EchoProbes answers upstream UDP echo probes (datagrams starting
 	// 0x00 0xEC, docs/wire.md §4.2) by sending them back verbatim, at most
-	// EchoRate per second (default 20) so the socket cannot be used as a
-	// reflector at volume. Upstream's statistics packet is not sent.
+	// EchoRate per second, so the socket cannot be used as a reflector at
+	// volume. Upstream's statistics packet is not sent. False (the
+	// default): echo probes are dropped as unknown.
 	EchoProbes bool
-	EchoRate   int
+	// EchoRate is the echo budget per second. Zero: DefaultEchoRate (20).
+	EchoRate int
+}
+
+// DefaultDemuxOptions returns every option at its default.
+func DefaultDemuxOptions() DemuxOptions {
+	return DemuxOptions{DHTQueue: DefaultDHTQueue, QUICQueue: DefaultQUICQueue, STUNQueue: DefaultSTUNQueue,
+		EchoRate: DefaultEchoRate}
+}
+
+// fill replaces zero (or negative) fields by their defaults.
+func (o *DemuxOptions) fill() {
+	d := DefaultDemuxOptions()
+	for _, f := range []struct{ v, def *int }{
+		{&o.DHTQueue, &d.DHTQueue}, {&o.QUICQueue, &d.QUICQueue}, {&o.STUNQueue, &d.STUNQueue}, {&o.EchoRate, &d.EchoRate},
+	} {
+		if *f.v <= 0 {
+			*f.v = *f.def
+		}
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
 }
 
 // ClassStats counts datagrams of one class.
@@ -163,22 +198,10 @@ type Demux struct {
 
 // NewDemux takes ownership of conn and starts the read loop.
 func NewDemux(conn net.PacketConn, opts DemuxOptions) *Demux {
-	if opts.DHTQueue <= 0 {
-		opts.DHTQueue = DefaultDHTQueue
-	}
-	if opts.QUICQueue <= 0 {
-		opts.QUICQueue = DefaultQUICQueue
-	}
-	if opts.STUNQueue <= 0 {
-		opts.STUNQueue = DefaultSTUNQueue
-	}
-	log := opts.Logger
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
+	opts.fill()
 	d := &Demux{
 		conn:     conn,
-		log:      log,
+		log:      opts.Logger,
 		dhtQ:     make(chan packet, opts.DHTQueue),
 		quicQ:    make(chan packet, opts.QUICQueue),
 		stunQ:    make(chan packet, opts.STUNQueue),
@@ -186,9 +209,6 @@ func NewDemux(conn net.PacketConn, opts DemuxOptions) *Demux {
 		loopDone: make(chan struct{}),
 	}
 	d.echo, d.echoRate = opts.EchoProbes, opts.EchoRate
-	if d.echoRate <= 0 {
-		d.echoRate = 20
-	}
 	d.dhtView = &demuxDHT{d: d}
 	d.quicView = newPacketView(d, d.quicQ, false)
 	go d.readLoop()
