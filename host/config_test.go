@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/quic-go/quic-go"
+
 	"github.com/a2alnode/a2al/clock"
 	"github.com/a2alnode/a2al/portmap"
 )
@@ -110,5 +112,39 @@ func TestConfigSwitches(t *testing.T) {
 	fc.Advance(time.Hour)
 	if n := a.pool.ExpireIdle(); n != 0 || !a.pool.HasConn(b.id.NodeID) {
 		t.Fatalf("expired %d entries with DisableIdleExpiry", n)
+	}
+}
+
+// ModeAConfig.DisableIdleTimeout: on one clock, the host with the default
+// idle timeout closes its idle connection, the one with it switched off
+// keeps its own.
+func TestModeAIdleTimeoutDisabled(t *testing.T) {
+	fc := clock.NewFake(time.Now())
+	on := loopbackHostCfg(t, Config{Clock: fc, ModeA: ModeAConfig{IdleTimeout: time.Minute}})
+	off := loopbackHostCfg(t, Config{Clock: fc, ModeA: ModeAConfig{IdleTimeout: time.Minute, DisableIdleTimeout: true}})
+	var conns []*quic.Conn
+	for _, h := range []*Host{on, off} {
+		go func() {
+			for {
+				if _, err := h.Accept(context.Background()); err != nil {
+					return
+				}
+			}
+		}()
+		qc := newRawPeer(t, "127.0.0.1", nil).dial(t, h)
+		if _, err := sendRoute(t, qc, dialerRouteBytes(h.Address(), 0)); err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, qc)
+	}
+	waitFor(t, "idle close on the default host", func() bool {
+		fc.Advance(time.Minute)
+		return conns[0].Context().Err() != nil
+	})
+	for range 5 {
+		fc.Advance(time.Hour)
+	}
+	if err := conns[1].Context().Err(); err != nil {
+		t.Fatalf("connection closed with DisableIdleTimeout: %v", context.Cause(conns[1].Context()))
 	}
 }
