@@ -148,11 +148,12 @@ func New(cfg Config) (*Host, error) {
 	h.pool, err = NewPool(PoolConfig{Self: id.NodeID, MaxSize: cfg.PoolSize, IdleTimeout: cfg.PoolIdle,
 		DisableIdleExpiry: cfg.DisablePoolIdle, Logger: cfg.Logger, Clock: cfg.Clock, OnRemove: h.connGone,
 		OnReceive: h.heardFrom})
-	if err == nil {
-		h.sched, err = NewScheduler(cfg.Sched, h.runPunch, h.rejectPunch)
-	}
-	if err != nil { // not expected: fill checked every field they take
+	if err != nil { // not expected: fill checked every field it takes
 		return nil, errors.Join(err, h.closeParts())
+	}
+	h.sched, err = NewScheduler(cfg.Sched, h.runPunch, h.rejectPunch)
+	if err != nil { // not expected either
+		return nil, errors.Join(err, h.pool.Close(), h.closeParts())
 	}
 	abort := func(what string, err error) (*Host, error) {
 		h.sched.Close()
