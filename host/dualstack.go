@@ -13,6 +13,7 @@ import (
 	"github.com/pion/stun"
 	ptransport "github.com/pion/transport/v2"
 
+	"github.com/a2alnode/a2al/clock"
 	"github.com/a2alnode/a2al/protocol"
 	"github.com/a2alnode/a2al/transport"
 )
@@ -180,8 +181,9 @@ var errNoTargets = errors.New("record has no usable endpoints")
 // started, or at once when an attempt fails. The first success wins; the
 // others are cancelled, and one that still succeeds is handed to discard.
 // Every attempt must return once its context is cancelled; raceDial returns
-// only after all of them did, so no attempt outlives it.
-func raceDial[T any](ctx context.Context, targets []*net.UDPAddr, stagger time.Duration,
+// only after all of them did, so no attempt outlives it. clk times the
+// stagger.
+func raceDial[T any](ctx context.Context, clk clock.Clock, targets []*net.UDPAddr, stagger time.Duration,
 	dial func(context.Context, *net.UDPAddr) (T, error), discard func(T)) (T, *net.UDPAddr, error) {
 	var zero T
 	if len(targets) == 0 {
@@ -196,7 +198,7 @@ func raceDial[T any](ctx context.Context, targets []*net.UDPAddr, stagger time.D
 	}
 	results := make(chan result, len(targets))
 	started, pending := 0, 0
-	timer := time.NewTimer(stagger)
+	timer := clk.NewTimer(stagger)
 	defer timer.Stop()
 	startNext := func() {
 		to := targets[started]
@@ -214,7 +216,7 @@ func raceDial[T any](ctx context.Context, targets []*net.UDPAddr, stagger time.D
 	for pending > 0 {
 		var next <-chan time.Time
 		if win == nil && started < len(targets) && ctx.Err() == nil {
-			next = timer.C
+			next = timer.C()
 		}
 		select {
 		case <-next:

@@ -16,6 +16,7 @@ import (
 	"github.com/pion/ice/v2"
 
 	"github.com/a2alnode/a2al"
+	"github.com/a2alnode/a2al/clock"
 	"github.com/a2alnode/a2al/natprobe"
 	"github.com/a2alnode/a2al/protocol"
 	"github.com/a2alnode/a2al/signal"
@@ -89,17 +90,17 @@ func TestRaceDialFamilies(t *testing.T) {
 			f := &fakeDial{broken: tc.broken, refused: tc.refused}
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
-			got, to, err := raceDial(ctx, targets, happyEyeballsStagger, f.dial, func(string) {})
+			got, to, err := raceDial(ctx, clock.Real{}, targets, happyEyeballsStagger, f.dial, func(string) {})
 			if err != nil || got != tc.want || familyName(to.IP) != tc.want {
 				t.Fatalf("won %q via %v (err %v), want %s", got, to, err, tc.want)
 			}
 		})
 	}
 	f := &fakeDial{refused: map[string]bool{"ipv4": true, "ipv6": true}}
-	if _, _, err := raceDial(context.Background(), targets, time.Hour, f.dial, func(string) {}); err == nil || f.tried.Load() != 2 {
+	if _, _, err := raceDial(context.Background(), clock.Real{}, targets, time.Hour, f.dial, func(string) {}); err == nil || f.tried.Load() != 2 {
 		t.Fatalf("all refused: err %v after %d attempts, want an error after 2 (a failure starts the next one)", err, f.tried.Load())
 	}
-	if _, _, err := raceDial(context.Background(), nil, time.Hour, f.dial, func(string) {}); !errors.Is(err, errNoTargets) {
+	if _, _, err := raceDial(context.Background(), clock.Real{}, nil, time.Hour, f.dial, func(string) {}); !errors.Is(err, errNoTargets) {
 		t.Fatalf("no targets: %v", err)
 	}
 }
@@ -117,7 +118,7 @@ func TestRaceDialDiscardsLateWinner(t *testing.T) {
 		}
 		return "v4", nil
 	}
-	got, _, err := raceDial(context.Background(), targets, time.Millisecond, dial, func(v string) {
+	got, _, err := raceDial(context.Background(), clock.Real{}, targets, time.Millisecond, dial, func(v string) {
 		if v == "late" {
 			discarded.Add(1)
 		}

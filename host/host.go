@@ -102,11 +102,7 @@ func New(cfg Config) (*Host, error) {
 	id.now = cfg.Clock.Now
 	conn := cfg.PacketConn
 	if conn == nil {
-		la := cfg.ListenAddr
-		if la == "" {
-			la = DefaultListenAddr
-		}
-		uc, _, err := transport.Listen(la)
+		uc, _, err := transport.Listen(cfg.ListenAddr)
 		if err != nil {
 			return nil, fmt.Errorf("host: %w", err)
 		}

@@ -195,7 +195,7 @@ func (h *Host) dialDirect(ctx context.Context, er *protocol.EndpointRecord) (*Co
 	// Happy Eyeballs (docs/host.md §6.2): IPv6 first, the next family
 	// happyEyeballsStagger later; the first handshake wins.
 	targets := dialTargets(ctx, h.cfg.Net, er.Endpoints, h.fam, 4)
-	win, to, err := raceDial(ctx, targets, happyEyeballsStagger,
+	win, to, err := raceDial(ctx, h.cfg.Clock, targets, happyEyeballsStagger,
 		func(ctx context.Context, a *net.UDPAddr) (*quic.Conn, error) {
 			return h.dialA(ctx, a, er.Address, directDialTimeout)
 		},

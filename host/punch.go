@@ -562,7 +562,7 @@ func (h *Host) startDirectEvidence(ctx context.Context, er *protocol.EndpointRec
 // an answer counts.
 func (h *Host) directEvidence(ctx context.Context, er *protocol.EndpointRecord) bool {
 	targets := dialTargets(ctx, h.cfg.Net, er.Endpoints, h.fam, 2)
-	_, _, err := raceDial(ctx, targets, happyEyeballsStagger,
+	_, _, err := raceDial(ctx, h.cfg.Clock, targets, happyEyeballsStagger,
 		func(ctx context.Context, a *net.UDPAddr) (struct{}, error) {
 			pctx, cancel := context.WithTimeout(ctx, 1500*time.Millisecond)
 			defer cancel()
