@@ -17,11 +17,12 @@ import (
 	"github.com/a2alnode/a2al/signal"
 )
 
-// The host's configuration: Config and the parts it nests (ICETimers,
-// SchedConfig, ModeAConfig) and PoolConfig. Each has a Default… constructor
-// holding every default, and a fill method, the one place that validates it
-// and replaces zero fields by their defaults; New, NewPool and NewScheduler
-// call it before they start anything.
+// The host's configuration. Config, the parts it nests (ICETimers,
+// SchedConfig, ModeAConfig) and PoolConfig each have a Default… constructor
+// holding every default and a fill method, the one place that validates
+// them and replaces zero fields by their defaults; New, NewPool and
+// NewScheduler call it before they start anything. The per-call
+// ServiceConfig and TunnelConfig have their fill here too (Serve, Tunnel).
 
 // Defaults of Config (DefaultConfig holds them all).
 const (
@@ -426,6 +427,28 @@ func (c *ModeAConfig) fill() error {
 	orDefault(&c.MaxPerPeer, d.MaxPerPeer)
 	orDefault(&c.IdleTimeout, d.IdleTimeout)
 	orDefault(&c.RouteTimeout, d.RouteTimeout)
+	return nil
+}
+
+// fill replaces ServiceConfig's zero limits by their defaults and refuses
+// negative ones (Serve checks the rest, which needs the host).
+func (c *ServiceConfig) fill() error {
+	if c.MaxStreams < 0 || c.DialTimeout < 0 {
+		return fmt.Errorf("%w: negative MaxStreams or DialTimeout", errConfig)
+	}
+	orDefault(&c.MaxStreams, 32)
+	orDefault(&c.DialTimeout, 5*time.Second)
+	return nil
+}
+
+// fill replaces TunnelConfig's zero limits by their defaults and refuses
+// negative ones.
+func (c *TunnelConfig) fill() error {
+	if c.MaxConns < 0 || c.DialTimeout < 0 {
+		return fmt.Errorf("%w: negative MaxConns or DialTimeout", errConfig)
+	}
+	orDefault(&c.MaxConns, 64)
+	orDefault(&c.DialTimeout, 30*time.Second)
 	return nil
 }
 

@@ -29,10 +29,9 @@ type ServiceConfig struct {
 	// Public admits every caller (Allow is then ignored).
 	Public bool
 	// MaxStreams caps concurrent bridged streams per connection; later
-	// streams wait until one ends. Default 32; zero means the default.
+	// streams wait until one ends. Zero: 32.
 	MaxStreams int
-	// DialTimeout bounds the TCP dial to Target. Default 5 s; zero means the
-	// default.
+	// DialTimeout bounds the TCP dial to Target. Zero: 5 s.
 	DialTimeout time.Duration
 }
 
@@ -60,11 +59,8 @@ func (h *Host) Serve(cfg ServiceConfig) error {
 	if h.localIdentity(cfg.Address) == nil {
 		return fmt.Errorf("%w %s: this host does not answer for %s (add the agent first)", ErrService, cfg.Name, cfg.Address.String())
 	}
-	if cfg.MaxStreams <= 0 {
-		cfg.MaxStreams = 32
-	}
-	if cfg.DialTimeout <= 0 {
-		cfg.DialTimeout = 5 * time.Second
+	if err := cfg.fill(); err != nil {
+		return fmt.Errorf("%w %s: %w", ErrService, cfg.Name, err)
 	}
 	s := &service{cfg: cfg, allow: make(map[a2al.Address]bool, len(cfg.Allow))}
 	for _, a := range cfg.Allow {

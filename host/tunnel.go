@@ -24,10 +24,10 @@ type TunnelConfig struct {
 	// Required.
 	Listener net.Listener
 	// MaxConns caps concurrent forwarded TCP connections; further ones wait
-	// in the listener's backlog. Default 64; zero means the default.
+	// in the listener's backlog. Zero: 64.
 	MaxConns int
 	// DialTimeout bounds each (re)connection to Remote, route exchange
-	// included. Default 30 s; zero means the default.
+	// included. Zero: 30 s.
 	DialTimeout time.Duration
 	// OnConnect, if set, is told about every new Mode A connection.
 	OnConnect func(*Conn)
@@ -41,11 +41,8 @@ func (h *Host) Tunnel(ctx context.Context, cfg TunnelConfig) error {
 	if cfg.Listener == nil || cfg.Remote.IsZero() {
 		return errors.New("host: tunnel: remote and listener are required")
 	}
-	if cfg.MaxConns <= 0 {
-		cfg.MaxConns = 64
-	}
-	if cfg.DialTimeout <= 0 {
-		cfg.DialTimeout = 30 * time.Second
+	if err := cfg.fill(); err != nil {
+		return fmt.Errorf("host: tunnel: %w", err)
 	}
 	t := &tunnel{h: h, cfg: cfg}
 	ctx, cancel := context.WithCancel(ctx)
