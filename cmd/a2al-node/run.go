@@ -131,7 +131,11 @@ func (o *runOptions) run(ctx context.Context, std stdio) error {
 	if err != nil {
 		return err
 	}
-	defer h.Close()
+	defer func() {
+		if err := h.Close(); err != nil {
+			log.Warn("shutdown incomplete", "err", err)
+		}
+	}()
 	fmt.Fprintf(std.out, "a2al node %s\nlistening on udp %s (%s)\n", h.Address().String(), h.LocalAddr(), h.Families())
 	if err := startServices(h, agents, svcs, std.out, log); err != nil {
 		return err
