@@ -69,10 +69,11 @@ type Config struct {
 	// Logger receives diagnostics. Nil: slog.Default().
 	Logger *slog.Logger
 	// Clock drives the host's timestamps, timers, back-off and expiry
-	// (DESIGN D10); it is handed to the pool, the scheduler and the port
-	// mapper unless their own configs name one. Context deadlines (punch
-	// and dial budgets), socket deadlines and pion's ICE timers stay on the
-	// wall clock. Nil: the wall clock.
+	// (docs/decisions.md D10) and is passed on to the pool, the scheduler
+	// (unless Sched.Clock is set), the DHT node, the hub clients, the NAT
+	// classifier and the port mapper. Context deadlines (punch and dial
+	// budgets), socket deadlines and pion's ICE timers stay on the wall
+	// clock. Nil: the wall clock.
 	Clock clock.Clock
 
 	// ICE are the ICE agent's timers. Zero fields: DefaultICETimers.
@@ -299,8 +300,8 @@ type SchedConfig struct {
 	// DisableBackoff never refuses a request for earlier failures. False
 	// (the default): failed peers are backed off.
 	DisableBackoff bool
-	// Clock times the back-off (DESIGN D10). Nil: the wall clock (in a
-	// Host: Config.Clock).
+	// Clock times the back-off (docs/decisions.md D10). Nil: the wall
+	// clock (in a Host: Config.Clock).
 	Clock clock.Clock
 }
 
@@ -349,9 +350,9 @@ type PoolConfig struct {
 	SilenceTimeout time.Duration
 	// Logger receives diagnostics. Nil: slog.Default().
 	Logger *slog.Logger
-	// Clock drives idle expiry, freshness and the silence check (DESIGN
-	// D10); stream deadlines stay on the wall clock. Nil: the wall clock (in
-	// a Host: Config.Clock).
+	// Clock drives idle expiry, freshness and the silence check
+	// (docs/decisions.md D10); stream deadlines stay on the wall clock.
+	// Nil: the wall clock (in a Host: Config.Clock).
 	Clock clock.Clock
 	// OnRemove is called (outside the pool lock) when an entry leaves the
 	// pool. Nil: nothing is called.

@@ -97,8 +97,8 @@
 // config.go holds Config and the configs it nests, each field stating its
 // default and what zero means, with one Default… constructor and one fill
 // per struct that validates before New binds or starts anything. Config.Clock
-// (DESIGN D10) drives timestamps, back-off, expiry and the host's timers and
-// is passed on to the DHT node, the hub clients, the NAT classifier and the
-// port mapper; context and socket deadlines, pion's ICE timers and short
-// polls of other components' state stay on the wall clock.
+// (docs/decisions.md D10) drives timestamps, back-off, expiry and the host's
+// timers and is passed on to the DHT node, the hub clients, the NAT
+// classifier and the port mapper; context and socket deadlines, pion's ICE
+// timers and short polls of other components' state stay on the wall clock.
 package host
