@@ -68,6 +68,8 @@ func TestConfigValidation(t *testing.T) {
 		"negative ICE":    func(c *Config) { c.ICE.Connect = -time.Second },
 		"negative sched":  func(c *Config) { c.Sched.MaxConcurrent = -1 },
 		"negative Mode A": func(c *Config) { c.ModeA.MaxPerIP = -1 },
+		"negative limits": func(c *Config) { c.Limits.CallsConcurrent = -1 },
+		"negative relay":  func(c *Config) { c.RelayWait = -time.Second },
 		"bad hub":         func(c *Config) { c.HubURLs = []string{"ftp://hub"} },
 		"bad public":      func(c *Config) { c.PublicAddr = "nowhere" },
 		"bad mapping":     func(c *Config) { c.PortMapping = "sometimes" },
