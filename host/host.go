@@ -136,7 +136,7 @@ func New(cfg Config) (*Host, error) {
 			UDPConn: guard, Net: cfg.Net, Logger: quietPion().NewLogger("udpmux"),
 		}),
 		net: cfg.Net, timers: cfg.ICE, loopback: cfg.IncludeLoopback, logf: quietPion(),
-		guard: guard, limits: cfg.Limits,
+		guard: guard, limits: cfg.Limits, clk: cfg.Clock,
 	}
 	h.callRate = newCallGate(cfg.Limits, cfg.Clock.Now)
 	h.env.urls = stunURIs(h.stun)

@@ -15,6 +15,7 @@ import (
 	"github.com/pion/stun"
 	"github.com/pion/transport/v2"
 
+	"github.com/a2alnode/a2al/clock"
 	"github.com/a2alnode/a2al/signal"
 )
 
@@ -50,6 +51,7 @@ type iceEnv struct {
 	relayOnly atomic.Bool
 	guard     *checkGuard // budgets for checks to unproven addresses (wraps the mux's socket)
 	limits    PunchLimits
+	clk       clock.Clock // times the wait for the peer's credentials (pion's timers are its own)
 }
 
 // icePath is a working path found by ICE: the remote address QUIC is dialed
@@ -263,7 +265,7 @@ func startICE(ctx context.Context, env *iceEnv, sig signaler, controlling bool, 
 	go func() {
 		defer s.wg.Done()
 		defer close(s.done)
-		s.res, s.err = s.connect(runCtx, ctx, t, controlling, creds, readErr, sendErr, failed)
+		s.res, s.err = s.connect(runCtx, ctx, env.clk, t, controlling, creds, readErr, sendErr, failed)
 	}()
 	ok = true
 	return s, nil
@@ -277,10 +279,10 @@ type iceCred struct{ u, p string }
 
 // connect waits for the peer's credentials and runs the checks until pion
 // selects a pair. runCtx ends with Close, ctx is the caller's.
-func (s *iceSession) connect(runCtx, ctx context.Context, t ICETimers, controlling bool, creds <-chan iceCred,
+func (s *iceSession) connect(runCtx, ctx context.Context, clk clock.Clock, t ICETimers, controlling bool, creds <-chan iceCred,
 	readErr, sendErr <-chan error, failed <-chan struct{}) (*icePath, error) {
 	var rc iceCred
-	credTimer := time.NewTimer(t.CredWait)
+	credTimer := clk.NewTimer(t.CredWait)
 	defer credTimer.Stop()
 	select {
 	case rc = <-creds:
@@ -288,7 +290,7 @@ func (s *iceSession) connect(runCtx, ctx context.Context, t ICETimers, controlli
 		return nil, fmt.Errorf("%w: waiting for credentials: %w", ErrSignaling, err)
 	case err := <-sendErr:
 		return nil, fmt.Errorf("%w: sending: %w", ErrSignaling, err)
-	case <-credTimer.C:
+	case <-credTimer.C():
 		return nil, fmt.Errorf("%w: no credentials from peer within %v", ErrICETimeout, t.CredWait)
 	case <-runCtx.Done():
 		return nil, ctxErr(ctx, runCtx)
