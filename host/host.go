@@ -34,7 +34,7 @@ import (
 // check guard's (admitCallLocked), both leaves; it is never held while
 // calling the pool, the scheduler, the DHT node, a hub client or votes, each
 // of which has its own lock, and nothing takes h.mu while holding another
-// lock of the host.
+// lock of the host but a tunnel's (held while it dials).
 type Host struct {
 	// Set in New, read-only afterwards.
 	cfg   Config
