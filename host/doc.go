@@ -3,7 +3,7 @@
 //
 // # One socket
 //
-// A Host owns exactly one UDP socket, wrapped in transport.Demux (DESIGN D5):
+// A Host owns exactly one UDP socket, wrapped in transport.Demux (docs/decisions.md D5):
 // DHT datagrams go to the dht.Node, STUN packets to pion/ice's
 // UniversalUDPMux (and, while a classification runs, to natprobe through the
 // demux STUN hook), QUIC packets to a single quic.Transport that both listens

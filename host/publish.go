@@ -232,7 +232,7 @@ func (h *Host) maintain() {
 		}
 		cancel()
 	}
-	// Give the hubs a moment so the first record already names a live hub (L14).
+	// Give the hubs a moment so the first record already names a live hub (docs/host.md §8.2).
 	if len(h.hubs) > 0 {
 		deadline := h.cfg.Clock.NewTimer(5 * time.Second)
 		poll := time.NewTicker(100 * time.Millisecond) // polls hub state; wall clock

@@ -532,7 +532,7 @@ func (d *directProbe) stop() {
 	d.wait()
 }
 
-// startDirectEvidence gathers the evidence for isDirect (D6, L12): a DHT PING
+// startDirectEvidence gathers the evidence for isDirect (docs/decisions.md D6, docs/host.md §3.7): a DHT PING
 // from the main socket to the peer's published endpoint over plain UDP.
 //
 // It must not be answered through a hole the punch opened. For a peer whose

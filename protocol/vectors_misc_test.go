@@ -111,8 +111,8 @@ func TestVectorMisc(t *testing.T) {
 			t.Fatalf("room id = %x, want %s", h[:16], f.Room.RoomID)
 		}
 	})
-	// Signaling frames are the reference hub's protocol (ours differs, DESIGN
-	// D3); here they only exercise the strict decoder on text-keyed maps.
+	// Signaling frames are the reference hub's protocol (ours differs,
+	// docs/decisions.md D3); here they only exercise the strict decoder on text-keyed maps.
 	for _, fr := range append(f.FramesV018, f.FramesHead...) {
 		vc.run("signaling_frame/"+fr.T, func(t *testing.T) {
 			var m map[string]any
