@@ -342,6 +342,7 @@ func (h *Host) newStranger(ctx context.Context, ourIP net.IP, tracef func(string
 		_ = dm.Close()
 		return nil, fmt.Errorf("stranger node: %w", err)
 	}
+	node.Start() // its PINGs need the receive loop; RPCs no longer start a node
 	s := &stranger{h: h, node: node, pc: pc, dm: dm}
 	var pinged []net.IP // a PING without answer still opened the mapping to its IP
 	for i, q := range peers {
