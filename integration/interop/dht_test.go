@@ -78,18 +78,7 @@ var dhtScenarios = []Scenario{
 	}},
 	{"dht find_node", dirOursToRef, func(t *testing.T, n *Net) {
 		// Our control API dials peers by address: resolve ref2 first.
-		var rec natlab.Record
-		if err := Eventually(20*time.Second, func() error {
-			if err := n.Ours.Call(http.MethodGet, "/api/resolve?addr="+url.QueryEscape(n.Ref2.AID), nil, &rec); err != nil {
-				return err
-			}
-			if !rec.OK {
-				return fmt.Errorf("resolve ref2: %s %s", rec.Reason, rec.Error)
-			}
-			return nil
-		}); err != nil {
-			t.Fatal(err)
-		}
+		resolveRef2(t, n)
 		var r natlab.FindNodeResult
 		if err := n.Ours.Call(http.MethodPost, "/api/findnode?addr="+url.QueryEscape(n.Ref2.AID), nil, &r); err != nil {
 			t.Fatal(err)
@@ -112,18 +101,7 @@ var dhtScenarios = []Scenario{
 		}
 	}},
 	{"dht resolve", dirOursToRef, func(t *testing.T, n *Net) {
-		var rec natlab.Record
-		if err := Eventually(20*time.Second, func() error {
-			if err := n.Ours.Call(http.MethodGet, "/api/resolve?addr="+url.QueryEscape(n.Ref2.AID), nil, &rec); err != nil {
-				return err
-			}
-			if !rec.OK {
-				return fmt.Errorf("resolve ref2: %s %s", rec.Reason, rec.Error)
-			}
-			return nil
-		}); err != nil {
-			t.Fatal(err)
-		}
+		rec := resolveRef2(t, n)
 		if !slices.ContainsFunc(rec.Endpoints, func(e string) bool { return strings.Contains(e, n.Ref2.UDP) }) {
 			t.Fatalf("ref2's record lists %v, want %s", rec.Endpoints, n.Ref2.UDP)
 		}
@@ -149,4 +127,23 @@ func addrHex(t testing.TB, text string) string {
 		t.Fatalf("address %q: %v", text, err)
 	}
 	return hex.EncodeToString(a[:])
+}
+
+// resolveRef2 has our node resolve ref2's endpoint record through its
+// control API, retrying while the DHT settles.
+func resolveRef2(t *testing.T, n *Net) natlab.Record {
+	t.Helper()
+	var rec natlab.Record
+	if err := Eventually(20*time.Second, func() error {
+		if err := n.Ours.Call(http.MethodGet, "/api/resolve?addr="+url.QueryEscape(n.Ref2.AID), nil, &rec); err != nil {
+			return err
+		}
+		if !rec.OK {
+			return fmt.Errorf("resolve ref2: %s %s", rec.Reason, rec.Error)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return rec
 }
