@@ -376,16 +376,11 @@ func addrOf(v *net.UDPAddr, id a2al.Address) string {
 // rotating source addresses; how many honest records and the victim's own
 // endpoint record are still served?
 func attackStoreFlood(ctx context.Context, e *env, s *Summary) (r Row) {
-	h, err := startHub(e.bins)
+	_, v, stopVictim, err := startHubAndVictim(e)
 	if err != nil {
 		return Row{Err: err.Error()}
 	}
-	defer h.stop()
-	v, err := startNode(e.bins, e.dir(), h)
-	if err != nil {
-		return Row{Err: err.Error()}
-	}
-	defer v.stop()
+	defer stopVictim()
 	hc, err := udpFrom(net.IPv4(127, 0, 80, 1))
 	if err != nil {
 		return Row{Err: err.Error()}

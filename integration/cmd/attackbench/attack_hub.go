@@ -329,16 +329,11 @@ func legitCallOnce(ctx context.Context, c *caller, target a2al.NodeID) bool {
 // attackCallFlood: 100 identities call one victim at 100 calls/s for 3 s; a
 // legitimate caller calls in the middle.
 func attackCallFlood(ctx context.Context, e *env, s *Summary) (r Row) {
-	h, err := startHub(e.bins)
+	h, v, stopVictim, err := startHubAndVictim(e)
 	if err != nil {
 		return Row{Err: err.Error()}
 	}
-	defer h.stop()
-	v, err := startNode(e.bins, e.dir(), h)
-	if err != nil {
-		return Row{Err: err.Error()}
-	}
-	defer v.stop()
+	defer stopVictim()
 	n := max(2, 100/e.scale)
 	var cs []*caller
 	for i := range n {
@@ -398,16 +393,11 @@ func attackCallFlood(ctx context.Context, e *env, s *Summary) (r Row) {
 // attackHubBurst: one caller sends 53 calls at once, inside the hub's
 // advertised frame burst.
 func attackHubBurst(ctx context.Context, e *env, s *Summary) (r Row) {
-	h, err := startHub(e.bins)
+	h, v, stopVictim, err := startHubAndVictim(e)
 	if err != nil {
 		return Row{Err: err.Error()}
 	}
-	defer h.stop()
-	v, err := startNode(e.bins, e.dir(), h)
-	if err != nil {
-		return Row{Err: err.Error()}
-	}
-	defer v.stop()
+	defer stopVictim()
 	c, err := newCaller(ctx, h.url, srcIP(40, 1))
 	if err != nil {
 		return Row{Err: err.Error()}

@@ -129,16 +129,11 @@ func attackAPIHost(ctx context.Context, e *env, s *Summary) (r Row) {
 // keeps them alive; then a legitimate node (in this process, knowing the
 // victim's endpoint record) dials it from another address and echoes data.
 func attackModeA(ctx context.Context, e *env, s *Summary) (r Row) {
-	h, err := startHub(e.bins)
+	_, v, stopVictim, err := startHubAndVictim(e)
 	if err != nil {
 		return Row{Err: err.Error()}
 	}
-	defer h.stop()
-	v, err := startNode(e.bins, e.dir(), h)
-	if err != nil {
-		return Row{Err: err.Error()}
-	}
-	defer v.stop()
+	defer stopVictim()
 	legit, err := newLegitHost(v)
 	if err != nil {
 		return Row{Err: err.Error()}

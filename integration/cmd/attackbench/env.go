@@ -306,3 +306,18 @@ func (n *node) dial(addr a2al.Address) bool {
 	}
 	return json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&res) == nil && res.OK
 }
+
+// startHubAndVictim starts a hub and a victim node registered at it; stop
+// ends both (node first).
+func startHubAndVictim(e *env) (*hub, *node, func(), error) {
+	h, err := startHub(e.bins)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	v, err := startNode(e.bins, e.dir(), h)
+	if err != nil {
+		h.stop()
+		return nil, nil, nil, err
+	}
+	return h, v, func() { v.stop(); h.stop() }, nil
+}
