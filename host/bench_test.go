@@ -26,9 +26,11 @@ func loopbackHost(tb testing.TB) *Host {
 func poolDirect(tb testing.TB, a, b *Host) {
 	tb.Helper()
 	ch := make(chan *quic.Conn, 1)
-	b.mu.Lock()
-	b.expect[a.Address()] = ch
-	b.mu.Unlock()
+	call := &inCall{peer: a.Address(), conn: ch}
+	b.peers.mu.Lock()
+	b.peers.getLocked(a.NodeID()).call = call
+	b.peers.mu.Unlock()
+	defer b.endCall(a.NodeID(), call)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	qc, err := a.qtr.Dial(ctx, b.LocalAddr(), a.id.ClientTLS(b.Address(), ALPNModeB), quicConfig(DefaultHandshakeLimit))

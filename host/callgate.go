@@ -6,6 +6,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/quic-go/quic-go"
+
 	"github.com/a2alnode/a2al"
 )
 
@@ -94,12 +96,14 @@ func (g *callGate) admit(id a2al.NodeID) bool {
 	return true
 }
 
-// inCall is one incoming call being answered (Host.calls).
+// inCall is one incoming call being answered (peerPath.call).
 type inCall struct {
 	cancel context.CancelFunc
 	start  time.Time
+	peer   a2al.Address               // the identity the caller's QUIC connection must have
+	conn   chan *quic.Conn            // the caller's Mode B connection, from the accept loop
 	ice    atomic.Pointer[iceSession] // set once ICE runs
-	// evicted is set (under h.mu) when a newer call took this one's slot.
+	// evicted is set (under peerTable.mu) when a newer call took this one's slot.
 	evicted bool
 }
 
@@ -114,21 +118,26 @@ func (c *inCall) productive() bool {
 // call may take its place when all slots are taken.
 const evictGrace = time.Second
 
-// admitCallLocked decides whether to answer a call from id (h.mu held):
-// one call per caller at a time; the caller's and the total per-minute
-// budgets; at most Limits.CallsConcurrent at once — when all are taken, the
-// oldest call that has run evictGrace without the caller proving any
-// address is ended to make room, so callers who never answer cannot hold
-// the slots (docs/security.md). On true, call is registered in h.calls.
-// Lock order: h.mu, then the check guard's lock (productive); the guard
-// never calls back into the host.
-func (h *Host) admitCallLocked(id a2al.NodeID, call *inCall) bool {
-	if _, busy := h.calls[id]; busy {
+// admitCallLocked decides whether to answer a call from p's peer
+// (peerTable.mu held): one call per caller at a time; the caller's and the
+// total per-minute budgets; at most Limits.CallsConcurrent at once — when
+// all are taken, the oldest call that has run evictGrace without the caller
+// proving any address is ended to make room, so callers who never answer
+// cannot hold the slots (docs/security.md). On true, call is p's call.
+// Lock order: peerTable.mu, then the check guard's lock (productive); the
+// guard never calls back into the host.
+func (h *Host) admitCallLocked(p *peerPath, call *inCall) bool {
+	if p.call != nil {
 		return false
 	}
-	live := 0
+	live, total := 0, 0
 	var oldest *inCall
-	for _, c := range h.calls {
+	for _, q := range h.peers.m {
+		c := q.call
+		if c == nil {
+			continue
+		}
+		total++
 		if c.evicted {
 			continue
 		}
@@ -140,13 +149,13 @@ func (h *Host) admitCallLocked(id a2al.NodeID, call *inCall) bool {
 	if live >= h.cfg.Limits.CallsConcurrent && oldest == nil {
 		return false
 	}
-	if len(h.calls) >= 2*h.cfg.Limits.CallsConcurrent || !h.callRate.admit(id) {
+	if total >= 2*h.cfg.Limits.CallsConcurrent || !h.callRate.admit(p.id) {
 		return false
 	}
 	if live >= h.cfg.Limits.CallsConcurrent {
 		oldest.evicted = true
 		oldest.cancel()
 	}
-	h.calls[id] = call
+	p.call = call
 	return true
 }

@@ -29,12 +29,11 @@ import (
 // DHT node, NAT sensing, signaling clients, the Mode B pool with its punch
 // scheduler, endpoint publishing and Mode A application connections.
 //
-// Locks (docs/architecture.md "Lock order"): h.mu guards the groups below
-// it. Holding it, the host takes only the call gate's lock and the ICE
-// check guard's (admitCallLocked), both leaves; it is never held while
-// calling the pool, the scheduler, the DHT node, a hub client or votes, each
-// of which has its own lock, and nothing takes h.mu while holding another
-// lock of the host but a tunnel's (held while it dials).
+// Locks (docs/architecture.md "Lock order"): h.mu guards the group below
+// it and is a leaf: it is never held while calling the pool, the peer
+// table, the scheduler, the DHT node, a hub client or votes, each of which
+// has its own lock, and nothing takes h.mu while holding another lock of
+// the host but a tunnel's (held while it dials).
 type Host struct {
 	// Set in New, read-only afterwards.
 	cfg   Config
@@ -47,7 +46,8 @@ type Host struct {
 	env   *iceEnv
 	node  *dht.Node
 	pool  *Pool      // own lock (Pool.mu)
-	sched *Scheduler // own lock (Scheduler.mu)
+	peers *peerTable // one peerPath per peer being reached (own lock peerTable.mu)
+	sched *Scheduler // runs caller-side punches; locks peers.mu
 	hubs  []*signal.Client
 	stun  []string
 	m     *hostMetrics
@@ -71,11 +71,7 @@ type Host struct {
 
 	mu sync.Mutex // guards every field from here to the end of the struct
 
-	// Punching: the callee side's pending calls and the caller's waiters.
-	expect    map[a2al.Address]chan *quic.Conn // callee punches waiting for the caller's QUIC
-	calls     map[a2al.NodeID]*inCall          // incoming calls being handled
-	punchLog  []PunchRecord                    // recent outcomes, at most maxPunchLog
-	punchWait map[a2al.NodeID][]chan error     // user dials waiting for a punch's outcome
+	punchLog []PunchRecord // recent punch outcomes, at most maxPunchLog
 
 	// What we know of our own reachability, and what we published.
 	nat        natprobe.Result
@@ -108,8 +104,7 @@ func New(cfg Config) (*Host, error) {
 		}
 		conn = uc
 	}
-	h := &Host{cfg: cfg, log: cfg.Logger, id: id, expect: make(map[a2al.Address]chan *quic.Conn),
-		calls: make(map[a2al.NodeID]*inCall), punchWait: make(map[a2al.NodeID][]chan error),
+	h := &Host{cfg: cfg, log: cfg.Logger, id: id, peers: newPeerTable(cfg.Sched.MaxBackoff, cfg.Clock.Now),
 		acceptA: make(chan *Conn, 16), services: make(map[a2al.Address]*service),
 		admit:  admission{byIP: make(map[string]int), byPeer: make(map[a2al.Address]int)},
 		agents: agentSet{m: make(map[a2al.Address]*Identity)}}
@@ -147,10 +142,7 @@ func New(cfg Config) (*Host, error) {
 	if err != nil { // not expected: fill checked every field it takes
 		return nil, errors.Join(err, h.closeParts())
 	}
-	h.sched, err = NewScheduler(cfg.Sched, h.runPunch, h.rejectPunch)
-	if err != nil { // not expected either
-		return nil, errors.Join(err, h.pool.Close(), h.closeParts())
-	}
+	h.sched = newScheduler(cfg.Sched, h.peers, h.runPunch, h.rejectPunch)
 	abort := func(what string, err error) (*Host, error) {
 		h.sched.Close()
 		// The cause comes first; what tearing down the parts met follows.
@@ -370,10 +362,8 @@ func (h *Host) acceptFrom(ln *quic.Listener) {
 		h.heardFrom(a2al.NodeIDFromAddress(peer))
 		switch c.ConnectionState().TLS.NegotiatedProtocol {
 		case ALPNModeB:
-			h.mu.Lock()
-			ch, ok := h.expect[peer]
-			h.mu.Unlock()
-			if !ok {
+			ch := h.peers.expecting(peer)
+			if ch == nil {
 				// Nobody here is punching with this identity (e.g. the hub lied
 				// about who was calling): never pool it.
 				h.m.unexpectedB.Inc()
@@ -415,7 +405,7 @@ func (h *Host) connGone(id a2al.NodeID, _ string) {
 	}
 }
 
-// janitor expires idle pool entries.
+// janitor expires idle pool entries and drops peers nothing is known of.
 func (h *Host) janitor() {
 	defer h.wg.Done()
 	t := newTicker(h.cfg.Clock, 30*time.Second)
@@ -426,6 +416,7 @@ func (h *Host) janitor() {
 			return
 		case <-t.C():
 			h.pool.ExpireIdle()
+			h.peers.sweep()
 			t.next()
 		}
 	}

@@ -255,49 +255,26 @@ func (h *Host) dialPunched(ctx context.Context, er *protocol.EndpointRecord) (*C
 }
 
 // punchAndWait runs a user-requested punch (bypassing back-off) and waits
-// until a connection to id is pooled or the attempt fails; the error is a
-// *PunchError.
+// for the peer's next outcome (docs/architecture.md "A punch"); the error is
+// a *PunchError.
 func (h *Host) punchAndWait(ctx context.Context, id a2al.NodeID, er *protocol.EndpointRecord) error {
-	ch, done := h.waitPunch(id)
-	defer done()
-	h.sched.EnqueueUser(id, er, PrioHigh)
-	tick := time.NewTicker(50 * time.Millisecond) // polls state; wall clock
-	defer tick.Stop()
-	idle := 0
-	for !h.pool.HasConn(id) {
-		select {
-		case err := <-ch:
-			if h.pool.HasConn(id) {
-				return nil
-			}
-			if err == nil {
-				err = errors.New("punched connection closed at once")
-			}
-			return newPunchError(err)
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-h.ctx.Done():
-			return ErrClosed
-		case <-tick.C:
-			// No outcome can come any more (e.g. a glare answered by a
-			// callee run that was not superseding us): give it a moment.
-			if h.sched.Pending(id) || h.callActive(id) {
-				idle = 0
-			} else if idle++; idle >= 4 {
-				return &PunchError{Reason: dht.PunchFailOther, Code: "other",
-					Err: errors.New("punch attempt ended without a connection")}
-			}
+	ch := make(chan error, 1)
+	defer h.peers.unwait(id, ch)
+	h.sched.enqueueWaiting(id, er, PrioHigh, ch)
+	select {
+	case err := <-ch:
+		if h.pool.HasConn(id) {
+			return nil
 		}
+		if err == nil {
+			err = errors.New("punched connection closed at once")
+		}
+		return newPunchError(err)
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-h.ctx.Done():
+		return ErrClosed
 	}
-	return nil
-}
-
-// callActive reports whether we are answering a hub call from id.
-func (h *Host) callActive(id a2al.NodeID) bool {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	_, ok := h.calls[id]
-	return ok
 }
 
 // Accept returns the next inbound Mode A connection.

@@ -238,13 +238,14 @@ func TestSilentCallerEvicted(t *testing.T) {
 	target := newReflTarget(t, s, 1)
 	sigV, sigA := memSigPair()
 	done := make(chan struct{})
-	go func() { defer close(done); victim.handleCall(randomAddress(t), sigV) }()
+	silentCaller := randomAddress(t)
+	go func() { defer close(done); victim.handleCall(silentCaller, sigV) }()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	_ = sigA.Send(ctx, signal.Signal{Kind: signal.KindCred, Ufrag: "silentufrag12345", Pwd: "silentpasswordsilentpasswd"})
 	_ = sigA.Send(ctx, signal.Signal{Kind: signal.KindCand,
 		Candidate: fmt.Sprintf("candidate:1 1 udp 2130706431 %s %d typ host", target.ip, target.ports[0])})
-	waitFor(t, "silent call running", func() bool { victim.mu.Lock(); defer victim.mu.Unlock(); return len(victim.calls) > 0 })
+	waitFor(t, "silent call running", func() bool { return victim.peers.answering(a2al.NodeIDFromAddress(silentCaller)) })
 	time.Sleep(evictGrace + 500*time.Millisecond)
 	legit := &deadSig{}
 	victim.handleCall(randomAddress(t), legit)

@@ -58,9 +58,13 @@ const (
 // that will never run so the DHT can clear its in-flight flag. Both callbacks
 // are invoked from scheduler goroutines, never from Enqueue.
 //
-// Locks (docs/architecture.md "Lock order"): mu guards the group below it
-// and is a leaf: run and reject are called outside it (Cancel only cancels a
-// running attempt's context under it, which takes no lock of ours).
+// The per-peer state (the queued job, the running attempt, the back-off) is
+// the peer's peerPath; the scheduler keeps only the queues and the counts.
+//
+// Locks (docs/architecture.md "Lock order"): the peer table's mu guards the
+// group below it and every peerPath; run and reject are called outside it
+// (Cancel only cancels a running attempt's context under it, which takes no
+// lock of ours).
 type Scheduler struct {
 	cfg    SchedConfig
 	run    func(ctx context.Context, job PunchJob) Outcome
@@ -69,21 +73,15 @@ type Scheduler struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+	peers  *peerTable
 
-	mu       sync.Mutex // guards everything below
+	// Guarded by peers.mu.
 	queues   [numPrio][]*PunchJob
-	queued   map[a2al.NodeID]*PunchJob
-	running  map[a2al.NodeID]context.CancelFunc
+	running  int
 	runPrio  [numPrio]int
-	fails    map[a2al.NodeID]backoffState
 	rejects  []rejected
 	closed   bool
 	attempts [numPrio]uint64
-}
-
-type backoffState struct {
-	fails int
-	until time.Time
 }
 
 type rejected struct {
@@ -91,21 +89,22 @@ type rejected struct {
 	why RejectReason
 }
 
-// NewScheduler starts the dispatcher goroutine; Close stops it and cancels
-// running attempts.
+// NewScheduler starts the dispatcher goroutine over a peer table of its own;
+// Close stops it and cancels running attempts.
 func NewScheduler(cfg SchedConfig, run func(context.Context, PunchJob) Outcome, reject func(PunchJob, RejectReason)) (*Scheduler, error) {
 	if err := cfg.fill(); err != nil {
 		return nil, err
 	}
+	return newScheduler(cfg, newPeerTable(cfg.MaxBackoff, cfg.Clock.Now), run, reject), nil
+}
+
+// newScheduler is NewScheduler over the host's peer table (cfg filled).
+func newScheduler(cfg SchedConfig, peers *peerTable, run func(context.Context, PunchJob) Outcome, reject func(PunchJob, RejectReason)) *Scheduler {
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &Scheduler{
-		cfg: cfg, run: run, reject: reject,
-		queued: make(map[a2al.NodeID]*PunchJob), running: make(map[a2al.NodeID]context.CancelFunc),
-		fails: make(map[a2al.NodeID]backoffState), wake: make(chan struct{}, 1), ctx: ctx, cancel: cancel,
-	}
+	s := &Scheduler{cfg: cfg, run: run, reject: reject, peers: peers, wake: make(chan struct{}, 1), ctx: ctx, cancel: cancel}
 	s.wg.Add(1)
 	go s.dispatch()
-	return s, nil
+	return s
 }
 
 func clampPrio(p int) int {
@@ -129,7 +128,7 @@ func (s *Scheduler) kick() {
 // was merged into an existing one (queued or running) — the existing attempt
 // will report for it. A peer in back-off is refused (RejectBackoff).
 func (s *Scheduler) Enqueue(id a2al.NodeID, er *protocol.EndpointRecord, prio int) bool {
-	return s.enqueue(id, er, prio, false)
+	return s.enqueue(id, er, prio, false, nil)
 }
 
 // EnqueueUser is Enqueue for an explicit user request (Host.Dial, PunchPeer):
@@ -137,79 +136,110 @@ func (s *Scheduler) Enqueue(id a2al.NodeID, er *protocol.EndpointRecord, prio in
 // refuse a user who asks to connect now, so it is bypassed. The attempt's
 // outcome still updates the peer's back-off for DHT-driven requests.
 func (s *Scheduler) EnqueueUser(id a2al.NodeID, er *protocol.EndpointRecord, prio int) bool {
-	return s.enqueue(id, er, prio, true)
+	return s.enqueue(id, er, prio, true, nil)
+}
+
+// enqueueWaiting is EnqueueUser that also registers w for the peer's next
+// outcome, in one step: nothing can report to w before the request is in.
+func (s *Scheduler) enqueueWaiting(id a2al.NodeID, er *protocol.EndpointRecord, prio int, w chan error) {
+	s.enqueue(id, er, prio, true, w)
 }
 
 // Reset forgets id's back-off: something showed the peer (or our path to it)
 // is working again, or a connection to it just died and the next attempt
 // must not be refused for failures that predate it.
 func (s *Scheduler) Reset(id a2al.NodeID) {
-	s.mu.Lock()
-	delete(s.fails, id)
-	s.mu.Unlock()
+	t := s.peers
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if p := t.m[id]; p != nil {
+		p.backoff = backoffState{}
+		t.tidyLocked(p)
+	}
 }
 
 // ResetAll forgets every peer's back-off (our network changed, so failures
 // seen from the old network say nothing about the peers).
 func (s *Scheduler) ResetAll() {
-	s.mu.Lock()
-	clear(s.fails)
-	s.mu.Unlock()
+	t := s.peers
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, p := range t.m {
+		p.backoff = backoffState{}
+		t.tidyLocked(p)
+	}
 }
 
 // InBackoff reports whether DHT-driven requests for id are currently refused.
 func (s *Scheduler) InBackoff(id a2al.NodeID) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	b, ok := s.fails[id]
-	return ok && s.cfg.Clock.Now().Before(b.until)
+	t := s.peers
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	p := t.m[id]
+	return p != nil && p.backoff.active(s.cfg.Clock.Now())
 }
 
-func (s *Scheduler) enqueue(id a2al.NodeID, er *protocol.EndpointRecord, prio int, user bool) bool {
+func (s *Scheduler) enqueue(id a2al.NodeID, er *protocol.EndpointRecord, prio int, user bool, w chan error) bool {
 	prio = clampPrio(prio)
 	job := &PunchJob{ID: id, Record: er, Priority: prio, Queued: s.cfg.Clock.Now()}
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	t := s.peers
+	t.mu.Lock()
+	defer t.mu.Unlock()
 	defer s.kick()
 	if s.closed {
 		s.rejects = append(s.rejects, rejected{*job, RejectClosed})
 		return true
 	}
-	if _, ok := s.running[id]; ok {
+	p := t.getLocked(id)
+	if w != nil {
+		// A refused request's waiter is woken by the reject report.
+		p.waiters = append(p.waiters, w)
+	}
+	refuse := func(why RejectReason) bool {
+		s.rejects = append(s.rejects, rejected{*job, why})
+		if w == nil {
+			t.tidyLocked(p)
+		}
+		return true
+	}
+	if p.running != nil {
 		return false
 	}
-	if q, ok := s.queued[id]; ok {
+	if q := p.queued; q != nil {
 		if prio > q.Priority { // move up
-			s.removeQueuedLocked(q)
+			s.unqueueLocked(p)
 			q.Priority = prio
 			if er != nil {
 				q.Record = er
 			}
 			s.queues[prio] = append(s.queues[prio], q)
-			s.queued[id] = q
+			p.queued = q
 		}
 		return false
 	}
-	if b, ok := s.fails[id]; ok && !user && s.cfg.Clock.Now().Before(b.until) {
-		s.rejects = append(s.rejects, rejected{*job, RejectBackoff})
-		return true
+	if !user && p.backoff.active(s.cfg.Clock.Now()) {
+		return refuse(RejectBackoff)
 	}
 	if len(s.queues[prio]) >= s.cfg.QueueLen {
 		if prio != PrioLowest {
-			s.rejects = append(s.rejects, rejected{*job, RejectQueueFull})
-			return true
+			return refuse(RejectQueueFull)
 		}
 		old := s.queues[prio][0]
 		s.queues[prio] = s.queues[prio][1:]
-		delete(s.queued, old.ID)
+		if op := t.m[old.ID]; op != nil && op.queued == old {
+			op.queued = nil
+			t.tidyLocked(op)
+		}
 		s.rejects = append(s.rejects, rejected{*old, RejectDropped})
 	}
 	s.queues[prio] = append(s.queues[prio], job)
-	s.queued[id] = job
+	p.queued = job
 	return true
 }
 
-func (s *Scheduler) removeQueuedLocked(j *PunchJob) {
+// unqueueLocked takes p's queued job out of its queue.
+func (s *Scheduler) unqueueLocked(p *peerPath) {
+	j := p.queued
 	q := s.queues[j.Priority]
 	for i, x := range q {
 		if x == j {
@@ -217,37 +247,48 @@ func (s *Scheduler) removeQueuedLocked(j *PunchJob) {
 			break
 		}
 	}
-	delete(s.queued, j.ID)
+	p.queued = nil
 }
 
 // Running reports whether an attempt for id is in flight.
 func (s *Scheduler) Running(id a2al.NodeID) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	_, ok := s.running[id]
-	return ok
+	t := s.peers
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	p := t.m[id]
+	return p != nil && p.running != nil
 }
 
 // Pending reports whether id is queued or running.
 func (s *Scheduler) Pending(id a2al.NodeID) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	_, q := s.queued[id]
-	_, r := s.running[id]
-	return q || r
+	t := s.peers
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	p := t.m[id]
+	return p != nil && (p.queued != nil || p.running != nil)
 }
 
 // Cancel aborts a queued or running attempt for id (glare: the other side's call
 // takes over). A cancelled queued job is silently forgotten.
 func (s *Scheduler) Cancel(id a2al.NodeID) {
-	s.mu.Lock()
-	if q, ok := s.queued[id]; ok {
-		s.removeQueuedLocked(q)
+	t := s.peers
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	s.cancelLocked(t.m[id])
+}
+
+// cancelLocked is Cancel for p (nil: nothing to cancel).
+func (s *Scheduler) cancelLocked(p *peerPath) {
+	if p == nil {
+		return
 	}
-	if c, ok := s.running[id]; ok {
-		c()
+	if p.queued != nil {
+		s.unqueueLocked(p)
 	}
-	s.mu.Unlock()
+	if p.running != nil {
+		p.running()
+	}
+	s.peers.tidyLocked(p)
 }
 
 // SchedStats is a snapshot for debug output and metrics.
@@ -260,34 +301,43 @@ type SchedStats struct {
 
 // Stats returns queue and running counts per priority.
 func (s *Scheduler) Stats() SchedStats {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	t := s.peers
+	t.mu.Lock()
+	defer t.mu.Unlock()
 	var st SchedStats
 	for p := range numPrio {
 		st.Queued[p] = len(s.queues[p])
 		st.Running[p] = s.runPrio[p]
 		st.Attempts[p] = s.attempts[p]
 	}
-	st.Backoff = len(s.fails)
+	for _, p := range t.m {
+		if p.backoff.fails > 0 {
+			st.Backoff++
+		}
+	}
 	return st
 }
 
 // Close cancels running attempts, reports queued ones as rejected and waits.
 func (s *Scheduler) Close() {
-	s.mu.Lock()
+	t := s.peers
+	t.mu.Lock()
 	if s.closed {
-		s.mu.Unlock()
+		t.mu.Unlock()
 		return
 	}
 	s.closed = true
-	for p := range numPrio {
-		for _, j := range s.queues[p] {
+	for pr := range numPrio {
+		for _, j := range s.queues[pr] {
 			s.rejects = append(s.rejects, rejected{*j, RejectClosed})
+			if p := t.m[j.ID]; p != nil && p.queued == j {
+				p.queued = nil
+				t.tidyLocked(p)
+			}
 		}
-		s.queues[p] = nil
+		s.queues[pr] = nil
 	}
-	s.queued = make(map[a2al.NodeID]*PunchJob)
-	s.mu.Unlock()
+	t.mu.Unlock()
 	s.cancel()
 	s.kick()
 	s.wg.Wait()
@@ -295,8 +345,9 @@ func (s *Scheduler) Close() {
 
 func (s *Scheduler) dispatch() {
 	defer s.wg.Done()
+	t := s.peers
 	for {
-		s.mu.Lock()
+		t.mu.Lock()
 		rej := s.rejects
 		s.rejects = nil
 		var start []startable
@@ -304,7 +355,7 @@ func (s *Scheduler) dispatch() {
 			start = s.pickLocked()
 		}
 		closed := s.closed
-		s.mu.Unlock()
+		t.mu.Unlock()
 		for _, r := range rej {
 			if s.reject != nil {
 				s.reject(r.job, r.why)
@@ -316,10 +367,10 @@ func (s *Scheduler) dispatch() {
 		if closed {
 			// Drain rejections that raced with Close, then leave; running
 			// attempts were cancelled and are waited for by wg.
-			s.mu.Lock()
+			t.mu.Lock()
 			rej = s.rejects
 			s.rejects = nil
-			s.mu.Unlock()
+			t.mu.Unlock()
 			for _, r := range rej {
 				if s.reject != nil {
 					s.reject(r.job, r.why)
@@ -334,7 +385,7 @@ func (s *Scheduler) dispatch() {
 // pickLocked selects jobs to start within the caps, highest priority first.
 func (s *Scheduler) pickLocked() []startable {
 	var out []startable
-	for len(s.running) < s.cfg.MaxConcurrent {
+	for s.running < s.cfg.MaxConcurrent {
 		var j *PunchJob
 		for p := PrioHigh; p >= PrioLowest; p-- {
 			if len(s.queues[p]) == 0 {
@@ -350,9 +401,10 @@ func (s *Scheduler) pickLocked() []startable {
 		if j == nil {
 			break
 		}
-		delete(s.queued, j.ID)
+		p := s.peers.getLocked(j.ID)
 		ctx, cancel := context.WithCancel(s.ctx)
-		s.running[j.ID] = cancel
+		p.queued, p.running, p.runPrio = nil, cancel, j.Priority
+		s.running++
 		s.runPrio[j.Priority]++
 		s.attempts[j.Priority]++
 		out = append(out, startable{j, ctx, cancel})
@@ -376,50 +428,30 @@ func (s *Scheduler) startJob(st startable) {
 	}()
 }
 
+// finish ends a running attempt and applies its outcome to the back-off.
 func (s *Scheduler) finish(j PunchJob, out Outcome) {
-	s.mu.Lock()
-	delete(s.running, j.ID)
+	t := s.peers
+	t.mu.Lock()
+	s.running--
 	s.runPrio[j.Priority]--
+	p := t.getLocked(j.ID)
+	p.running = nil
 	switch out {
 	case OutcomeSuccess:
-		delete(s.fails, j.ID)
+		p.backoff = backoffState{}
 	case OutcomeFailure:
 		if s.cfg.DisableBackoff {
 			break
 		}
-		b := s.fails[j.ID]
+		b := &p.backoff
 		b.fails++
 		d := s.cfg.BackoffBase << min(b.fails-1, 10)
 		if d > s.cfg.BackoffMax || d <= 0 {
 			d = s.cfg.BackoffMax
 		}
 		b.until = s.cfg.Clock.Now().Add(d)
-		if _, ok := s.fails[j.ID]; !ok && len(s.fails) >= s.cfg.MaxBackoff {
-			s.pruneBackoffLocked()
-		}
-		s.fails[j.ID] = b
 	}
-	s.mu.Unlock()
+	t.tidyLocked(p)
+	t.mu.Unlock()
 	s.kick()
-}
-
-// pruneBackoffLocked drops expired entries, or the one expiring soonest, so the
-// table stays bounded.
-func (s *Scheduler) pruneBackoffLocked() {
-	now := s.cfg.Clock.Now()
-	var soonest a2al.NodeID
-	var soonestT time.Time
-	first := true
-	for id, b := range s.fails {
-		if now.After(b.until) {
-			delete(s.fails, id)
-			continue
-		}
-		if first || b.until.Before(soonestT) {
-			soonest, soonestT, first = id, b.until, false
-		}
-	}
-	if len(s.fails) >= s.cfg.MaxBackoff && !first {
-		delete(s.fails, soonest)
-	}
 }
