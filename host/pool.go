@@ -51,7 +51,8 @@ type Pool struct {
 	cfg    PoolConfig
 	inject atomic.Pointer[injectorBox]
 	wg     sync.WaitGroup
-	stats  PoolStats // atomics
+	stats  PoolStats     // atomics
+	stop   chan struct{} // closed by Close: ends the replaced entries' grace
 
 	mu      sync.Mutex
 	entries map[a2al.NodeID]*poolEntry
@@ -73,12 +74,17 @@ type PoolStats struct {
 }
 
 type poolEntry struct {
-	id       a2al.NodeID
-	peer     a2al.Address
-	conn     *quic.Conn
-	remote   net.Addr
-	dialer   a2al.NodeID // NodeID of the side that dialed the QUIC connection
-	sendq    chan []byte
+	id     a2al.NodeID
+	peer   a2al.Address
+	conn   *quic.Conn
+	remote net.Addr
+	dialer a2al.NodeID // NodeID of the side that dialed the QUIC connection
+	sendq  chan []byte // handed on to the entry that replaces this one
+	// prev is the entry this one replaced: its sender must stop before ours
+	// starts on the queue they share. Read only by sendLoop.
+	prev     *poolEntry
+	sendStop context.CancelFunc // stops the sender only (the entry was replaced)
+	sendDone chan struct{}      // closed when the sender has stopped
 	lastUsed atomic.Int64
 	lastRx   atomic.Int64 // unix ns of the last DHT message received
 	elem     *list.Element
@@ -102,7 +108,7 @@ func NewPool(cfg PoolConfig) (*Pool, error) {
 	if err := cfg.fill(); err != nil {
 		return nil, err
 	}
-	return &Pool{cfg: cfg, entries: make(map[a2al.NodeID]*poolEntry), lru: list.New()}, nil
+	return &Pool{cfg: cfg, entries: make(map[a2al.NodeID]*poolEntry), lru: list.New(), stop: make(chan struct{})}, nil
 }
 
 // SetInjector sets where received DHT messages go (two-phase init: the pool is
@@ -124,15 +130,18 @@ func (p *Pool) Add(peer a2al.Address, conn *quic.Conn, dialer a2al.NodeID, relea
 func (p *Pool) AddOn(peer a2al.Address, conn *quic.Conn, dialer a2al.NodeID, via PoolPath) bool {
 	id := a2al.NodeIDFromAddress(peer)
 	ctx, cancel := context.WithCancel(conn.Context())
+	sendCtx, sendStop := context.WithCancel(ctx)
 	e := &poolEntry{
 		id: id, peer: peer, conn: conn, remote: conn.RemoteAddr(), dialer: dialer,
 		sendq: make(chan []byte, p.cfg.SendQueueLen), cancel: cancel, release: via.Release,
 		since: p.cfg.Clock.Now(), path: via.Type, tr: via.Transport,
+		sendStop: sendStop, sendDone: make(chan struct{}),
 	}
 	e.lastUsed.Store(p.cfg.Clock.Now().UnixNano())
 
 	var victims []*poolEntry
 	var reasons []string
+	var replaced *poolEntry
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
@@ -154,7 +163,10 @@ func (p *Pool) AddOn(peer a2al.Address, conn *quic.Conn, dialer a2al.NodeID, via
 			return false
 		}
 		p.removeLocked(old)
-		victims, reasons = append(victims, old), append(reasons, "replaced")
+		// The new connection takes over the old one's queue: what the DHT
+		// queued there is sent on the new one (docs/architecture.md
+		// "Peer paths").
+		replaced, e.prev, e.sendq = old, old, old.sendq
 		p.stats.Replaced.Add(1)
 		if old.path == PathRelayed && e.path != PathRelayed {
 			p.stats.Upgraded.Add(1)
@@ -176,9 +188,12 @@ func (p *Pool) AddOn(peer a2al.Address, conn *quic.Conn, dialer a2al.NodeID, via
 	p.wg.Add(3)
 	p.mu.Unlock()
 
-	go p.sendLoop(ctx, e)
+	go p.sendLoop(sendCtx, e)
 	go p.datagramLoop(ctx, e)
 	go p.streamLoop(ctx, e)
+	if replaced != nil {
+		p.retire(replaced)
+	}
 	for i, v := range victims {
 		p.closeEntry(v, reasons[i])
 	}
@@ -218,6 +233,34 @@ func (p *Pool) drop(e *poolEntry, reason string) {
 	p.removeLocked(e)
 	p.mu.Unlock()
 	p.closeEntry(e, reason)
+}
+
+// migrateGrace is how long a replaced connection still delivers what the
+// peer sends on it: the two sides pool a new connection one after the
+// other, and until the peer has it too, the peer answers on the old one.
+const migrateGrace = 5 * time.Second
+
+// retire ends a replaced entry without losing DHT traffic: its sender stops
+// (its queue is the new entry's now), its receivers run on for
+// migrateGrace or until the peer closes it, then it is closed.
+func (p *Pool) retire(old *poolEntry) {
+	old.sendStop()
+	if old.conn.Context().Err() != nil {
+		p.closeEntry(old, "replaced")
+		return
+	}
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		t := p.cfg.Clock.NewTimer(migrateGrace)
+		defer t.Stop()
+		select {
+		case <-t.C():
+		case <-old.conn.Context().Done():
+		case <-p.stop:
+		}
+		p.closeEntry(old, "replaced")
+	}()
 }
 
 // SendTo implements the hot path of dht.PunchTransport: it never blocks, so
@@ -456,6 +499,9 @@ func (p *Pool) Stats() *PoolStats { return &p.stats }
 // Close closes every connection and waits for the per-connection goroutines.
 func (p *Pool) Close() error {
 	p.mu.Lock()
+	if !p.closed {
+		close(p.stop)
+	}
 	p.closed = true
 	p.mu.Unlock()
 	p.EvictAll("pool closed")
@@ -487,12 +533,24 @@ func (p *Pool) deliver(e *poolEntry, data []byte) {
 // timeout and the keepalives.
 func (p *Pool) sendLoop(ctx context.Context, e *poolEntry) {
 	defer p.wg.Done()
+	defer close(e.sendDone)
+	if prev := e.prev; prev != nil {
+		e.prev = nil
+		select { // the replaced sender was stopped by retire; it ends at once or after its current write
+		case <-prev.sendDone:
+		case <-ctx.Done():
+			return
+		}
+	}
 	silence := p.cfg.Clock.NewTimer(time.Hour)
 	silence.Stop()
 	defer silence.Stop()
 	armed := false
 	var rxMark uint64
 	for {
+		if ctx.Err() != nil { // stopped: leave the queue to the successor
+			return
+		}
 		select {
 		case <-ctx.Done():
 			return
