@@ -55,6 +55,7 @@ type PunchRecord struct {
 	Path     string        `json:"path,omitempty"` // local->remote candidate types
 	Remote   string        `json:"remote,omitempty"`
 	Direct   bool          `json:"direct"`
+	Upgrade  bool          `json:"upgrade,omitempty"`   // an attempt to replace a relayed connection (docs/relay.md)
 	PathType PathType      `json:"path_type,omitempty"` // direct | punched | relayed (successes)
 	NATPair  string        `json:"nat_pair"`            // our NAT type -> peer's published NAT type
 	At       time.Time     `json:"at"`

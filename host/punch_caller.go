@@ -28,7 +28,7 @@ func (h *Host) runPunch(ctx context.Context, job PunchJob) Outcome {
 	ctx, cancel := context.WithTimeout(ctx, h.cfg.PunchTimeout)
 	defer cancel()
 	r, err := h.punchOut(ctx, job, start)
-	rec := PunchRecord{Peer: r.peer.String(), Role: "caller", Priority: job.Priority, At: start,
+	rec := PunchRecord{Peer: r.peer.String(), Role: "caller", Priority: job.Priority, Upgrade: job.Upgrade, At: start,
 		Duration: r.took, Path: r.path, Direct: r.direct, NATPair: h.natPair(job.ID, job.Record)}
 	if rec.Duration == 0 {
 		rec.Duration = h.cfg.Clock.Now().Sub(start)
@@ -40,6 +40,9 @@ func (h *Host) runPunch(ctx context.Context, job PunchJob) Outcome {
 		if r.path != "pooled" {
 			h.pool.setPath(job.ID, nil, end.rec.PathType)
 		}
+		if job.Upgrade {
+			h.log.Info("relayed connection upgraded", "peer", rec.Peer, "path", r.path, "took", rec.Duration.Round(time.Millisecond))
+		}
 		h.finish(end)
 		return OutcomeSuccess
 	}
@@ -49,7 +52,7 @@ func (h *Host) runPunch(ctx context.Context, job PunchJob) Outcome {
 		return OutcomeSuperseded
 	}
 	h.finish(end)
-	if errors.Is(err, ErrNoHub) {
+	if errors.Is(err, ErrNoHub) || job.Upgrade { // an upgrade's peer is connected: nothing to back off
 		return OutcomeUnavailable
 	}
 	return OutcomeFailure
@@ -173,7 +176,7 @@ func (h *Host) punchOut(ctx context.Context, job PunchJob, start time.Time) (r p
 	if job.Record != nil {
 		r.peer = job.Record.Address
 	}
-	if pa, ra, ok := h.pool.Lookup(job.ID); ok {
+	if pa, ra, ok := h.pool.Lookup(job.ID); ok && !job.Upgrade {
 		return punchResult{peer: pa, remote: ra, path: "pooled"}, nil
 	}
 	er, err := h.endpointRecord(ctx, job.ID, job.Record)
@@ -196,7 +199,13 @@ func (h *Host) punchOut(ctx context.Context, job PunchJob, start time.Time) (r p
 	ev := h.startDirectEvidence(ctx, er)
 	defer ev.stop()
 	relayc := make(chan *iceRelay, 1) // credentials are fetched while the hub rings the peer
-	go func() { relayc <- h.iceRelayFor(ctx, er) }()
+	go func() {
+		if job.Upgrade {
+			relayc <- nil // an upgrade wants a path without the relay
+			return
+		}
+		relayc <- h.iceRelayFor(ctx, er)
+	}()
 	sess, err := client.Call(ctx, job.ID)
 	relay := <-relayc
 	if err != nil {
@@ -222,7 +231,7 @@ func (h *Host) punchOut(ctx context.Context, job PunchJob, start time.Time) (r p
 	if rp != nil {
 		via = PoolPath{Type: PathRelayed, Transport: rp.tr, Release: rp.close}
 	}
-	if !h.pool.AddOn(r.peer, qc, h.id.NodeID, via) && !h.pool.HasConn(job.ID) {
+	if added := h.pool.AddOn(r.peer, qc, h.id.NodeID, via); !added && (job.Upgrade || !h.pool.HasConn(job.ID)) {
 		return r, errors.New("pool refused connection")
 	}
 	r.took = h.cfg.Clock.Now().Sub(start)

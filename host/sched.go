@@ -24,6 +24,10 @@ type PunchJob struct {
 	Record   *protocol.EndpointRecord
 	Priority int
 	Queued   time.Time
+	// Upgrade: replace the peer's relayed connection by a punched one (no
+	// relay candidates; docs/relay.md). Any other request for the peer
+	// merged into the queued job makes it an ordinary one.
+	Upgrade bool
 }
 
 // Outcome of a punch attempt as the scheduler sees it.
@@ -139,6 +143,12 @@ func (s *Scheduler) EnqueueUser(id a2al.NodeID, er *protocol.EndpointRecord, pri
 	return s.enqueue(id, er, prio, true, nil)
 }
 
+// enqueueUpgrade asks for an upgrade of id's relayed connection (see
+// PunchJob.Upgrade); back-off does not apply: the peer is connected.
+func (s *Scheduler) enqueueUpgrade(id a2al.NodeID, er *protocol.EndpointRecord) {
+	s.enqueueJob(&PunchJob{ID: id, Record: er, Priority: PrioLow, Upgrade: true}, true, nil)
+}
+
 // enqueueWaiting is EnqueueUser that also registers w for the peer's next
 // outcome, in one step: nothing can report to w before the request is in.
 func (s *Scheduler) enqueueWaiting(id a2al.NodeID, er *protocol.EndpointRecord, prio int, w chan error) {
@@ -180,8 +190,12 @@ func (s *Scheduler) InBackoff(id a2al.NodeID) bool {
 }
 
 func (s *Scheduler) enqueue(id a2al.NodeID, er *protocol.EndpointRecord, prio int, user bool, w chan error) bool {
-	prio = clampPrio(prio)
-	job := &PunchJob{ID: id, Record: er, Priority: prio, Queued: s.cfg.Clock.Now()}
+	return s.enqueueJob(&PunchJob{ID: id, Record: er, Priority: prio}, user, w)
+}
+
+func (s *Scheduler) enqueueJob(job *PunchJob, user bool, w chan error) bool {
+	job.Priority, job.Queued = clampPrio(job.Priority), s.cfg.Clock.Now()
+	id, er, prio := job.ID, job.Record, job.Priority
 	t := s.peers
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -206,6 +220,7 @@ func (s *Scheduler) enqueue(id a2al.NodeID, er *protocol.EndpointRecord, prio in
 		return false
 	}
 	if q := p.queued; q != nil {
+		q.Upgrade = q.Upgrade && job.Upgrade
 		if prio > q.Priority { // move up
 			s.unqueueLocked(p)
 			q.Priority = prio

@@ -1,9 +1,6 @@
 package host
 
 import (
-	"context"
-	"errors"
-	"fmt"
 	"time"
 
 	"github.com/quic-go/quic-go"
@@ -23,7 +20,11 @@ const (
 	maxRelayUpgrade     = 30 * time.Minute
 )
 
-// watchRelayed runs while conn is the pooled relayed connection to peer.
+// watchRelayed runs while conn is the pooled relayed connection to peer:
+// now and then it asks the scheduler for an upgrade (PunchJob.Upgrade), a
+// caller-side punch without relay candidates whose connection replaces the
+// relayed one. The attempt is the peer's like any other (one in flight,
+// glare rules, one finish).
 func (h *Host) watchRelayed(peer a2al.Address, er *protocol.EndpointRecord, conn *quic.Conn) {
 	id := a2al.NodeIDFromAddress(peer)
 	wait := h.cfg.RelayUpgrade
@@ -42,49 +43,10 @@ func (h *Host) watchRelayed(peer a2al.Address, er *protocol.EndpointRecord, conn
 		}
 		// A pair our NAT types say cannot be punched is left alone until one
 		// of them changes; a punch the scheduler runs settles it anyway.
-		if h.relayWait(er) > 0 && !h.sched.Running(id) && !h.sched.Pending(id) {
-			ctx, cancel := context.WithTimeout(h.ctx, h.cfg.PunchTimeout)
-			err := h.punchDirect(ctx, peer, er)
-			cancel()
-			if err == nil {
-				return
-			}
-			h.log.Debug("relayed peer still not punchable", "peer", peer.String(), "err", err)
+		if h.relayWait(er) > 0 {
+			h.sched.enqueueUpgrade(id, er)
 		}
 		wait = min(2*wait, maxRelayUpgrade)
 		t.Reset(wait)
 	}
-}
-
-// punchDirect is one caller-side punch without relay candidates whose
-// connection, if any, replaces the pooled one.
-func (h *Host) punchDirect(ctx context.Context, peer a2al.Address, er *protocol.EndpointRecord) error {
-	start := h.cfg.Clock.Now()
-	client, release, err := h.clientFor(ctx, er.SignalURLs())
-	if err != nil {
-		return err
-	}
-	defer release()
-	sess, err := client.Call(ctx, a2al.NodeIDFromAddress(peer))
-	if err != nil {
-		return fmt.Errorf("call via hub: %w", err)
-	}
-	defer sess.Close()
-	if sess.Peer() != peer {
-		return fmt.Errorf("%w: hub connected us to %s", ErrIdentity, sess.Peer().String())
-	}
-	is, err := startICE(ctx, h.env, sess, true, h.iceHint(), nil)
-	if err != nil {
-		return err
-	}
-	defer is.Close()
-	qc, p, _, err := h.dialICE(ctx, is, peer, ALPNModeB)
-	if err != nil {
-		return err
-	}
-	if !h.pool.AddOn(peer, qc, h.id.NodeID, PoolPath{Type: PathPunched}) {
-		return errors.New("pool kept the relayed connection")
-	}
-	h.log.Info("relayed connection upgraded", "peer", peer.String(), "path", p.String(), "took", h.cfg.Clock.Now().Sub(start).Round(time.Millisecond))
-	return nil
 }
