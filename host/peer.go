@@ -29,7 +29,6 @@ type peerPath struct {
 	// never both.
 	queued  *PunchJob
 	running context.CancelFunc // cancels the running attempt; nil: none
-	runPrio int                // the running attempt's priority
 	backoff backoffState       // zero: none
 
 	// Callee side: the peer's call we are answering (nil: none).
@@ -63,9 +62,10 @@ func (b backoffState) active(now time.Time) bool { return b.fails > 0 && now.Bef
 //
 // Locks (docs/architecture.md "Lock order"): mu guards the map, every
 // peerPath and the scheduler's queues (the Scheduler locks it as its own).
-// Holding it, the host may take only leaves: the call gate's, the ICE check
-// guard's (admitting a call) and the Pool's; nothing that takes mu is called
-// while holding another host lock but a tunnel's.
+// Holding it, the host takes only two leaves, the call gate's and the ICE
+// check guard's (admitting a call), and cancels contexts; it never calls the
+// pool, the DHT, a hub client or ICE. Nothing takes mu while holding another
+// host lock but a tunnel's.
 type peerTable struct {
 	max int
 	now func() time.Time
@@ -137,13 +137,6 @@ func (t *peerTable) sweep() {
 			delete(t.m, id)
 		}
 	}
-}
-
-// Len is the number of peers tracked (debug output and tests).
-func (t *peerTable) Len() int {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return len(t.m)
 }
 
 // expecting returns the channel of the call from peer that waits for the

@@ -312,6 +312,7 @@ type SchedStats struct {
 	Running  [numPrio]int    `json:"running"`
 	Attempts [numPrio]uint64 `json:"attempts"`
 	Backoff  int             `json:"backoff_peers"`
+	Peers    int             `json:"peers"` // peers with punch state (docs/architecture.md "Peer paths")
 }
 
 // Stats returns queue and running counts per priority.
@@ -330,6 +331,7 @@ func (s *Scheduler) Stats() SchedStats {
 			st.Backoff++
 		}
 	}
+	st.Peers = len(t.m)
 	return st
 }
 
@@ -418,7 +420,7 @@ func (s *Scheduler) pickLocked() []startable {
 		}
 		p := s.peers.getLocked(j.ID)
 		ctx, cancel := context.WithCancel(s.ctx)
-		p.queued, p.running, p.runPrio = nil, cancel, j.Priority
+		p.queued, p.running = nil, cancel
 		s.running++
 		s.runPrio[j.Priority]++
 		s.attempts[j.Priority]++
