@@ -23,6 +23,11 @@ const (
 // PunchTransport is the optional hole-punch layer (implemented by the host).
 // The DHT only asks it to send bytes to a NodeID over an existing punched
 // connection, and to start punches; outcomes come back via OnPunchComplete.
+// Everything about the attempt itself (queueing, the attempt in flight, its
+// waiters, back-off after failed punches, the path) is the punch layer's;
+// the DHT keeps only the mark IsPunching reports (a request of its own still
+// unanswered) and gates speculative punches with its RPC back-off
+// (docs/architecture.md "Peer paths").
 type PunchTransport interface {
 	// SendTo delivers msg over an existing punched connection; ok=false
 	// means none exists and the caller falls back to UDP. Must not block.

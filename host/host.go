@@ -362,18 +362,14 @@ func (h *Host) acceptFrom(ln *quic.Listener) {
 		h.heardFrom(a2al.NodeIDFromAddress(peer))
 		switch c.ConnectionState().TLS.NegotiatedProtocol {
 		case ALPNModeB:
-			ch := h.peers.expecting(peer)
-			if ch == nil {
+			expected, taken := h.peers.handOver(peer, c)
+			if !expected {
 				// Nobody here is punching with this identity (e.g. the hub lied
 				// about who was calling): never pool it.
 				h.m.unexpectedB.Inc()
 				h.unexpectedB.Add(1)
 				_ = c.CloseWithError(CodeUnexpectedB, "unexpected mode B connection")
-				continue
-			}
-			select {
-			case ch <- c:
-			default:
+			} else if !taken {
 				_ = c.CloseWithError(CodeUnexpectedB, "duplicate mode B connection")
 			}
 		case ALPNModeA:

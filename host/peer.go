@@ -139,15 +139,24 @@ func (t *peerTable) sweep() {
 	}
 }
 
-// expecting returns the channel of the call from peer that waits for the
-// caller's Mode B connection (nil: we are not answering a call from peer).
-func (t *peerTable) expecting(peer a2al.Address) chan *quic.Conn {
+// handOver gives the caller's Mode B connection c, whose TLS identity is
+// peer, to the call from peer we are answering. expected is false when we
+// are answering no call from peer; taken is false for a second connection.
+// The hand-over and endCall's drain both run under mu, so a connection
+// can neither slip past an ending call nor leak.
+func (t *peerTable) handOver(peer a2al.Address, c *quic.Conn) (expected, taken bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if p := t.m[a2al.NodeIDFromAddress(peer)]; p != nil && p.call != nil && p.call.peer == peer {
-		return p.call.conn
+	p := t.m[a2al.NodeIDFromAddress(peer)]
+	if p == nil || p.call == nil || p.call.peer != peer {
+		return false, false
 	}
-	return nil
+	select {
+	case p.call.conn <- c:
+		return true, true
+	default:
+		return true, false
+	}
 }
 
 // answering reports whether we are answering a call from id.

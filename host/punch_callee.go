@@ -56,14 +56,23 @@ func (h *Host) admitCall(pid a2al.NodeID, call *inCall) callVerdict {
 	return callSupersedes
 }
 
-// endCall unregisters call (a no-op if a newer call replaced it).
+// endCall unregisters call and closes a connection handed over after
+// the call stopped waiting for it.
 func (h *Host) endCall(pid a2al.NodeID, call *inCall) {
 	t := h.peers
 	t.mu.Lock()
-	defer t.mu.Unlock()
 	if p := t.m[pid]; p != nil && p.call == call {
 		p.call = nil
 		t.tidyLocked(p)
+	}
+	var late *quic.Conn
+	select {
+	case late = <-call.conn:
+	default:
+	}
+	t.mu.Unlock()
+	if late != nil {
+		_ = late.CloseWithError(2, "late")
 	}
 }
 
@@ -89,15 +98,7 @@ func (h *Host) handleCall(peer a2al.Address, s signaler) {
 	if verdict == callGlare || verdict == callRefused {
 		return
 	}
-	defer func() {
-		h.endCall(pid, call)
-		// A connection that raced in after we gave up is closed, not leaked.
-		select {
-		case c := <-call.conn:
-			_ = c.CloseWithError(2, "late")
-		default:
-		}
-	}()
+	defer h.endCall(pid, call)
 
 	rec := PunchRecord{Peer: peer.String(), Role: "callee", Priority: -1, At: h.cfg.Clock.Now()}
 	er := h.node.LocalEndpointRecord(pid, func(r *protocol.EndpointRecord) bool { return r.Address == peer })
