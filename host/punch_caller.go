@@ -33,9 +33,12 @@ func (h *Host) runPunch(ctx context.Context, job PunchJob) Outcome {
 	if rec.Duration == 0 {
 		rec.Duration = h.cfg.Clock.Now().Sub(start)
 	}
-	end := punchEnd{rec: rec, id: job.ID, peer: r.peer, err: err, report: true}
+	end := punchEnd{rec: rec, id: job.ID, peer: r.peer, remote: r.remote, err: err, report: true}
+	superseded := err != nil && (errors.Is(err, errSuperseded) || (h.peers.answering(job.ID) && ctx.Err() != nil))
+	if superseded {
+		end.rec.Reason, end.report = "superseded", false // the callee side reports for this peer
+	}
 	if err == nil {
-		end.remote = r.remote
 		end.rec.PathType = pathOf(r.relayed, r.direct)
 		if r.path != "pooled" {
 			h.pool.setPath(job.ID, nil, end.rec.PathType)
@@ -43,16 +46,13 @@ func (h *Host) runPunch(ctx context.Context, job PunchJob) Outcome {
 		if job.Upgrade {
 			h.log.Info("relayed connection upgraded", "peer", rec.Peer, "path", r.path, "took", rec.Duration.Round(time.Millisecond))
 		}
-		h.finish(end)
+	}
+	switch pe := h.finish(end); {
+	case pe == nil:
 		return OutcomeSuccess
-	}
-	if errors.Is(err, errSuperseded) || (h.peers.answering(job.ID) && ctx.Err() != nil) {
-		end.rec.Reason, end.report = "superseded", false // the callee side reports for this peer
-		h.finish(end)
+	case superseded:
 		return OutcomeSuperseded
-	}
-	h.finish(end)
-	if errors.Is(err, ErrNoHub) || job.Upgrade { // an upgrade's peer is connected: nothing to back off
+	case errors.Is(pe, ErrNoHub) || job.Upgrade: // an upgrade's peer is connected: nothing to back off
 		return OutcomeUnavailable
 	}
 	return OutcomeFailure
