@@ -119,6 +119,11 @@ type Config struct {
 	// try once more to punch the peer directly (then twice as long after
 	// each failure, up to 30 min). Zero: 2 min.
 	RelayUpgrade time.Duration
+	// RelaySocketRenew is how long a UDP-blocked node keeps one relay
+	// socket allocation before it makes a fresh one (below the relay's
+	// allocation lifetime cap, 1 h on our hubs and coturn's default;
+	// docs/relay.md). Zero: 45 min.
+	RelaySocketRenew time.Duration
 	// Limits bound what callers can make this host send or run
 	// (docs/security.md). Zero fields: DefaultPunchLimits.
 	Limits PunchLimits
@@ -153,20 +158,21 @@ type Config struct {
 // DefaultConfig returns every tunable at its default; set Key before New.
 func DefaultConfig() Config {
 	return Config{
-		ListenAddr:     DefaultListenAddr,
-		ICE:            DefaultICETimers(),
-		Sched:          DefaultSchedConfig(),
-		PoolSize:       DefaultPoolSize,
-		PoolIdle:       DefaultPoolIdle,
-		PunchTimeout:   DefaultPunchTimeout,
-		HandshakeLimit: DefaultHandshakeLimit,
-		NATInterval:    DefaultNATInterval,
-		NATTimeout:     DefaultNATTimeout,
-		RecordTTL:      DefaultRecordTTL,
-		RelayWait:      defaultRelayWait,
-		RelayUpgrade:   defaultRelayUpgrade,
-		ModeA:          DefaultModeAConfig(),
-		Limits:         DefaultPunchLimits(),
+		ListenAddr:       DefaultListenAddr,
+		ICE:              DefaultICETimers(),
+		Sched:            DefaultSchedConfig(),
+		PoolSize:         DefaultPoolSize,
+		PoolIdle:         DefaultPoolIdle,
+		PunchTimeout:     DefaultPunchTimeout,
+		HandshakeLimit:   DefaultHandshakeLimit,
+		NATInterval:      DefaultNATInterval,
+		NATTimeout:       DefaultNATTimeout,
+		RecordTTL:        DefaultRecordTTL,
+		RelayWait:        defaultRelayWait,
+		RelayUpgrade:     defaultRelayUpgrade,
+		RelaySocketRenew: defaultRelaySocketRenew,
+		ModeA:            DefaultModeAConfig(),
+		Limits:           DefaultPunchLimits(),
 	}
 }
 
@@ -178,8 +184,8 @@ func (c *Config) fill() error {
 			errConfig, ed25519.PrivateKeySize, len(c.Key))
 	}
 	if c.PoolSize < 0 || c.PoolIdle < 0 || c.PunchTimeout < 0 || c.HandshakeLimit < 0 ||
-		c.NATInterval < 0 || c.NATTimeout < 0 || c.RelayWait < 0 || c.RelayUpgrade < 0 {
-		return fmt.Errorf("%w: negative PoolSize, PoolIdle, PunchTimeout, HandshakeLimit, NATInterval, NATTimeout, RelayWait or RelayUpgrade", errConfig)
+		c.NATInterval < 0 || c.NATTimeout < 0 || c.RelayWait < 0 || c.RelayUpgrade < 0 || c.RelaySocketRenew < 0 {
+		return fmt.Errorf("%w: negative PoolSize, PoolIdle, PunchTimeout, HandshakeLimit, NATInterval, NATTimeout, RelayWait, RelayUpgrade or RelaySocketRenew", errConfig)
 	}
 	for _, t := range c.TURN {
 		if err := t.validate(); err != nil {
@@ -233,6 +239,7 @@ func (c *Config) fill() error {
 	orDefault(&c.RecordTTL, d.RecordTTL)
 	orDefault(&c.RelayWait, d.RelayWait)
 	orDefault(&c.RelayUpgrade, d.RelayUpgrade)
+	orDefault(&c.RelaySocketRenew, d.RelaySocketRenew)
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -361,6 +368,11 @@ type PoolConfig struct {
 	// that arrives over a pooled connection; it must not block. Nil:
 	// nothing is called.
 	OnReceive func(id a2al.NodeID)
+	// Relayed reports a connection to id at remote as relayed although ICE
+	// picked no relay candidate: our socket or the peer's endpoint is a
+	// TURN allocation (docs/relay.md "UDP-blocked nodes"). Called without
+	// the pool's lock. Nil: only the path type the caller gives counts.
+	Relayed func(id a2al.NodeID, remote net.Addr) bool
 }
 
 // DefaultPoolConfig returns the pool's defaults; set Self.

@@ -40,6 +40,7 @@ type Host struct {
 	log   *slog.Logger
 	id    *Identity
 	demux *transport.Demux
+	sock  *sockSwitch        // under the demux: the UDP socket or a relay socket (own lock, a leaf)
 	fam   transport.Families // the IP families the socket reaches (docs/host.md §7)
 	qtr   *quic.Transport
 	ln    *quic.Listener
@@ -78,9 +79,10 @@ type Host struct {
 	natKnown   bool
 	sense      natSense // NAT type from DHT peers (natsense.go): byPeers and last; its channels are set in New
 	pub        publishState
-	pm         mappingState // pm.mapper is set in New and read-only afterwards
-	peerPublic *net.UDPAddr // the address DHT peers agree on (nil: no quorum)
-	peerIP     net.IP       // the IP they agree on, whatever the ports
+	pm         mappingState   // pm.mapper is set in New and read-only afterwards
+	peerPublic *net.UDPAddr   // the address DHT peers agree on (nil: no quorum)
+	peerIP     net.IP         // the IP they agree on, whatever the ports
+	rsock      relaySockState // the relay socket's supervisor (udpblocked.go)
 }
 
 // New binds the socket and starts every component. The DHT is started but not
@@ -117,7 +119,8 @@ func New(cfg Config) (*Host, error) {
 	}
 
 	h.fam = transport.SocketFamilies(conn.LocalAddr())
-	h.demux = transport.NewDemux(conn, transport.DemuxOptions{Logger: cfg.Logger})
+	h.sock = &sockSwitch{base: conn}
+	h.demux = transport.NewDemux(h.sock, transport.DemuxOptions{Logger: cfg.Logger})
 	h.qtr = &quic.Transport{Conn: h.demux.QUIC()}
 	h.ln, err = h.qtr.Listen(id.ServerTLS(h.agentBySNI), quicConfig(cfg.HandshakeLimit))
 	if err != nil {
@@ -138,7 +141,7 @@ func New(cfg Config) (*Host, error) {
 
 	h.pool, err = NewPool(PoolConfig{Self: id.NodeID, MaxSize: cfg.PoolSize, IdleTimeout: cfg.PoolIdle,
 		DisableIdleExpiry: cfg.DisablePoolIdle, Logger: cfg.Logger, Clock: cfg.Clock, OnRemove: h.connGone,
-		OnReceive: h.heardFrom})
+		OnReceive: h.heardFrom, Relayed: h.relayedTo})
 	if err != nil { // not expected: fill checked every field it takes
 		return nil, errors.Join(err, h.closeParts())
 	}

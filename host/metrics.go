@@ -27,6 +27,7 @@ type hostMetrics struct {
 	conns          *prometheus.CounterVec   // pooled connections by role, path type, NAT pair
 	connTime       *prometheus.HistogramVec // time to connection by path type
 	callsRefused   prometheus.Counter
+	relaySock      *prometheus.CounterVec // relay socket events (UDP-blocked nodes)
 }
 
 func newHostMetrics() *hostMetrics {
@@ -61,7 +62,10 @@ func newHostMetrics() *hostMetrics {
 	m.connTime = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "a2al_time_to_connection_seconds",
 		Help:    "From the start of a punch to the first QUIC bytes exchanged (connection pooled), by path type.",
 		Buckets: prometheus.ExponentialBuckets(0.025, 2, 12)}, []string{"path"})
-	m.reg.MustRegister(m.punches, m.punchDur, m.natType, m.glare, m.unexpectedB, m.publishes, m.dialsA,
+	m.relaySock = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "a2al_relay_socket_events_total",
+		Help: "Relay socket of a UDP-blocked node: allocated, renewed, stream-lost, failed (one server's attempt)."},
+		[]string{"event"})
+	m.reg.MustRegister(m.relaySock, m.punches, m.punchDur, m.natType, m.glare, m.unexpectedB, m.publishes, m.dialsA,
 		m.modeARefused, m.routeFrames, m.agentInfo, m.serviceStreams, m.conns, m.connTime, m.callsRefused)
 	return m
 }

@@ -150,7 +150,10 @@ func (h *Host) Dial(ctx context.Context, addr a2al.Address) (*Conn, error) {
 	}
 	c, derr := h.dialDirect(ctx, er)
 	if derr == nil {
-		h.m.dialsA.WithLabelValues("direct", "ok").Inc()
+		if h.relayedSocket() { // our socket is a relay allocation
+			c.Path = string(PathRelayed)
+		}
+		h.m.dialsA.WithLabelValues(c.Path, "ok").Inc()
 		return c, nil
 	}
 	if len(er.SignalURLs()) == 0 {

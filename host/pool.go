@@ -129,6 +129,9 @@ func (p *Pool) Add(peer a2al.Address, conn *quic.Conn, dialer a2al.NodeID, relea
 // AddOn is Add for a connection whose path type (and relay transport) is known.
 func (p *Pool) AddOn(peer a2al.Address, conn *quic.Conn, dialer a2al.NodeID, via PoolPath) bool {
 	id := a2al.NodeIDFromAddress(peer)
+	if via.Type != PathRelayed && p.cfg.Relayed != nil && p.cfg.Relayed(id, conn.RemoteAddr()) {
+		via.Type = PathRelayed
+	}
 	ctx, cancel := context.WithCancel(conn.Context())
 	sendCtx, sendStop := context.WithCancel(ctx)
 	e := &poolEntry{

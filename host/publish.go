@@ -40,6 +40,9 @@ func (h *Host) kickPublish() {
 // mapping (when it is usable by others), the socket's own address(es), the NAT
 // type and the hubs.
 func (h *Host) Payload() protocol.EndpointPayload {
+	if p, ok := h.relaySocketPayload(); ok {
+		return p
+	}
 	var eps []string
 	add := func(ip net.IP, port int) {
 		if ip == nil || ip.IsUnspecified() || port == 0 {
@@ -78,12 +81,17 @@ func (h *Host) Payload() protocol.EndpointPayload {
 		// Our first endpoint takes unsolicited packets from anyone.
 		p.NatType = protocol.NATFullCone
 	}
+	h.addSignals(&p)
+	p.Turns = h.turnHints()
+	return p
+}
+
+// addSignals names our hubs in p.
+func (h *Host) addSignals(p *protocol.EndpointPayload) {
 	if len(h.cfg.HubURLs) > 0 {
 		p.Signals = append([]string(nil), h.cfg.HubURLs...)
 		p.Signal = p.Signals[0]
 	}
-	p.Turns = h.turnHints()
-	return p
 }
 
 func samePayload(a, b protocol.EndpointPayload) bool {
@@ -135,6 +143,12 @@ func (h *Host) publishIfNeeded(ctx context.Context) {
 // demux's STUN view and answers are claimed by the demux STUN hook, so ICE's own
 // STUN traffic keeps flowing meanwhile.
 func (h *Host) ClassifyNAT(ctx context.Context) (natprobe.Result, error) {
+	if h.relayedSocket() {
+		// STUN would test the relay, not our network: UDP stays blocked
+		// until a network change (docs/relay.md "UDP-blocked nodes").
+		nr, _ := h.NATResult()
+		return nr, nil
+	}
 	if len(h.stun) == 0 {
 		return natprobe.Result{Type: natprobe.TypeUnknown}, fmt.Errorf("host: no STUN servers configured")
 	}
@@ -212,7 +226,11 @@ func (h *Host) maintain() {
 	step := func(ctx context.Context, natToo bool) {
 		if natToo && !h.cfg.DisableNAT && len(h.stun) > 0 {
 			cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-			if res, err := h.ClassifyNAT(cctx); err != nil || res.Type == natprobe.TypeUnknown {
+			res, err := h.ClassifyNAT(cctx)
+			if err == nil && res.Type == natprobe.TypeUDPBlocked {
+				h.useRelaySocket()
+			}
+			if err != nil || res.Type == natprobe.TypeUnknown {
 				if err != nil {
 					h.log.Warn("NAT classification failed", "err", err)
 				}
@@ -281,6 +299,7 @@ func (h *Host) maintain() {
 			if now := h.netFingerprint(); now != fp {
 				fp = now
 				h.log.Info("network change detected: evicting punched paths, re-checking NAT, republishing")
+				h.leaveRelaySocket() // the new network may pass UDP
 				h.pool.EvictAll("network change")
 				h.sched.ResetAll() // failures seen from the old network say nothing now
 				if h.pm.mapper != nil {

@@ -31,8 +31,8 @@ func (h *Host) ownMapping() *net.UDPAddr {
 // IP is what opens an address-restricted peer's NAT for us.
 func (h *Host) iceHint() *net.UDPAddr {
 	nr, ok := h.NATResult()
-	if !ok || nr.MappedAddr == nil || nr.Type == natprobe.TypeUDPBlocked {
-		return nil
+	if !ok || nr.MappedAddr == nil {
+		return nil // (udp-blocked: the mapping is the relay socket's, docs/relay.md §1a)
 	}
 	return nr.MappedAddr
 }

@@ -92,6 +92,18 @@ const hubTURNWait = 2 * time.Second
 // configured ones and those of every connected hub (credentials fetched over
 // signaling, cached and renewed by the hub client before they expire).
 func (h *Host) relayURIs(ctx context.Context) []*stun.URI {
+	if h.relayedSocket() {
+		return nil // our socket is relayed already (docs/relay.md "UDP-blocked nodes")
+	}
+	// One allocation per hub: over UDP, or over TCP/TLS when UDP is blocked
+	// (pion allocates on every URL it is given).
+	nr, ok := h.NATResult()
+	return h.relayURIsFor(ctx, !ok || nr.Type != natprobe.TypeUDPBlocked)
+}
+
+// relayURIsFor is relayURIs with the hubs' URLs of one kind: UDP, or TCP
+// and TLS.
+func (h *Host) relayURIsFor(ctx context.Context, wantUDP bool) []*stun.URI {
 	var out []*stun.URI
 	add := func(raw, user, pass string) {
 		u, err := stun.ParseURI(raw)
@@ -111,12 +123,6 @@ func (h *Host) relayURIs(ctx context.Context) []*stun.URI {
 	}
 	if h.cfg.NoHubTURN {
 		return out
-	}
-	// One allocation per hub: over UDP, or over TCP/TLS when UDP is blocked
-	// (pion allocates on every URL it is given).
-	wantUDP := true
-	if nr, ok := h.NATResult(); ok && nr.Type == natprobe.TypeUDPBlocked {
-		wantUDP = false
 	}
 	for _, c := range h.hubs {
 		if !c.Registered() {
@@ -157,21 +163,32 @@ func (h *Host) turnHints() []string {
 	var out []string
 	seen := map[string]bool{}
 	for _, r := range raw {
-		u, err := stun.ParseURI(r)
-		if err != nil {
-			continue
-		}
-		scheme := "turn"
-		if u.Scheme == stun.SchemeTypeTURNS {
-			scheme = "turns"
-		}
-		hint := fmt.Sprintf("%s://%s?transport=%s", scheme, net.JoinHostPort(u.Host, fmt.Sprint(u.Port)), u.Proto)
-		if !seen[hint] && len(hint) <= protocol.MaxTurnLen && len(out) < protocol.MaxTurns {
+		hint := hintOf(r)
+		if hint != "" && !seen[hint] && len(out) < protocol.MaxTurns {
 			seen[hint] = true
 			out = append(out, hint)
 		}
 	}
 	return out
+}
+
+// hintOf is the record's hint for a relay URL ("turn:host:port?..."):
+// "turn://host:port?transport=udp|tcp" ("turns://" for TLS); "" when the
+// URL does not parse or the hint would be too long.
+func hintOf(raw string) string {
+	u, err := stun.ParseURI(raw)
+	if err != nil {
+		return ""
+	}
+	scheme := "turn"
+	if u.Scheme == stun.SchemeTypeTURNS {
+		scheme = "turns"
+	}
+	hint := fmt.Sprintf("%s://%s?transport=%s", scheme, net.JoinHostPort(u.Host, fmt.Sprint(u.Port)), u.Proto)
+	if len(hint) > protocol.MaxTurnLen {
+		return ""
+	}
+	return hint
 }
 
 // relayWait is how long the caller's ICE prefers a direct path before it may

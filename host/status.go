@@ -12,6 +12,7 @@ type Status struct {
 	Local          string          `json:"local"`
 	NAT            string          `json:"nat"`
 	Public         string          `json:"public,omitempty"`
+	RelaySocket    string          `json:"relay_socket,omitempty"` // UDP blocked: the TURN server our socket runs over
 	RoutingPeers   int             `json:"routing_peers"`
 	LivePeers      int             `json:"live_peers"` // routing peers heard from in the last LiveWindow
 	NetworkSize    int             `json:"network_size_estimate"`
@@ -64,6 +65,9 @@ func (h *Host) Status() Status {
 		if nr.MappedAddr != nil {
 			st.Public = nr.MappedAddr.String()
 		}
+	}
+	if _, server, ok := h.RelaySocket(); ok {
+		st.RelaySocket = server
 	}
 	if addr, ip := h.PeerPublic(); st.Public == "" && addr != nil {
 		st.Public = addr.String()

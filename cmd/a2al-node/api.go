@@ -314,6 +314,9 @@ type NATView struct {
 	Known  bool   `json:"known"`
 	Type   string `json:"type"`
 	Mapped string `json:"mapped,omitempty"`
+	// Relay is the TURN server (credential-free URL) the socket runs over
+	// when UDP is blocked; Mapped is then the relayed address.
+	Relay string `json:"relay,omitempty"`
 }
 
 // HubsView counts signaling hubs and says, per hub, why it is down.
@@ -353,7 +356,7 @@ func (a *api) statusView() StatusView {
 	nr, known := a.h.NATResult()
 	v := StatusView{
 		Address: st.Address, Local: st.Local, UptimeS: int64(time.Since(a.start).Seconds()),
-		NAT:          NATView{Known: known, Type: st.NAT, Mapped: st.Public},
+		NAT:          NATView{Known: known, Type: st.NAT, Mapped: st.Public, Relay: st.RelaySocket},
 		Hubs:         HubsView{Registered: st.HubsRegistered, Configured: st.Hubs, List: st.HubStates},
 		RoutingPeers: st.RoutingPeers, LivePeers: st.LivePeers, NetworkSize: st.NetworkSize,
 		Published: PublishedView{Seq: st.Seq, At: st.Published}, Scheduler: st.Sched,
@@ -539,6 +542,9 @@ func (a *api) explain(res *DialResult) {
 	switch res.Reason {
 	case "self", "closed":
 		return
+	}
+	if _, _, relayed := a.h.RelaySocket(); relayed {
+		return // UDP is blocked but the node works through its relay socket
 	}
 	if nr, ok := a.h.NATResult(); ok && nr.Type == natprobe.TypeUDPBlocked {
 		res.Reason = "udp-blocked"
