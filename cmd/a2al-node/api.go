@@ -412,7 +412,7 @@ func (a *api) punches(w http.ResponseWriter, r *http.Request) {
 type DialResult struct {
 	OK     bool   `json:"ok"`
 	Peer   string `json:"peer"`
-	Path   string `json:"path,omitempty"` // direct | punched
+	Path   string `json:"path,omitempty"` // direct | punched | relayed
 	Remote string `json:"remote,omitempty"`
 	TookMS int64  `json:"took_ms"`
 	// Punch is the hole punch this dial ran or waited for, if any.
@@ -588,6 +588,7 @@ type RecordView struct {
 	NAT       string    `json:"nat,omitempty"`
 	Endpoints []string  `json:"endpoints,omitempty"`
 	Hubs      []string  `json:"hubs,omitempty"`
+	Turns     []string  `json:"turns,omitempty"` // relay hints (docs/relay.md)
 	TookMS    int64     `json:"took_ms"`
 	Reason    string    `json:"reason,omitempty"`
 	Error     string    `json:"error,omitempty"`
@@ -616,7 +617,7 @@ func (a *api) resolve(w http.ResponseWriter, r *http.Request) {
 	}
 	v.OK, v.Seq, v.TTL, v.NAT = true, er.Seq, er.TTL, natName(er.NatType)
 	v.Published = time.Unix(int64(er.Timestamp), 0).UTC()
-	v.Endpoints, v.Hubs = er.Endpoints, er.Signals
+	v.Endpoints, v.Hubs, v.Turns = er.Endpoints, er.Signals, er.Turns
 	if len(v.Hubs) == 0 && er.Signal != "" {
 		v.Hubs = []string{er.Signal}
 	}

@@ -108,6 +108,7 @@ type NodeStatus struct {
 		Known  bool   `json:"known"`
 		Type   string `json:"type"`
 		Mapped string `json:"mapped"`
+		Relay  string `json:"relay"` // UDP blocked: the TURN server the socket runs over
 	} `json:"nat"`
 	Hubs struct {
 		Registered int `json:"registered"`
@@ -242,6 +243,13 @@ func (n *Node) Dial(addr string, timeout time.Duration) (DialResult, error) {
 	return r, err
 }
 
+// Punch asks the node to make sure a Mode B (DHT) connection to addr exists.
+func (n *Node) Punch(addr string, timeout time.Duration) (DialResult, error) {
+	var r DialResult
+	err := n.call(http.MethodPost, fmt.Sprintf("/api/punch?addr=%s&timeout=%s", addr, timeout), timeout+10*time.Second, &r)
+	return r, err
+}
+
 // PunchRecord mirrors host.PunchRecord in GET /api/punches.
 type PunchRecord struct {
 	Peer     string        `json:"peer"`
@@ -283,6 +291,7 @@ type Record struct {
 	Seq       uint64   `json:"seq"`
 	NAT       string   `json:"nat"`
 	Endpoints []string `json:"endpoints"`
+	Turns     []string `json:"turns"`
 	Reason    string   `json:"reason"`
 	Error     string   `json:"error"`
 }

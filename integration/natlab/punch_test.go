@@ -33,8 +33,8 @@ func (w *world) node(t *testing.T, name string, typ NATType) *Node {
 
 // punchable is the expected outcome without a relay, judged on the types
 // the routers classify as. The other pairs connect through the hub's
-// relay (UDP-blocked nodes cannot resolve records over the DHT, so they still
-// fail).
+// relay; a UDP-blocked node's whole socket runs over a TURN-over-TCP
+// allocation at the hub, so all its paths are relayed.
 func punchable(a, b NATType) bool {
 	return natprobe.Punchable(natprobe.NATType(a.ClassifiesAs()), natprobe.NATType(b.ClassifiesAs()))
 }
@@ -61,9 +61,6 @@ func (r pairResult) row() string {
 	exp := "punch"
 	if !r.want {
 		exp = "relay"
-		if r.a == UDPBlocked || r.b == UDPBlocked {
-			exp = "no-path"
-		}
 	}
 	why := r.why
 	if r.retries > 0 {
@@ -126,6 +123,16 @@ func dialPair(t *testing.T, a, b *Node, ta, tb NATType) pairResult {
 		r.why = res.Reason + ": " + res.Error
 		return r
 	}
+	if res.Path == "relayed" {
+		// A UDP-blocked caller reaches an open peer by a direct dial
+		// through its relay socket, which pools no Mode B connection:
+		// make sure one exists (a no-op when the dial punched).
+		if pr, err := a.Punch(b.Address, 30*time.Second); err != nil || !pr.OK {
+			r.modeB = "err"
+			r.why = fmt.Sprintf("mode B punch: %v %s %s", err, pr.Reason, pr.Error)
+			return r
+		}
+	}
 	if res.Path == "punched" || res.Path == "relayed" {
 		fn, err := a.FindNode(b.Address)
 		switch {
@@ -156,7 +163,10 @@ func TestPunchMatrix(t *testing.T) {
 			pairs = append(pairs, pair{types[i], types[j]})
 		}
 	}
-	pairs = append(pairs, pair{UDPBlocked, Public}, pair{UDPBlocked, PortRestricted})
+	for _, t := range []NATType{Public, PortRestricted, Symmetric, UDPBlocked} {
+		pairs = append(pairs, pair{UDPBlocked, t})
+	}
+	pairs = append(pairs, pair{Public, UDPBlocked}, pair{PortRestricted, UDPBlocked}, pair{Symmetric, UDPBlocked})
 
 	// Two nodes per type: callers ("<t>1") and callees ("<t>2").
 	short := map[NATType]string{Public: "op", FullCone: "fc", AddressRestricted: "ar", PortRestricted: "pr",
@@ -172,10 +182,8 @@ func TestPunchMatrix(t *testing.T) {
 	}
 	var all []*Node
 	for _, m := range []map[NATType]*Node{callers, callees} {
-		for typ, n := range m {
-			typ, n := typ, n
+		for _, n := range m {
 			all = append(all, n)
-			_ = typ
 		}
 	}
 	var wg sync.WaitGroup
@@ -186,10 +194,6 @@ func TestPunchMatrix(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			if _, err := n.WaitReady(90 * time.Second); err != nil {
-				st, _ := n.Status()
-				if st.NAT.Type == string(UDPBlocked) {
-					return // cannot publish over UDP: expected
-				}
 				errs <- err
 			}
 		}()
@@ -208,6 +212,7 @@ func TestPunchMatrix(t *testing.T) {
 			t.Errorf("node behind %s classified itself as %q, want %q", typ, st.NAT.Type, typ.ClassifiesAs())
 		}
 	}
+	checkRelayedRecords(t, w, callers[UDPBlocked], callees[UDPBlocked])
 
 	results := make([]pairResult, len(pairs))
 	sem := make(chan struct{}, 6)
@@ -226,21 +231,16 @@ func TestPunchMatrix(t *testing.T) {
 	var rows []string
 	for _, r := range results {
 		rows = append(rows, r.row())
-		blocked := r.a == UDPBlocked || r.b == UDPBlocked
 		switch {
 		case r.want && !r.ok:
 			t.Errorf("%s x %s: expected a punched connection, got failure: %s", r.a, r.b, r.why)
 		case r.want && r.path == "relayed":
 			t.Errorf("%s x %s: punchable pair left relayed", r.a, r.b)
-		case !r.want && !blocked && !r.ok:
+		case !r.want && !r.ok:
 			t.Errorf("%s x %s: expected a relayed connection, got failure: %s", r.a, r.b, r.why)
-		case !r.want && !blocked && r.path != "relayed":
+		case !r.want && r.path != "relayed":
 			t.Errorf("%s x %s: connected (%s) although no relay-free path should exist", r.a, r.b, r.path)
-		case !r.want && !r.ok && r.why == "":
-			t.Errorf("%s x %s: failed without a reason", r.a, r.b)
-		case !r.ok && r.a == UDPBlocked && r.reason != "udp-blocked":
-			t.Errorf("%s x %s: failure reason %q, want udp-blocked (%s)", r.a, r.b, r.reason, r.why)
-		case !r.ok && r.a != UDPBlocked && r.reason != "punch-failed":
+		case !r.ok && r.reason != "punch-failed":
 			t.Errorf("%s x %s: failure reason %q, want punch-failed (%s)", r.a, r.b, r.reason, r.why)
 		case r.ok && (r.path == "punched" || r.path == "relayed") && r.modeB != "modeB":
 			t.Errorf("%s x %s: after the punch a FIND_NODE went over %q, want the Mode B connection (%s)", r.a, r.b, r.modeB, r.why)
@@ -248,4 +248,39 @@ func TestPunchMatrix(t *testing.T) {
 	}
 	sort.Strings(rows)
 	t.Logf("punch matrix (caller x callee):\n%s\n%s", tableHeader, strings.Join(rows, "\n"))
+}
+
+// checkRelayedRecords: UDP-blocked nodes joined the DHT through their relay
+// socket and published records saying so: the relayed address (on the
+// hub's relay IP) as the only endpoint, NAT type restricted, the hub's TCP
+// relay as the first hint. The public bootstrap node resolves them.
+func checkRelayedRecords(t *testing.T, w *world, nodes ...*Node) {
+	t.Helper()
+	for _, n := range nodes {
+		if n == nil {
+			continue
+		}
+		st, err := n.Status()
+		if err != nil || st.NAT.Relay == "" || st.RoutingPeers == 0 {
+			t.Errorf("UDP-blocked node %s: relay socket %q, %d routing peers (%v)", n.Host.Name, st.NAT.Relay, st.RoutingPeers, err)
+			continue
+		}
+		var rec Record
+		for until := time.Now().Add(30 * time.Second); ; time.Sleep(time.Second) {
+			rec, err = w.boot.Resolve(n.Address)
+			if (err == nil && rec.OK) || time.Now().After(until) {
+				break
+			}
+		}
+		hub := HubIP.String()
+		wantHint := fmt.Sprintf("turn://%s:%d?transport=tcp", hub, HubTURNPort)
+		if err != nil || !rec.OK || len(rec.Endpoints) != 1 || !strings.HasPrefix(rec.Endpoints[0], "quic://"+hub+":") ||
+			rec.NAT != "address-restricted" || len(rec.Turns) == 0 || rec.Turns[0] != wantHint {
+			t.Errorf("record of UDP-blocked node %s: %+v (%v); want one endpoint on %s, nat address-restricted, first hint %s",
+				n.Host.Name, rec, err, hub, wantHint)
+			continue
+		}
+		t.Logf("UDP-blocked node %s: relay socket %s, record endpoints %v, nat %s, hints %v", n.Host.Name,
+			st.NAT.Relay, rec.Endpoints, rec.NAT, rec.Turns)
+	}
 }
