@@ -312,7 +312,14 @@ func (h *Host) leaveRelaySocket() bool {
 	if ts := h.sock.detach(); ts != nil {
 		ts.close()
 	}
+	// What we knew of our mapping was the relay's: classify afresh.
+	h.mu.Lock()
+	h.nat, h.natKnown, h.sense.byPeers = natprobe.Result{}, false, false
+	h.peerPublic, h.peerIP = nil, nil
+	h.mu.Unlock()
+	h.votes.reset()
 	h.pool.EvictAll("left the relay socket")
+	h.kickPublish()
 	return true
 }
 
@@ -333,6 +340,10 @@ func (h *Host) relaySockLoop(ctx context.Context) {
 			t.Stop()
 			backoff = min(2*backoff, relaySockRetryMax)
 			continue
+		}
+		if ctx.Err() != nil {
+			ts.close()
+			return
 		}
 		backoff = relaySockRetryMin
 		h.onRelaySocket(ctx, ts)

@@ -4,12 +4,16 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"errors"
 	"net"
 	"net/http/httptest"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/a2alnode/a2al/dht"
 	"github.com/a2alnode/a2al/natprobe"
 	"github.com/a2alnode/a2al/protocol"
 	"github.com/a2alnode/a2al/signal"
@@ -51,6 +55,50 @@ func tcpRelayHub(t *testing.T) (hubURL, turnAddr string, srv *signal.TURNServer)
 	return "ws://" + strings.TrimPrefix(hs.URL, "http://"), turnAddr, srv
 }
 
+// ubTestHost starts a host on loopback with the hub; blocked: its UDP
+// writes vanish. mod may change the config.
+func ubTestHost(t *testing.T, hubURL string, blocked bool, boot string, mod func(*Config)) *Host {
+	t.Helper()
+	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if blocked {
+		pc = udpBlockedConn{pc}
+	}
+	_, key, _ := ed25519.GenerateKey(rand.Reader)
+	cfg := Config{Key: key, PacketConn: pc, Logger: testLogger(), DisableMaintenance: true, IncludeLoopback: true,
+		HubURLs: []string{hubURL}, STUNServers: []string{"127.0.0.1:9"}, NATTimeout: 200 * time.Millisecond,
+		HandshakeLimit: 3 * time.Second}
+	if boot != "" {
+		cfg.Bootstrap = []string{boot}
+	}
+	if mod != nil {
+		mod(&cfg)
+	}
+	h, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.Close() })
+	waitFor(t, "hub registration", func() bool { return h.HubsRegistered() == 1 })
+	return h
+}
+
+// enterRelaySocket classifies a (which must find UDP blocked) and waits
+// for its relay socket, as the maintenance loop does.
+func enterRelaySocket(t *testing.T, ctx context.Context, a *Host) *net.UDPAddr {
+	t.Helper()
+	nr, err := a.ClassifyNAT(ctx)
+	if err != nil || nr.Type != natprobe.TypeUDPBlocked {
+		t.Fatalf("classification %v, %v; want udp-blocked", nr, err)
+	}
+	a.useRelaySocket()
+	waitFor(t, "relay socket", func() bool { _, _, ok := a.RelaySocket(); return ok })
+	relayed, _, _ := a.RelaySocket()
+	return relayed
+}
+
 // TestUDPBlockedJoinsThroughRelaySocket: a node whose UDP is dropped
 // classifies itself udp-blocked, puts its socket on a TURN-over-TCP
 // allocation at its hub, joins the DHT through it, publishes the relayed
@@ -59,49 +107,19 @@ func tcpRelayHub(t *testing.T) (hubURL, turnAddr string, srv *signal.TURNServer)
 // dial, every path labelled relayed.
 func TestUDPBlockedJoinsThroughRelaySocket(t *testing.T) {
 	hubURL, turnAddr, _ := tcpRelayHub(t)
-	mk := func(blocked bool, boot string) *Host {
-		t.Helper()
-		pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		if blocked {
-			pc = udpBlockedConn{pc}
-		}
-		_, key, _ := ed25519.GenerateKey(rand.Reader)
-		cfg := Config{Key: key, PacketConn: pc, Logger: testLogger(), DisableMaintenance: true, IncludeLoopback: true,
-			HubURLs: []string{hubURL}, STUNServers: []string{"127.0.0.1:9"}, NATTimeout: 200 * time.Millisecond,
-			HandshakeLimit: 3 * time.Second}
-		if boot != "" {
-			cfg.Bootstrap = []string{boot}
-		}
-		h, err := New(cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { h.Close() })
-		waitFor(t, "hub registration", func() bool { return h.HubsRegistered() == 1 })
-		return h
-	}
-	b := mk(false, "")
-	a := mk(true, b.LocalAddr().String())
+	b := ubTestHost(t, hubURL, false, "", nil)
+	a := ubTestHost(t, hubURL, true, b.LocalAddr().String(), nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 
 	if err := a.Bootstrap(ctx); err == nil {
 		t.Fatal("bootstrap over a blocked UDP socket succeeded")
 	}
-	nr, err := a.ClassifyNAT(ctx)
-	if err != nil || nr.Type != natprobe.TypeUDPBlocked {
-		t.Fatalf("classification %v, %v; want udp-blocked", nr, err)
-	}
-	a.useRelaySocket()
-	waitFor(t, "relay socket", func() bool { _, _, ok := a.RelaySocket(); return ok })
-	relayed, server, _ := a.RelaySocket()
-	if server != "turn:"+turnAddr+"?transport=tcp" {
+	relayed := enterRelaySocket(t, ctx, a)
+	if _, server, _ := a.RelaySocket(); server != "turn:"+turnAddr+"?transport=tcp" {
 		t.Fatalf("relay socket on %q, want the hub's TCP relay %s", server, turnAddr)
 	}
-	waitFor(t, "DHT join through the relay socket", func() bool { return a.node.EstimatedNetworkSize() > 0 || len(a.node.BootstrapCandidateAddrs(4)) > 0 })
+	waitFor(t, "DHT join through the relay socket", func() bool { return a.node.DebugStatsData().RPCOK > 0 })
 
 	rec, err := a.Publish(ctx)
 	if err != nil {
@@ -123,7 +141,8 @@ func TestUDPBlockedJoinsThroughRelaySocket(t *testing.T) {
 	if _, err := b.node.FindNode(ctx, relayed, b.NodeID()); err != nil {
 		t.Fatalf("FIND_NODE from b to a's relayed address: %v", err)
 	}
-	if err := b.node.LocalStorePut(a.NodeID(), rec); err != nil {
+	// (The DHT replicates the record to b in time; hand it over to not wait.)
+	if err := b.node.LocalStorePut(a.NodeID(), rec); err != nil && !errors.Is(err, dht.ErrStaleRecord) {
 		t.Fatal(err)
 	}
 
@@ -155,7 +174,7 @@ func TestUDPBlockedJoinsThroughRelaySocket(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := a.node.LocalStorePut(b.NodeID(), recB); err != nil {
+	if err := a.node.LocalStorePut(b.NodeID(), recB); err != nil && !errors.Is(err, dht.ErrStaleRecord) {
 		t.Fatal(err)
 	}
 	go echoAccept(ctx, b)
@@ -177,4 +196,68 @@ func TestUDPBlockedJoinsThroughRelaySocket(t *testing.T) {
 	if _, _, ok := a.RelaySocket(); ok {
 		t.Fatal("relay socket still attached after Close")
 	}
+}
+
+// TestUDPBlockedRelaySocketRenewAndLeave: the relay socket is re-allocated
+// after RelaySocketRenew (new relayed address, the DHT rejoined through it,
+// the old allocation released) and left on a network change (the socket is
+// UDP again, and the record no longer names the relay).
+func TestUDPBlockedRelaySocketRenewAndLeave(t *testing.T) {
+	hubURL, _, _ := tcpRelayHub(t)
+	b := ubTestHost(t, hubURL, false, "", nil)
+	a := ubTestHost(t, hubURL, true, b.LocalAddr().String(), func(c *Config) { c.RelaySocketRenew = 2 * time.Second })
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	first := enterRelaySocket(t, ctx, a)
+	var second *net.UDPAddr
+	waitFor(t, "a renewed relay socket", func() bool {
+		second, _, _ = a.RelaySocket()
+		return second != nil && second.String() != first.String()
+	})
+	if n := counterValue(t, a.m.reg, "a2al_relay_socket_events_total", "renewed"); n < 1 {
+		t.Fatalf("renewals counted: %v", n)
+	}
+	// b reaches a at the new address once a rejoined through it.
+	waitFor(t, "FIND_NODE to the renewed address", func() bool {
+		fctx, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		_, err := b.node.FindNode(fctx, second, b.NodeID())
+		return err == nil
+	})
+	if p := a.Payload(); len(p.Endpoints) != 1 || p.Endpoints[0] != "quic://"+second.String() {
+		t.Fatalf("payload endpoints %v after renewal, want %s", p.Endpoints, second)
+	}
+
+	if !a.leaveRelaySocket() {
+		t.Fatal("leaveRelaySocket found no relay socket")
+	}
+	if _, _, ok := a.RelaySocket(); ok {
+		t.Fatal("relay socket still attached")
+	}
+	// The socket reads UDP again: a datagram to a's own port arrives.
+	rx := a.node.DebugStatsData().RxPackets
+	waitFor(t, "a reads its UDP socket again", func() bool {
+		fctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+		defer cancel()
+		_, _ = b.node.FindNode(fctx, a.LocalAddr(), b.NodeID()) // a's answer vanishes (blocked)
+		return a.node.DebugStatsData().RxPackets > rx
+	})
+	if p := a.Payload(); slices.Contains(p.Endpoints, "quic://"+second.String()) {
+		t.Fatalf("payload still names the relayed address: %v", p.Endpoints)
+	}
+}
+
+// FuzzRelayedEndpoint: the relayed-endpoint marker reads untrusted record
+// strings; it never panics, and it only marks an address the record lists.
+func FuzzRelayedEndpoint(f *testing.F) {
+	f.Add("quic://203.0.113.2:40000", "turn://203.0.113.2:3480?transport=tcp", "203.0.113.2", 40000)
+	f.Add("quic://[2001:db8::2]:1", "turns://[2001:db8::2]:5349?transport=tcp", "2001:db8::2", 1)
+	f.Add("quic://relay.example:1", "turn://relay.example:3480", "192.0.2.1", 1)
+	f.Fuzz(func(t *testing.T, ep, hint, ip string, port int) {
+		addr := &net.UDPAddr{IP: net.ParseIP(ip), Port: port}
+		er := &protocol.EndpointRecord{Endpoints: []string{ep}, Turns: []string{hint}}
+		if relayedEndpoint(er, addr) && !strings.Contains(ep, strconv.Itoa(port)) {
+			t.Fatalf("marked %v relayed though %q does not list it", addr, ep)
+		}
+	})
 }
