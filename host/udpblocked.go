@@ -36,6 +36,9 @@ const (
 	relaySockRetryMin = 2 * time.Second  // first back-off after a failed attempt
 	relaySockRetryMax = time.Minute      // back-off cap
 	relaySockRTO      = 300 * time.Millisecond
+	// relaySockKeepalive is below our hub's 2 min idle limit on TURN streams.
+	relaySockKeepalive     = 25 * time.Second
+	relaySockKeepaliveWait = 10 * time.Second
 )
 
 // sockSwitch is the packet conn under the demux. It is the UDP socket until
@@ -347,16 +350,59 @@ func (h *Host) relaySockLoop(ctx context.Context) {
 		}
 		backoff = relaySockRetryMin
 		h.onRelaySocket(ctx, ts)
-		renew := h.cfg.Clock.NewTimer(h.cfg.RelaySocketRenew)
+		h.keepRelaySocket(ctx, ts)
+	}
+}
+
+// keepRelaySocket returns when ts must be replaced: its stream failed or
+// stopped answering, or RelaySocketRenew passed (or ctx ended). A Binding
+// request every relaySockKeepalive keeps the stream busy (the server closes
+// idle ones) and proves the server still answers over it.
+func (h *Host) keepRelaySocket(ctx context.Context, ts *turnSocket) {
+	renew := h.cfg.Clock.NewTimer(h.cfg.RelaySocketRenew)
+	defer renew.Stop()
+	ka := newTicker(h.cfg.Clock, relaySockKeepalive)
+	defer ka.stop()
+	for {
 		select {
 		case <-ctx.Done():
-		case <-ts.dead:
-			h.log.Warn("relay socket's stream to the TURN server failed; re-allocating", "server", ts.url)
-			h.m.relaySock.WithLabelValues("stream-lost").Inc()
+			return
 		case <-renew.C():
 			h.m.relaySock.WithLabelValues("renewed").Inc()
+			return
+		case <-ts.dead:
+		case <-ka.C():
+			ka.next()
+			if h.relaySocketAnswers(ctx, ts) {
+				continue
+			}
 		}
-		renew.Stop()
+		if ctx.Err() != nil {
+			return
+		}
+		h.log.Warn("relay socket's stream to the TURN server failed; re-allocating", "server", ts.url)
+		h.m.relaySock.WithLabelValues("stream-lost").Inc()
+		return
+	}
+}
+
+// relaySocketAnswers sends one Binding request to the TURN server over the
+// relay socket's stream and waits at most relaySockKeepaliveWait.
+func (h *Host) relaySocketAnswers(ctx context.Context, ts *turnSocket) bool {
+	done := make(chan error, 1)
+	go func() { // ends with the answer, or when ts closes (pion fails the transaction)
+		_, err := ts.client.SendBindingRequestTo(ts.client.TURNServerAddr())
+		done <- err
+	}()
+	t := h.cfg.Clock.NewTimer(relaySockKeepaliveWait)
+	defer t.Stop()
+	select {
+	case err := <-done:
+		return err == nil
+	case <-t.C():
+		return false
+	case <-ctx.Done():
+		return true // not a verdict; the caller sees ctx
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -25,34 +26,64 @@ type udpBlockedConn struct{ net.PacketConn }
 
 func (udpBlockedConn) WriteTo(b []byte, _ net.Addr) (int, error) { return len(b), nil }
 
-// tcpRelayHub runs a hub whose TURN server listens on loopback TCP only and
-// may relay to loopback peers.
-func tcpRelayHub(t *testing.T) (hubURL, turnAddr string, srv *signal.TURNServer) {
+// tcpRelay is a hub whose TURN server listens on loopback TCP only and may
+// relay to loopback peers.
+type tcpRelay struct {
+	hubURL, turnAddr string
+	auth             *signal.TURNAuth
+	mu               sync.Mutex
+	srv              *signal.TURNServer
+}
+
+func tcpRelayHub(t *testing.T) *tcpRelay {
 	t.Helper()
 	ln, err := net.Listen("tcp4", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	turnAddr = ln.Addr().String()
-	auth, err := signal.NewTURNAuth(signal.TURNAuthConfig{URLs: []string{"turn:" + turnAddr + "?transport=tcp"}})
+	r := &tcpRelay{turnAddr: ln.Addr().String()}
+	r.auth, err = signal.NewTURNAuth(signal.TURNAuthConfig{URLs: []string{"turn:" + r.turnAddr + "?transport=tcp"}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err = signal.NewTURNServer(signal.TURNServerConfig{Auth: auth, Listeners: []net.Listener{ln},
-		RelayIP: net.IPv4(127, 0, 0, 1), RelayBind: "127.0.0.1", AllowPeer: func(net.IP) bool { return true }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Close() })
+	r.start(t, ln)
+	t.Cleanup(func() { r.mu.Lock(); r.srv.Close(); r.mu.Unlock() })
 	cfg := signal.DefaultHubConfig()
-	cfg.TURN = auth
+	cfg.TURN = r.auth
 	hub, err := signal.NewHub(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	hs := httptest.NewServer(hub.Handler())
 	t.Cleanup(func() { hs.Close(); hub.Close() })
-	return "ws://" + strings.TrimPrefix(hs.URL, "http://"), turnAddr, srv
+	r.hubURL = "ws://" + strings.TrimPrefix(hs.URL, "http://")
+	return r
+}
+
+func (r *tcpRelay) start(t *testing.T, ln net.Listener) {
+	t.Helper()
+	srv, err := signal.NewTURNServer(signal.TURNServerConfig{Auth: r.auth, Listeners: []net.Listener{ln},
+		RelayIP: net.IPv4(127, 0, 0, 1), RelayBind: "127.0.0.1", AllowPeer: func(net.IP) bool { return true }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.mu.Lock()
+	r.srv = srv
+	r.mu.Unlock()
+}
+
+// restart stops the TURN server (its streams close) and starts a new one
+// on the same port.
+func (r *tcpRelay) restart(t *testing.T) {
+	t.Helper()
+	r.mu.Lock()
+	r.srv.Close()
+	r.mu.Unlock()
+	ln, err := net.Listen("tcp4", r.turnAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.start(t, ln)
 }
 
 // ubTestHost starts a host on loopback with the hub; blocked: its UDP
@@ -106,7 +137,8 @@ func enterRelaySocket(t *testing.T, ctx context.Context, a *Host) *net.UDPAddr {
 // dials it through the hub, Mode A and a FIND_NODE over Mode B) and able to
 // dial, every path labelled relayed.
 func TestUDPBlockedJoinsThroughRelaySocket(t *testing.T) {
-	hubURL, turnAddr, _ := tcpRelayHub(t)
+	relay := tcpRelayHub(t)
+	hubURL, turnAddr := relay.hubURL, relay.turnAddr
 	b := ubTestHost(t, hubURL, false, "", nil)
 	a := ubTestHost(t, hubURL, true, b.LocalAddr().String(), nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -120,6 +152,9 @@ func TestUDPBlockedJoinsThroughRelaySocket(t *testing.T) {
 		t.Fatalf("relay socket on %q, want the hub's TCP relay %s", server, turnAddr)
 	}
 	waitFor(t, "DHT join through the relay socket", func() bool { return a.node.DebugStatsData().RPCOK > 0 })
+	if !a.relaySocketAnswers(ctx, a.sock.cur()) {
+		t.Fatal("the TURN server does not answer the relay socket's keepalive")
+	}
 
 	rec, err := a.Publish(ctx)
 	if err != nil {
@@ -203,7 +238,7 @@ func TestUDPBlockedJoinsThroughRelaySocket(t *testing.T) {
 // the old allocation released) and left on a network change (the socket is
 // UDP again, and the record no longer names the relay).
 func TestUDPBlockedRelaySocketRenewAndLeave(t *testing.T) {
-	hubURL, _, _ := tcpRelayHub(t)
+	hubURL := tcpRelayHub(t).hubURL
 	b := ubTestHost(t, hubURL, false, "", nil)
 	a := ubTestHost(t, hubURL, true, b.LocalAddr().String(), func(c *Config) { c.RelaySocketRenew = 2 * time.Second })
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -259,5 +294,32 @@ func FuzzRelayedEndpoint(f *testing.F) {
 		if relayedEndpoint(er, addr) && !strings.Contains(ep, strconv.Itoa(port)) {
 			t.Fatalf("marked %v relayed though %q does not list it", addr, ep)
 		}
+	})
+}
+
+// TestUDPBlockedRelaySocketStreamLost: when the TURN server goes away (its
+// stream to us closes), the node re-allocates once the server is back, and
+// the DHT works at the new relayed address.
+func TestUDPBlockedRelaySocketStreamLost(t *testing.T) {
+	relay := tcpRelayHub(t)
+	b := ubTestHost(t, relay.hubURL, false, "", nil)
+	a := ubTestHost(t, relay.hubURL, true, b.LocalAddr().String(), nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	first := enterRelaySocket(t, ctx, a)
+	relay.restart(t)
+	var second *net.UDPAddr
+	waitFor(t, "a new relay socket after the server restart", func() bool {
+		second, _, _ = a.RelaySocket()
+		return second != nil && second.String() != first.String()
+	})
+	if n := counterValue(t, a.m.reg, "a2al_relay_socket_events_total", "stream-lost"); n < 1 {
+		t.Fatalf("stream losses counted: %v", n)
+	}
+	waitFor(t, "FIND_NODE to the new address", func() bool {
+		fctx, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		_, err := b.node.FindNode(fctx, second, b.NodeID())
+		return err == nil
 	})
 }
