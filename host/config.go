@@ -370,7 +370,7 @@ type PoolConfig struct {
 	OnReceive func(id a2al.NodeID)
 	// Relayed reports a connection to id at remote as relayed although ICE
 	// picked no relay candidate: our socket or the peer's endpoint is a
-	// TURN allocation (docs/relay.md "UDP-blocked nodes"). Called without
+	// TURN allocation (docs/relay.md §1a). Called without
 	// the pool's lock. Nil: only the path type the caller gives counts.
 	Relayed func(id a2al.NodeID, remote net.Addr) bool
 }

@@ -145,7 +145,7 @@ func (h *Host) publishIfNeeded(ctx context.Context) {
 func (h *Host) ClassifyNAT(ctx context.Context) (natprobe.Result, error) {
 	if h.relayedSocket() {
 		// STUN would test the relay, not our network: UDP stays blocked
-		// until a network change (docs/relay.md "UDP-blocked nodes").
+		// until a network change (docs/relay.md §1a).
 		nr, _ := h.NATResult()
 		return nr, nil
 	}

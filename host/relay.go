@@ -26,7 +26,8 @@ import (
 // callee still sees an ordinary QUIC connection on its shared socket, from
 // the relay's address. Both sides keep their ICE agents for as long as the
 // pooled connection lives: the caller's holds the allocation, and the
-// callee's answers its keepalives.
+// callee's answers its keepalives. (A UDP-blocked node's whole socket is a
+// relay allocation instead: udpblocked.go.)
 
 // PathType says how a pooled connection reaches its peer.
 type PathType string
@@ -93,7 +94,7 @@ const hubTURNWait = 2 * time.Second
 // signaling, cached and renewed by the hub client before they expire).
 func (h *Host) relayURIs(ctx context.Context) []*stun.URI {
 	if h.relayedSocket() {
-		return nil // our socket is relayed already (docs/relay.md "UDP-blocked nodes")
+		return nil // our socket is relayed already (docs/relay.md §1a)
 	}
 	// One allocation per hub: over UDP, or over TCP/TLS when UDP is blocked
 	// (pion allocates on every URL it is given).

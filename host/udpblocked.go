@@ -22,7 +22,7 @@ import (
 
 // A node whose network blocks UDP runs its whole shared socket (DHT, STUN,
 // ICE checks, QUIC) over one TURN allocation that it reaches over TCP or
-// TLS (docs/relay.md "UDP-blocked nodes"). The allocation's relayed address
+// TLS (docs/relay.md §1a). The allocation's relayed address
 // behaves like an address-restricted NAT mapping: a peer gets in once we
 // sent to its IP (the TURN permission), so everything that works behind
 // such a NAT works here, end to end encrypted as usual.
@@ -149,24 +149,13 @@ type turnSocket struct {
 	url    string        // the server's URL, credential-free
 	addr   *net.UDPAddr  // the relayed address
 	dead   chan struct{} // closed when the stream failed
-	closed chan struct{} // closed by close
 	once   sync.Once
-}
-
-func (ts *turnSocket) isClosed() bool {
-	select {
-	case <-ts.closed:
-		return true
-	default:
-		return false
-	}
 }
 
 // close releases the allocation (pion sends a zero-lifetime refresh) and
 // closes the stream, which ends pion's read loop.
 func (ts *turnSocket) close() {
 	ts.once.Do(func() {
-		close(ts.closed)
 		_ = ts.conn.Close()
 		ts.client.Close()
 		_ = ts.stream.Close()
@@ -261,8 +250,7 @@ func (h *Host) dialRelaySocket(ctx context.Context, srv relaySockServer) (*turnS
 		_ = stream.Close()
 		return nil, fmt.Errorf("relay socket: allocate on %s: %w", srv.raw, errors.Join(ctx.Err(), errors.New("no relayed UDP address")))
 	}
-	return &turnSocket{conn: pc, client: cl, stream: stream, url: srv.raw, addr: ra, dead: ws.dead,
-		closed: make(chan struct{})}, nil
+	return &turnSocket{conn: pc, client: cl, stream: stream, url: srv.raw, addr: ra, dead: ws.dead}, nil
 }
 
 // relaySockState is what the host knows of its relay socket (under h.mu).
@@ -477,10 +465,11 @@ func (h *Host) relaySocketPayload() (protocol.EndpointPayload, bool) {
 		NatType:   protocol.NATRestricted,
 	}
 	h.addSignals(&p)
-	hints := h.turnHints()
 	own := hintOf(ts.url)
-	p.Turns = []string{own}
-	for _, t := range hints {
+	if own != "" {
+		p.Turns = []string{own}
+	}
+	for _, t := range h.turnHints() {
 		if t != own && len(p.Turns) < protocol.MaxTurns {
 			p.Turns = append(p.Turns, t)
 		}
@@ -506,7 +495,7 @@ func (h *Host) relayedTo(id a2al.NodeID, remote net.Addr) bool {
 // relayedEndpoint reports whether addr is one of er's endpoints and lies on
 // a relay the record names: its IP is the host of one of the record's TURN
 // hints. That is how a UDP-blocked node's record says its endpoint is a
-// relay allocation (docs/relay.md "UDP-blocked nodes"); a hint naming the
+// relay allocation (docs/relay.md §1a); a hint naming the
 // relay by host name does not mark anything.
 func relayedEndpoint(er *protocol.EndpointRecord, addr *net.UDPAddr) bool {
 	listed := false
