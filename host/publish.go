@@ -127,6 +127,11 @@ func (h *Host) Publish(ctx context.Context) (protocol.SignedRecord, error) {
 
 // publishIfNeeded republishes when the payload changed or half the TTL passed.
 func (h *Host) publishIfNeeded(ctx context.Context) {
+	if nr, ok := h.NATResult(); ok && nr.Type == natprobe.TypeUDPBlocked && !h.relayedSocket() {
+		// Nobody could reach what we would publish, and the DHT would
+		// replicate it once the relay socket is up (docs/relay.md §1a).
+		return
+	}
 	p := h.Payload()
 	h.mu.Lock()
 	stale := h.pub.lastAt.IsZero() || h.cfg.Clock.Now().Sub(h.pub.lastAt) > time.Duration(h.cfg.RecordTTL)*time.Second/2

@@ -124,6 +124,12 @@ func enterRelaySocket(t *testing.T, ctx context.Context, a *Host) *net.UDPAddr {
 	if err != nil || nr.Type != natprobe.TypeUDPBlocked {
 		t.Fatalf("classification %v, %v; want udp-blocked", nr, err)
 	}
+	// Without the relay socket there is nothing worth publishing.
+	before := counterValue(t, a.m.reg, "a2al_endpoint_publish_total", "")
+	a.publishIfNeeded(ctx)
+	if n := counterValue(t, a.m.reg, "a2al_endpoint_publish_total", ""); n != before {
+		t.Fatalf("a UDP-blocked node without its relay socket published (%v records)", n)
+	}
 	a.useRelaySocket()
 	waitFor(t, "relay socket", func() bool { _, _, ok := a.RelaySocket(); return ok })
 	relayed, _, _ := a.RelaySocket()

@@ -265,17 +265,20 @@ func checkRelayedRecords(t *testing.T, w *world, nodes ...*Node) {
 			t.Errorf("UDP-blocked node %s: relay socket %q, %d routing peers (%v)", n.Host.Name, st.NAT.Relay, st.RoutingPeers, err)
 			continue
 		}
+		hub := HubIP.String()
+		wantHint := fmt.Sprintf("turn://%s:%d?transport=tcp", hub, HubTURNPort)
+		good := func(rec Record) bool {
+			return rec.OK && len(rec.Endpoints) == 1 && strings.HasPrefix(rec.Endpoints[0], "quic://"+hub+":") &&
+				rec.NAT == "address-restricted" && len(rec.Turns) > 0 && rec.Turns[0] == wantHint
+		}
 		var rec Record
 		for until := time.Now().Add(30 * time.Second); ; time.Sleep(time.Second) {
 			rec, err = w.boot.Resolve(n.Address)
-			if (err == nil && rec.OK) || time.Now().After(until) {
+			if (err == nil && good(rec)) || time.Now().After(until) {
 				break
 			}
 		}
-		hub := HubIP.String()
-		wantHint := fmt.Sprintf("turn://%s:%d?transport=tcp", hub, HubTURNPort)
-		if err != nil || !rec.OK || len(rec.Endpoints) != 1 || !strings.HasPrefix(rec.Endpoints[0], "quic://"+hub+":") ||
-			rec.NAT != "address-restricted" || len(rec.Turns) == 0 || rec.Turns[0] != wantHint {
+		if err != nil || !good(rec) {
 			t.Errorf("record of UDP-blocked node %s: %+v (%v); want one endpoint on %s, nat address-restricted, first hint %s",
 				n.Host.Name, rec, err, hub, wantHint)
 			continue
