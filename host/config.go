@@ -2,6 +2,7 @@ package host
 
 import (
 	"crypto/ed25519"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -119,6 +120,10 @@ type Config struct {
 	// try once more to punch the peer directly (then twice as long after
 	// each failure, up to 30 min). Zero: 2 min.
 	RelayUpgrade time.Duration
+	// RelayRootCAs verifies the TLS certificates of turns: relays a
+	// UDP-blocked node puts its socket on (docs/relay.md §1a). Nil: the
+	// system roots.
+	RelayRootCAs *x509.CertPool
 	// RelaySocketRenew is how long a UDP-blocked node keeps one relay
 	// socket allocation before it makes a fresh one (below the relay's
 	// allocation lifetime cap, 1 h on our hubs and coturn's default;

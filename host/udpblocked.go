@@ -214,7 +214,7 @@ func (h *Host) dialRelaySocket(ctx context.Context, srv relaySockServer) (*turnS
 	}
 	stream := raw
 	if srv.uri.Scheme == stun.SchemeTypeTURNS {
-		tc := tls.Client(raw, &tls.Config{ServerName: srv.uri.Host, MinVersion: tls.VersionTLS12})
+		tc := tls.Client(raw, &tls.Config{ServerName: srv.uri.Host, RootCAs: h.cfg.RelayRootCAs, MinVersion: tls.VersionTLS12})
 		if err := tc.HandshakeContext(ctx); err != nil {
 			_ = raw.Close()
 			return nil, fmt.Errorf("relay socket: tls to %s: %w", srv.raw, err)

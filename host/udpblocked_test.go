@@ -2,9 +2,15 @@ package host
 
 import (
 	"context"
+	"crypto/ecdsa"
 	"crypto/ed25519"
+	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"errors"
+	"math/big"
 	"net"
 	"net/http/httptest"
 	"slices"
@@ -26,23 +32,31 @@ type udpBlockedConn struct{ net.PacketConn }
 
 func (udpBlockedConn) WriteTo(b []byte, _ net.Addr) (int, error) { return len(b), nil }
 
-// tcpRelay is a hub whose TURN server listens on loopback TCP only and may
-// relay to loopback peers.
+// tcpRelay is a hub whose TURN server listens on loopback TCP (or TLS)
+// only and may relay to loopback peers.
 type tcpRelay struct {
 	hubURL, turnAddr string
 	auth             *signal.TURNAuth
+	tls              *tls.Config // nil: plain TCP
 	mu               sync.Mutex
 	srv              *signal.TURNServer
 }
 
-func tcpRelayHub(t *testing.T) *tcpRelay {
+func tcpRelayHub(t *testing.T) *tcpRelay { return streamRelayHub(t, nil) }
+
+// streamRelayHub is tcpRelayHub over TLS when tc is not nil.
+func streamRelayHub(t *testing.T, tc *tls.Config) *tcpRelay {
 	t.Helper()
 	ln, err := net.Listen("tcp4", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &tcpRelay{turnAddr: ln.Addr().String()}
-	r.auth, err = signal.NewTURNAuth(signal.TURNAuthConfig{URLs: []string{"turn:" + r.turnAddr + "?transport=tcp"}})
+	r := &tcpRelay{turnAddr: ln.Addr().String(), tls: tc}
+	url := "turn:" + r.turnAddr + "?transport=tcp"
+	if tc != nil {
+		url = "turns:" + r.turnAddr + "?transport=tcp"
+	}
+	r.auth, err = signal.NewTURNAuth(signal.TURNAuthConfig{URLs: []string{url}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -62,6 +76,9 @@ func tcpRelayHub(t *testing.T) *tcpRelay {
 
 func (r *tcpRelay) start(t *testing.T, ln net.Listener) {
 	t.Helper()
+	if r.tls != nil {
+		ln = tls.NewListener(ln, r.tls)
+	}
 	srv, err := signal.NewTURNServer(signal.TURNServerConfig{Auth: r.auth, Listeners: []net.Listener{ln},
 		RelayIP: net.IPv4(127, 0, 0, 1), RelayBind: "127.0.0.1", AllowPeer: func(net.IP) bool { return true }})
 	if err != nil {
@@ -328,4 +345,67 @@ func TestUDPBlockedRelaySocketStreamLost(t *testing.T) {
 		_, err := b.node.FindNode(fctx, second, b.NodeID())
 		return err == nil
 	})
+}
+
+// TestUDPBlockedRelaySocketOverTLS: a hub that offers TURN only over TLS
+// carries the relay socket over a verified TLS stream; a certificate the
+// node does not trust gets no allocation.
+func TestUDPBlockedRelaySocketOverTLS(t *testing.T) {
+	cert, pool := selfSignedLoopback(t)
+	relay := streamRelayHub(t, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
+	b := ubTestHost(t, relay.hubURL, false, "", nil)
+	a := ubTestHost(t, relay.hubURL, true, b.LocalAddr().String(), func(c *Config) { c.RelayRootCAs = pool })
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	relayed := enterRelaySocket(t, ctx, a)
+	if _, server, _ := a.RelaySocket(); server != "turns:"+relay.turnAddr+"?transport=tcp" {
+		t.Fatalf("relay socket on %q, want the hub's TLS relay", server)
+	}
+	if p := a.Payload(); len(p.Turns) == 0 || p.Turns[0] != "turns://"+relay.turnAddr+"?transport=tcp" {
+		t.Fatalf("hints %v, want the TLS relay first", p.Turns)
+	}
+	waitFor(t, "FIND_NODE to the relayed address", func() bool {
+		fctx, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		_, err := b.node.FindNode(fctx, relayed, b.NodeID())
+		return err == nil
+	})
+
+	// Not trusted (system roots): no allocation.
+	c := ubTestHost(t, relay.hubURL, true, b.LocalAddr().String(), nil)
+	if nr, err := c.ClassifyNAT(ctx); err != nil || nr.Type != natprobe.TypeUDPBlocked {
+		t.Fatalf("classification %v, %v", nr, err)
+	}
+	c.useRelaySocket()
+	waitFor(t, "a refused TLS relay", func() bool {
+		return counterValue(t, c.m.reg, "a2al_relay_socket_events_total", "failed") >= 1
+	})
+	if _, _, ok := c.RelaySocket(); ok {
+		t.Fatal("relay socket over a TLS relay whose certificate is not trusted")
+	}
+}
+
+// selfSignedLoopback makes a certificate for 127.0.0.1 and the pool that
+// trusts it.
+func selfSignedLoopback(t *testing.T) (tls.Certificate, *x509.CertPool) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "a2al test relay"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, KeyUsage: x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(leaf)
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, pool
 }
