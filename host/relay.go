@@ -194,16 +194,37 @@ func hintOf(raw string) string {
 
 // relayWait is how long the caller's ICE prefers a direct path before it may
 // nominate a relayed one: none when both NAT types are known and cannot be
-// punched (natprobe.Punchable), else RelayWait.
+// punched (natprobe.Punchable) and the pair has no IPv6 path to try (the NAT
+// types describe IPv4 only; behind IPv6 firewalls a pair of symmetric IPv4
+// NATs still punches), else RelayWait.
 func (h *Host) relayWait(er *protocol.EndpointRecord) time.Duration {
 	nr, ok := h.NATResult()
 	if ok && er != nil {
 		own, peer := nr.Type, natprobe.TypeFromWire(er.NatType)
 		if own != natprobe.TypeUnknown && peer != natprobe.TypeUnknown && !natprobe.Punchable(own, peer) {
-			return 0
+			h.mu.Lock()
+			ownV6 := hasGlobalV6(h.pub.last.Endpoints)
+			h.mu.Unlock()
+			if !ownV6 || !hasGlobalV6(er.Endpoints) {
+				return 0
+			}
 		}
 	}
 	return h.cfg.RelayWait
+}
+
+// hasGlobalV6 reports whether endpoints list a global IPv6 literal.
+func hasGlobalV6(endpoints []string) bool {
+	for _, ep := range endpoints {
+		host, _, err := protocol.ParseEndpointURL(ep)
+		if err != nil {
+			continue
+		}
+		if ip := net.ParseIP(host); ip != nil && ip.To4() == nil && ip.IsGlobalUnicast() {
+			return true
+		}
+	}
+	return false
 }
 
 // relayPath is a QUIC transport over an ICE agent whose selected pair uses
