@@ -62,18 +62,22 @@ type inPacket struct {
 
 func (p inPacket) path() inPath { return inPath{from: p.from, via: p.via} }
 
-// The verify stage: verifyWorkers decode and verify datagrams in parallel
-// (signature checks dominate the receive path, and a lookup's answers
-// arrive together). Its queue has one bounded lane per channel: UDP
-// sources can be forged, so a UDP flood must not crowd out authenticated
-// punched peers; workers serve the punched lane first.
+// The verify stage (Node.verify): up to verifyWorkers decode and verify
+// datagrams in parallel (signature checks dominate the receive path, and a
+// lookup's answers arrive together); the workers exist only while
+// datagrams wait. Its queue has one bounded lane per channel: UDP sources
+// can be forged, so a UDP flood must not crowd out authenticated punched
+// peers; workers serve the punched lane first.
 const (
 	verifyWorkers   = 2
+	lanePunched     = 0
 	punchedQueueCap = 32 // punched datagrams waiting; beyond, dropped and counted
+	laneUDP         = 1
+	udpQueueCap     = verifyWorkers
 )
 
 // recvLoop is the only caller of Transport.Receive (no concurrency demanded
-// of transports); it hands datagrams to the verify workers and blocks while
+// of transports); it hands datagrams to the verify stage and blocks while
 // the UDP lane is full, leaving the backlog to the transport (the demux
 // drops and counts beyond its own queue).
 func (n *Node) recvLoop() {
@@ -91,29 +95,12 @@ func (n *Node) recvLoop() {
 			}
 			continue
 		}
-		select {
-		case n.udpQ <- inPacket{data: data, from: from, via: viaUDP}:
-		case <-n.ctx.Done():
-			return
-		}
-	}
-}
-
-func (n *Node) verifyWorker() {
-	for {
-		select { // punched lane first
-		case p := <-n.punchedQ:
-			n.handlePacket(p.data, p.path())
-			continue
-		default:
-		}
-		select {
-		case <-n.ctx.Done():
-			return
-		case p := <-n.punchedQ:
-			n.handlePacket(p.data, p.path())
-		case p := <-n.udpQ:
-			n.handlePacket(p.data, p.path())
+		for !n.verify.push(n, laneUDP, inPacket{data: data, from: from, via: viaUDP}) {
+			select {
+			case <-n.verify.space:
+			case <-n.ctx.Done():
+				return
+			}
 		}
 	}
 }
@@ -128,9 +115,7 @@ func (n *Node) InjectReceived(data []byte, from net.Addr) {
 	if n == nil || from == nil || n.ctx.Err() != nil {
 		return
 	}
-	select {
-	case n.punchedQ <- inPacket{data: append([]byte(nil), data...), from: from, via: viaPunched}:
-	default:
+	if !n.verify.push(n, lanePunched, inPacket{data: append([]byte(nil), data...), from: from, via: viaPunched}) {
 		n.cnt.dropPunchedQueue.Add(1)
 	}
 }
@@ -226,29 +211,18 @@ func (n *Node) tabAddDirect(ni protocol.NodeInfo, dial net.Addr, mayEvict bool) 
 	res, lru := n.tab.Add(c, true, now)
 	n.tabMu.Unlock()
 	if res == routing.BucketFull && mayEvict && lru != nil {
-		select {
-		case n.evictQ <- &evictJob{lru: *lru, cand: c}:
-		default:
+		if !n.evicts.push(n, 0, evictJob{lru: *lru, cand: c}) {
 			n.cnt.dropEvictQueue.Add(1)
 		}
 	}
 }
 
-// evictWorker pings the LRU entry of a full bucket; a dead LRU is replaced
-// by the newcomer, a live one keeps its slot (old-node preference) and the
-// newcomer waits in the replacement cache.
-func (n *Node) evictWorker() {
-	for {
-		select {
-		case <-n.ctx.Done():
-			return
-		case j := <-n.evictQ:
-			n.checkEviction(j)
-		}
-	}
-}
-
-func (n *Node) checkEviction(j *evictJob) {
+// checkEviction pings the LRU entry of a full bucket; a dead LRU is
+// replaced by the newcomer, a live one keeps its slot (old-node preference)
+// and the newcomer waits in the replacement cache. One eviction worker at
+// most runs (evicts), so a burst of newcomers never pings a bucket in
+// parallel.
+func (n *Node) checkEviction(j evictJob) {
 	now := n.now()
 	n.tabMu.RLock()
 	cur, ok := n.tab.Get(j.lru.Info.NodeID)

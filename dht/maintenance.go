@@ -39,8 +39,12 @@ func deepBucket(est int) int {
 }
 
 // maintenanceLoop runs every probeTick on the node clock: replica probes,
-// then routing maintenance. All network work goes to the bounded worker
-// pool so one slow peer never delays the tick (docs/reference-defects.md W-16).
+// push subscriptions, routing maintenance, rate-limiter ageing and the
+// periodic seen-peers write. It is the node's one timer goroutine: every
+// periodic job of the node hangs off this tick rather than a goroutine of
+// its own (docs/dht-benchmarks.md, "Growth and memory"). All network work
+// goes to the bounded worker pool so one slow peer never delays the tick
+// (docs/reference-defects.md W-16).
 func (n *Node) maintenanceLoop() {
 	// Jittered ticks: nodes started together (a restart of many daemons, a
 	// simulation) must not run their refills and probes in lock-step.
@@ -55,6 +59,7 @@ func (n *Node) maintenanceLoop() {
 			n.pushTick()
 			n.routingMaintenance()
 			n.limiter.rotate()
+			n.maybeFlushSeen(n.now())
 			t.Reset(probeTick*4/5 + rand.N(probeTick/5)) // never longer than probeTick
 		}
 	}

@@ -133,10 +133,9 @@ type Node struct {
 	replay  replayCache
 	chal    challenges
 
-	evictQ   chan *evictJob
-	udpQ     chan inPacket // verify stage, UDP lane (inbound.go)
-	punchedQ chan inPacket // verify stage, punched lane
-	taskQ    chan func()
+	verify workPool[inPacket] // verify stage: punched lane, UDP lane (inbound.go)
+	tasks  workPool[func()]   // background network work (submit)
+	evicts workPool[evictJob] // LRU checks of full buckets (inbound.go)
 
 	debugMu    sync.Mutex
 	debugStops []func()
@@ -186,11 +185,11 @@ func NewNode(cfg Config) (*Node, error) {
 		onObs:    cfg.OnObservedAddr,
 		ctx:      ctx,
 		cancel:   cancel,
-		evictQ:   make(chan *evictJob, evictQueueCap),
-		udpQ:     make(chan inPacket, verifyWorkers),
-		punchedQ: make(chan inPacket, punchedQueueCap),
-		taskQ:    make(chan func(), taskQueueCap),
 	}
+	n.verify.init(verifyWorkers, func(p inPacket) { n.handlePacket(p.data, p.path()) }, punchedQueueCap, udpQueueCap)
+	n.verify.space = make(chan struct{}, 1)
+	n.tasks.init(taskWorkers, func(f func()) { f() }, taskQueueCap)
+	n.evicts.init(1, n.checkEviction, evictQueueCap)
 	n.tab = routing.New(n.id, routing.DefaultLimits)
 	n.rpc.init()
 	n.book.init()
@@ -211,24 +210,21 @@ func NewNode(cfg Config) (*Node, error) {
 	return n, nil
 }
 
-// Start launches the receive loop and background workers. Idempotent. RPCs
-// of a node not started fail with ErrNotStarted.
+// Start launches the receive loop and the maintenance loop, the node's only
+// long-lived goroutines; verification, background tasks and evictions run
+// on workers that exist only while they have work (workPool), and every
+// timer of the node is served by the maintenance loop. Work queued before
+// Start runs now. Idempotent. RPCs of a node not started fail with
+// ErrNotStarted.
 func (n *Node) Start() {
 	if n == nil || !n.started.CompareAndSwap(false, true) {
 		return
 	}
 	n.spawn(n.recvLoop)
-	for i := 0; i < verifyWorkers; i++ {
-		n.spawn(n.verifyWorker)
-	}
-	n.spawn(n.evictWorker)
-	for i := 0; i < taskWorkers; i++ {
-		n.spawn(n.taskWorker)
-	}
 	n.spawn(n.maintenanceLoop)
-	if n.seen.path != "" {
-		n.spawn(n.seenFlushLoop)
-	}
+	n.verify.kick(n, verifyWorkers)
+	n.tasks.kick(n, taskWorkers)
+	n.evicts.kick(n, 1)
 }
 
 // spawn runs f on a goroutine tracked by Close; it refuses once closing.
@@ -255,24 +251,11 @@ func (n *Node) submit(f func()) bool {
 		return false
 	default:
 	}
-	select {
-	case n.taskQ <- f:
-		return true
-	default:
+	if !n.tasks.push(n, 0, f) {
 		n.cnt.dropTaskQueue.Add(1)
 		return false
 	}
-}
-
-func (n *Node) taskWorker() {
-	for {
-		select {
-		case <-n.ctx.Done():
-			return
-		case f := <-n.taskQ:
-			f()
-		}
-	}
+	return true
 }
 
 // Close stops the node: cancels work, closes the transport, waits for every

@@ -28,7 +28,7 @@ func stepClock(t *testing.T, n *Node, fc *clock.Fake, total time.Duration) {
 					return false
 				}
 			}
-			return len(n.taskQ) == 0
+			return n.tasks.queued() == 0
 		})
 	}
 }

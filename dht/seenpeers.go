@@ -34,6 +34,9 @@ type seenPeers struct {
 	self   a2al.NodeID
 	m      map[a2al.NodeID]seenEntry
 	unique uint64
+	// lastFlush: node-clock time of the last periodic write; only the
+	// maintenance loop touches it.
+	lastFlush time.Time
 }
 
 func (s *seenPeers) init(path string, self a2al.NodeID) {
@@ -216,18 +219,24 @@ func (s *seenPeers) flush(now time.Time) error {
 	return nil
 }
 
-func (n *Node) seenFlushLoop() {
-	t := n.clk.NewTimer(seenFlushEvery)
-	defer t.Stop()
-	for {
-		select {
-		case <-n.ctx.Done():
-			return
-		case <-t.C():
-			if err := n.seen.flush(n.now()); err != nil {
-				n.log.Debug("dht: seen-peers flush", "err", err)
-			}
-			t.Reset(seenFlushEvery)
-		}
+// maybeFlushSeen writes the seen-peers window once seenFlushEvery has
+// passed since the last write (called from the maintenance tick; the write
+// runs as a background task, so file I/O never delays the tick).
+func (n *Node) maybeFlushSeen(now time.Time) {
+	if n.seen.path == "" {
+		return
 	}
+	if n.seen.lastFlush.IsZero() {
+		n.seen.lastFlush = now // first tick: start the period
+		return
+	}
+	if now.Sub(n.seen.lastFlush) < seenFlushEvery {
+		return
+	}
+	n.seen.lastFlush = now
+	n.submit(func() {
+		if err := n.seen.flush(n.now()); err != nil {
+			n.log.Debug("dht: seen-peers flush", "err", err)
+		}
+	})
 }

@@ -12,7 +12,12 @@ import (
 )
 
 // MemInboxSize is the number of packets an in-memory endpoint buffers.
+// The inbox grows with what is waiting and shrinks back when drained, so an
+// idle endpoint holds no buffer (simulations run 100,000 of them).
 const MemInboxSize = 256
+
+// memInboxKeep is the backing capacity a drained inbox keeps.
+const memInboxKeep = 4
 
 // maxDelayedPackets bounds the packets waiting out a simulated latency,
 // across the whole network.
@@ -34,6 +39,7 @@ type MemStats struct {
 	Lost          uint64 // dropped by the simulated loss probability
 	DroppedFull   uint64 // dropped because the inbox (or delay queue) was full
 	DroppedClosed uint64 // dropped because the receiver closed before delivery
+	Blackholed    uint64 // sent to a sink (NewUDPSink) and discarded
 }
 
 // MemNetwork is a process-local packet network for tests and simulations.
@@ -54,7 +60,7 @@ type MemNetwork struct {
 
 	sched memScheduler
 
-	sent, delivered, lost, droppedFull, droppedClosed atomic.Uint64
+	sent, delivered, lost, droppedFull, droppedClosed, blackholed atomic.Uint64
 }
 
 // NewMemNetwork returns an empty network without latency or loss.
@@ -100,6 +106,7 @@ func (n *MemNetwork) Stats() MemStats {
 		Lost:          n.lost.Load(),
 		DroppedFull:   n.droppedFull.Load(),
 		DroppedClosed: n.droppedClosed.Load(),
+		Blackholed:    n.blackholed.Load(),
 	}
 }
 
@@ -125,12 +132,24 @@ func (n *MemNetwork) NewUDPTransport(addr *net.UDPAddr) (*MemTransport, error) {
 	return n.register(ap.String(), ap)
 }
 
+// NewUDPSink registers a UDP-addressed endpoint that discards everything
+// sent to it without a reader (counted as Blackholed): a vanished host whose
+// peers see timeouts rather than "unknown peer" send errors. Close it like
+// any endpoint.
+func (n *MemNetwork) NewUDPSink(addr *net.UDPAddr) (*MemTransport, error) {
+	t, err := n.NewUDPTransport(addr)
+	if err == nil {
+		t.sink.Store(true)
+	}
+	return t, err
+}
+
 func (n *MemNetwork) register(name string, ap netip.AddrPort) (*MemTransport, error) {
 	t := &MemTransport{
 		net:   n,
 		addr:  Addr{Name: name},
 		udp:   ap,
-		inbox: make(chan memPacket, MemInboxSize),
+		ready: make(chan struct{}, 1),
 		done:  make(chan struct{}),
 	}
 	if ap.IsValid() {
@@ -217,14 +236,16 @@ func (n *MemNetwork) deliver(p memPacket) error {
 		return fmt.Errorf("%w: %q closed", ErrUnknownPeer, p.dst.addr.Name)
 	default:
 	}
-	select {
-	case p.dst.inbox <- p:
-		n.delivered.Add(1)
+	if p.dst.sink.Load() {
+		n.blackholed.Add(1)
 		return nil
-	default:
+	}
+	if !p.dst.enqueue(p) {
 		n.droppedFull.Add(1)
 		return fmt.Errorf("%w: %q", ErrMemBufferFull, p.dst.addr.Name)
 	}
+	n.delivered.Add(1)
+	return nil
 }
 
 type memPacket struct {
@@ -239,11 +260,64 @@ type MemTransport struct {
 	addr    Addr
 	udp     netip.AddrPort // valid for endpoints made by NewUDPTransport
 	netAddr net.Addr       // source address of our packets, boxed once
-	inbox   chan memPacket
-	// done is closed by Close. The inbox itself is never closed, so a
-	// concurrent Send can never panic.
+	// inbox holds up to MemInboxSize packets, oldest first from head on;
+	// ready carries one wake-up for a blocked Receive.
+	inboxMu sync.Mutex
+	inbox   []memPacket
+	head    int
+	ready   chan struct{}
+	sink    atomic.Bool // NewUDPSink: discard instead of queueing
+	// done is closed by Close.
 	done      chan struct{}
 	closeOnce sync.Once
+}
+
+// enqueue appends p to the inbox; false when it is full.
+func (t *MemTransport) enqueue(p memPacket) bool {
+	t.inboxMu.Lock()
+	if len(t.inbox)-t.head >= MemInboxSize {
+		t.inboxMu.Unlock()
+		return false
+	}
+	if t.head > 0 && len(t.inbox) == cap(t.inbox) {
+		k := copy(t.inbox, t.inbox[t.head:])
+		clear(t.inbox[k:])
+		t.inbox, t.head = t.inbox[:k], 0
+	}
+	t.inbox = append(t.inbox, p)
+	t.inboxMu.Unlock()
+	t.wake()
+	return true
+}
+
+// dequeue takes the oldest packet, releasing a large drained buffer.
+func (t *MemTransport) dequeue() (memPacket, bool) {
+	t.inboxMu.Lock()
+	defer t.inboxMu.Unlock()
+	if t.head == len(t.inbox) {
+		return memPacket{}, false
+	}
+	p := t.inbox[t.head]
+	t.inbox[t.head] = memPacket{}
+	t.head++
+	if t.head == len(t.inbox) {
+		if cap(t.inbox) > memInboxKeep {
+			t.inbox = nil
+		} else {
+			t.inbox = t.inbox[:0]
+		}
+		t.head = 0
+	} else {
+		t.wake() // more waiting: another blocked Receive may take it
+	}
+	return p, true
+}
+
+func (t *MemTransport) wake() {
+	select {
+	case t.ready <- struct{}{}:
+	default:
+	}
 }
 
 // Send copies data and queues it for the endpoint named by addr: any
@@ -297,16 +371,20 @@ func (t *MemTransport) Send(addr net.Addr, data []byte) error {
 // Receive blocks for the next packet; it returns ErrClosed after Close. The
 // source address is shared between packets of one sender: do not modify it.
 func (t *MemTransport) Receive() ([]byte, net.Addr, error) {
-	select {
-	case <-t.done:
-		return nil, nil, ErrClosed
-	default:
-	}
-	select {
-	case p := <-t.inbox:
-		return p.data, p.from, nil
-	case <-t.done:
-		return nil, nil, ErrClosed
+	for {
+		select {
+		case <-t.done:
+			return nil, nil, ErrClosed
+		default:
+		}
+		if p, ok := t.dequeue(); ok {
+			return p.data, p.from, nil
+		}
+		select {
+		case <-t.ready:
+		case <-t.done:
+			return nil, nil, ErrClosed
+		}
 	}
 }
 

@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"math/rand"
 	"net"
 	"os"
@@ -49,6 +50,7 @@ type options struct {
 	verbose      bool
 	cpuprofile   string
 	churnprofile string
+	memprofile   string
 }
 
 func main() {
@@ -67,6 +69,7 @@ func main() {
 	flag.IntVar(&o.concurrency, "concurrency", 8, "parallel joins / lookups")
 	flag.DurationVar(&o.lookupTimout, "lookup-timeout", 20*time.Second, "deadline of one lookup")
 	flag.BoolVar(&o.verbose, "v", false, "log node warnings to stderr")
+	flag.StringVar(&o.memprofile, "memprofile", "", "write a heap profile (after the measurements, before churn) to this file")
 	flag.StringVar(&o.cpuprofile, "cpuprofile", "", "write a CPU profile of the whole run to this file")
 	flag.StringVar(&o.churnprofile, "cpuprofile-churn", "", "write a CPU profile of the churn phase only to this file")
 	flag.Parse()
@@ -166,7 +169,7 @@ func run(o options) (*result, error) {
 	runtime.GC()
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
-	baseHeap, baseG := ms.HeapAlloc, runtime.NumGoroutine()
+	baseHeap, baseStack, baseG := ms.HeapAlloc, ms.StackInuse, runtime.NumGoroutine()
 
 	w := &world{o: o, rng: rand.New(rand.NewSource(o.seed)), clk: sim.NewScaledClock(time.Now(), 1)}
 	w.log = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -188,10 +191,12 @@ func run(o options) (*result, error) {
 	if err := w.build(); err != nil {
 		return nil, err
 	}
+	joinStart := time.Now()
 	if err := w.bootstrap(); err != nil {
 		return nil, err
 	}
-	res.BootstrapSeconds = time.Since(start).Seconds()
+	res.BuildSeconds, res.JoinSeconds = time.Since(start).Seconds(), time.Since(joinStart).Seconds()
+	res.RPCsLimit = 3 * math.Log2(float64(o.n))
 
 	w.publishAll(res)
 	w.measureLookups(res)
@@ -199,11 +204,7 @@ func run(o options) (*result, error) {
 	w.measureReplicas(res)
 	w.measureSize(res)
 
-	runtime.GC()
-	runtime.ReadMemStats(&ms)
-	live := w.liveCount()
-	res.HeapPerNodeKiB = float64(int64(ms.HeapAlloc)-int64(baseHeap)) / 1024 / float64(live)
-	res.GoroutinesPerNode = float64(runtime.NumGoroutine()-baseG) / float64(live)
+	w.measureMemory(res, baseHeap, baseStack, baseG)
 	w.totals(res)
 
 	if o.churn > 0 {
@@ -763,6 +764,5 @@ func (w *world) shutdown() {
 	wg.Wait()
 	if w.mem != nil {
 		w.mem.Close()
-		w.holes.Wait()
 	}
 }

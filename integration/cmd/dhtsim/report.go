@@ -19,12 +19,17 @@ type result struct {
 	SizeEstimateError        float64  `json:"size_estimate_error"`
 	HeapPerNodeKiB           float64  `json:"heap_per_node_kib"`
 	GoroutinesPerNode        float64  `json:"goroutines_per_node"`
+	StackPerNodeKiB          float64  `json:"stack_per_node_kib"`
+	RSSPerNodeKiB            float64  `json:"process_rss_kib_per_node"`
+	PeakRSSMiB               float64  `json:"process_peak_rss_mib"`
+	BuildSeconds             float64  `json:"build_seconds"`
+	RPCsLimit                float64  `json:"rpcs_limit"`
 	ResolvableAfterRepair    *float64 `json:"resolvable_after_repair,omitempty"`
 	ResolvableAfterRepairAll *float64 `json:"resolvable_after_repair_all,omitempty"`
 
 	Nodes               int          `json:"nodes"`
 	Transport           string       `json:"transport"`
-	BootstrapSeconds    float64      `json:"bootstrap_seconds"`
+	JoinSeconds         float64      `json:"join_seconds"`
 	KClosestExact       float64      `json:"k_closest_exact_fraction"`
 	LookupP90Ms         float64      `json:"lookup_p90_ms"`
 	LoadedConcurrency   int          `json:"lookup_loaded_concurrency,omitempty"`
@@ -62,7 +67,7 @@ func printTable(w io.Writer, o options, r *result) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	row := func(k, format string, v ...any) { fmt.Fprintf(tw, "%s\t%s\n", k, fmt.Sprintf(format, v...)) }
 	row("nodes / transport", "%d / %s (latency %v, seed %d)", r.Nodes, r.Transport, o.latency, o.seed)
-	row("bootstrap wall time", "%.1f s", r.BootstrapSeconds)
+	row("build wall time", "%.1f s (of which joining %.1f s)", r.BuildSeconds, r.JoinSeconds)
 	row("routing peers per node", "%.1f", r.RoutingPeersMean)
 	row("lookup success", "%.3f", r.LookupSuccess)
 	row("k-closest precision", "%.3f (exact %.3f)", r.KClosestPrecision, r.KClosestExact)
@@ -70,7 +75,7 @@ func printTable(w io.Writer, o options, r *result) {
 	if r.LoadedConcurrency > 0 {
 		row("lookup latency under load", "p50 %.1f ms, p99 %.1f ms (%d lookups in parallel)", r.LoadedP50Ms, r.LoadedP99Ms, r.LoadedConcurrency)
 	}
-	row("RPCs per lookup", "%.1f mean, %.0f max (the lookup's own requests)", r.RPCsPerLookup, r.RPCsPerLookupMax)
+	row("RPCs per lookup", "%.1f mean, %.0f max (the lookup's own requests; limit 3·log2 N = %.1f)", r.RPCsPerLookup, r.RPCsPerLookupMax, r.RPCsLimit)
 	row("bytes per lookup (tx+rx)", "%.0f", r.BytesPerLookup)
 	row("resolve success", "%.3f (p50 %.1f ms, p99 %.1f ms)", r.ResolveSuccess, r.ResolveP50Ms, r.ResolveP99Ms)
 	row("published records", "%d", r.Published)
@@ -79,6 +84,8 @@ func printTable(w io.Writer, o options, r *result) {
 	row("network size estimate", "median %.0f vs %d; mean abs error %.2f; %.0f%% of nodes within ±30%%", r.SizeEstimateMedian, r.Nodes, r.SizeEstimateError, 100*r.SizeWithin30)
 	row("heap per node", "%.1f KiB", r.HeapPerNodeKiB)
 	row("goroutines per node", "%.1f", r.GoroutinesPerNode)
+	row("stack per node", "%.1f KiB", r.StackPerNodeKiB)
+	row("process RSS per node", "%.1f KiB (peak %.0f MiB)", r.RSSPerNodeKiB, r.PeakRSSMiB)
 	row("total sent", "%d packets, %d bytes (mem inbox-full drops %d)", r.TotalPacketsSent, r.TotalBytesSent, r.MemDroppedFull)
 	if r.ResolvableAfterRepair != nil {
 		row("churn", "%d nodes killed abruptly; node clocks at %gx real time", r.KilledNodes, r.Timescale)
