@@ -26,37 +26,68 @@ const (
 
 const maxAddrBook = 8192
 
+// hearsayCap bounds the hearsay cache. Hearsay addresses are only needed
+// while the lookups that learned them run (a routing-table entry keeps its
+// own copy of the address), so a small ring independent of the network
+// size serves them (docs/dht-benchmarks.md, "Growth and memory").
+const hearsayCap = 32
+
 type dialEntry struct {
 	addr net.Addr
 	rank uint8
-	at   time.Time
 }
 
-// addrBook maps NodeID -> dial address and address -> NodeID, both bounded.
+type heardAddr struct {
+	id   a2al.NodeID
+	addr net.Addr // nil: free slot
+}
+
+// addrBook maps NodeID -> dial address for peers we have first-hand
+// evidence of (byID, bounded), plus a ring of the latest hearsay addresses.
+// There is no reverse map: idOf, for the few public calls that name a peer
+// by address only, scans byID (a map from address to NodeID cost more
+// memory per peer than the binding itself).
 type addrBook struct {
-	mu     sync.RWMutex
-	byID   map[a2al.NodeID]dialEntry
-	byAddr map[string]a2al.NodeID
+	mu      sync.RWMutex
+	byID    map[a2al.NodeID]dialEntry
+	hear    []heardAddr // ring of hearsayCap, allocated on first use
+	hearPos int
 }
 
 func (b *addrBook) init() {
 	b.byID = make(map[a2al.NodeID]dialEntry)
-	b.byAddr = make(map[string]a2al.NodeID)
 }
 
 // bind sets id's dial address per the rank rule above. It reports whether
 // the binding changed. The same address is refreshed at the higher of
-// the two ranks.
-func (b *addrBook) bind(id a2al.NodeID, addr net.Addr, rank uint8, now time.Time) bool {
+// the two ranks. Hearsay goes to the hearsay ring and never replaces a
+// binding or earlier hearsay. The time is not kept (nothing reads it).
+func (b *addrBook) bind(id a2al.NodeID, addr net.Addr, rank uint8, _ time.Time) bool {
 	if addr == nil {
 		return false
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	old, ok := b.byID[id]
-	if ok && old.addr.String() == addr.String() {
+	wasHeard := false // id's hearsay address is addr
+	if !ok {
+		i := b.hearsayLocked(id)
+		if rank == rankHearsay {
+			if i >= 0 {
+				return false // hearsay never replaces hearsay
+			}
+			b.addHearsayLocked(id, addr)
+			return true
+		}
+		if i >= 0 {
+			// First-hand evidence supersedes hearsay; at the same
+			// address the dial address does not move.
+			wasHeard = sameAddr(b.hear[i].addr, addr)
+			b.hear[i] = heardAddr{}
+		}
+	}
+	if ok && sameAddr(old.addr, addr) {
 		old.rank = max(old.rank, rank)
-		old.at = now
 		b.byID[id] = old
 		return false
 	}
@@ -64,89 +95,75 @@ func (b *addrBook) bind(id a2al.NodeID, addr net.Addr, rank uint8, now time.Time
 		return false
 	}
 	if !ok && len(b.byID) >= maxAddrBook {
-		b.evictLocked()
-	}
-	key := addr.String()
-	moved := !ok
-	if ok {
-		if oldKey := old.addr.String(); oldKey != key {
-			moved = true
-			if b.byAddr[oldKey] == id {
-				delete(b.byAddr, oldKey)
-			}
-		}
-	}
-	b.byID[id] = dialEntry{addr: addr, rank: rank, at: now}
-	if len(b.byAddr) >= 2*maxAddrBook {
-		clear(b.byAddr)
-		for k, e := range b.byID {
-			b.byAddr[e.addr.String()] = k
-		}
-	}
-	b.byAddr[key] = id
-	return moved
-}
-
-// evictLocked drops one entry, preferring hearsay (map order is random).
-func (b *addrBook) evictLocked() {
-	var victim a2al.NodeID
-	found := false
-	i := 0
-	for id, e := range b.byID {
-		if !found || e.rank == rankHearsay {
-			victim, found = id, true
-			if e.rank == rankHearsay {
-				break
-			}
-		}
-		if i++; i > 32 {
+		for victim := range b.byID { // map order is random
+			delete(b.byID, victim)
 			break
 		}
 	}
-	if found {
-		b.dropLocked(victim)
-	}
+	b.byID[id] = dialEntry{addr: addr, rank: rank}
+	return !wasHeard
 }
 
-func (b *addrBook) dropLocked(id a2al.NodeID) {
-	if e, ok := b.byID[id]; ok {
-		if b.byAddr[e.addr.String()] == id {
-			delete(b.byAddr, e.addr.String())
+// hearsayLocked is id's slot in the hearsay ring, or -1.
+func (b *addrBook) hearsayLocked(id a2al.NodeID) int {
+	for i := range b.hear {
+		if b.hear[i].addr != nil && b.hear[i].id == id {
+			return i
 		}
-		delete(b.byID, id)
 	}
+	return -1
+}
+
+func (b *addrBook) addHearsayLocked(id a2al.NodeID, addr net.Addr) {
+	if b.hear == nil {
+		b.hear = make([]heardAddr, hearsayCap)
+	}
+	b.hear[b.hearPos] = heardAddr{id: id, addr: addr}
+	b.hearPos = (b.hearPos + 1) % len(b.hear)
 }
 
 // dropIfRank removes id's binding when it is at most rank (used to forget a
 // hearsay address that did not answer, so a correct one can be learned).
 func (b *addrBook) dropIfRank(id a2al.NodeID, rank uint8) {
 	b.mu.Lock()
-	if e, ok := b.byID[id]; ok && e.rank <= rank {
-		b.dropLocked(id)
+	defer b.mu.Unlock()
+	if i := b.hearsayLocked(id); i >= 0 {
+		b.hear[i] = heardAddr{}
 	}
-	b.mu.Unlock()
+	if e, ok := b.byID[id]; ok && e.rank <= rank {
+		delete(b.byID, id)
+	}
 }
 
 func (b *addrBook) get(id a2al.NodeID) (net.Addr, uint8) {
 	b.mu.RLock()
 	defer b.mu.RUnlock()
-	e, ok := b.byID[id]
-	if !ok {
-		return nil, 0
+	if e, ok := b.byID[id]; ok {
+		return e.addr, e.rank
 	}
-	return e.addr, e.rank
+	if i := b.hearsayLocked(id); i >= 0 {
+		return b.hear[i].addr, rankHearsay
+	}
+	return nil, 0
 }
 
+// idOf finds the peer bound to addr (first-hand bindings only). It scans
+// the book: only calls that name a peer by address alone use it.
 func (b *addrBook) idOf(addr net.Addr) (a2al.NodeID, bool) {
 	if addr == nil {
 		return a2al.NodeID{}, false
 	}
 	b.mu.RLock()
 	defer b.mu.RUnlock()
-	id, ok := b.byAddr[addr.String()]
-	return id, ok
+	for id, e := range b.byID {
+		if sameAddr(e.addr, addr) {
+			return id, true
+		}
+	}
+	return a2al.NodeID{}, false
 }
 
+// len counts the first-hand bindings.
 func (b *addrBook) len() int {
 	b.mu.RLock()
 	defer b.mu.RUnlock()

@@ -95,12 +95,15 @@ func (n *Node) selfLookup(ctx context.Context) {
 }
 
 // joinLookup is the self-lookup that ends a bootstrap. It just filled the
-// table, so no bucket needs a refill lookup before one cooldown has passed;
-// without this every joining node ran a lookup per bucket at its first
-// maintenance tick, seconds after joining.
+// table, so no bucket needs a refill lookup before one cooldown has passed
+// and the deep buckets need no maintenance self-lookup before
+// selfRefreshEvery; without this every joining node ran a lookup per bucket
+// and a second self-lookup at its first maintenance tick, seconds after
+// joining.
 func (n *Node) joinLookup(ctx context.Context) {
 	n.selfLookup(ctx)
 	now := n.now()
+	n.lastSelfRefresh.Store(now.UnixNano())
 	n.tabMu.Lock()
 	n.tab.MarkAllRefilled(now)
 	n.tabMu.Unlock()

@@ -172,13 +172,14 @@ func (n *Node) knownAddr(id a2al.NodeID) (net.Addr, uint8) {
 
 // take spends one token of b refilled per spec; false when empty.
 func (b *tokenBucket) take(s rateSpec, now time.Time) bool {
-	if b.last.IsZero() {
-		b.last = now
+	t := now.UnixNano()
+	if b.last == 0 {
+		b.last = t
 	}
-	if dt := now.Sub(b.last).Seconds(); dt > 0 {
+	if dt := time.Duration(t - b.last).Seconds(); dt > 0 {
 		b.tokens = min(s.burst, b.tokens+dt*s.rate)
 	}
-	b.last = now
+	b.last = t
 	if b.tokens < 1 {
 		return false
 	}

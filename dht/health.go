@@ -31,13 +31,35 @@ const (
 	punchingTimeout    = 2 * time.Minute // isPunching expiry (docs/reference-defects.md W-10)
 )
 
+// peerHealth is kept for every peer we exchanged datagrams with, so it is
+// packed: the three activity times are nanosecond stamps (8 bytes, not 24).
 type peerHealth struct {
-	lastSuccess, lastFailure, lastInbound time.Time
+	lastSuccess, lastFailure, lastInbound stamp
 	nextRetryAt, punchingSince            time.Time
-	failCount                             int
+	failCount                             int32
 	total                                 uint32
 	rtt, srtt                             time.Duration
 }
+
+// stamp is a node-clock instant as UnixNano; 0 means never.
+type stamp int64
+
+func stampOf(t time.Time) stamp {
+	if t.IsZero() {
+		return 0
+	}
+	return stamp(t.UnixNano())
+}
+
+// Time converts back; the zero stamp is the zero time.
+func (s stamp) Time() time.Time {
+	if s == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, int64(s))
+}
+
+func (s stamp) IsZero() bool { return s == 0 }
 
 type failNote struct {
 	id a2al.NodeID
@@ -77,11 +99,11 @@ func (h *healthTable) entryLocked(id a2al.NodeID, now time.Time) *peerHealth {
 // evictLocked drops the least recently active of a few sampled entries.
 func (h *healthTable) evictLocked(now time.Time) {
 	var victim a2al.NodeID
-	var oldest time.Time
+	var oldest stamp
 	i := 0
 	for id, e := range h.m {
-		last := latest(e.lastSuccess, e.lastFailure, e.lastInbound)
-		if i == 0 || last.Before(oldest) {
+		last := max(e.lastSuccess, e.lastFailure, e.lastInbound)
+		if i == 0 || last < oldest {
 			victim, oldest = id, last
 		}
 		if i++; i >= 16 {
@@ -89,16 +111,6 @@ func (h *healthTable) evictLocked(now time.Time) {
 		}
 	}
 	delete(h.m, victim)
-}
-
-func latest(ts ...time.Time) time.Time {
-	var l time.Time
-	for _, t := range ts {
-		if t.After(l) {
-			l = t
-		}
-	}
-	return l
 }
 
 func (h *healthTable) srttOf(id a2al.NodeID) time.Duration {
@@ -119,10 +131,7 @@ func (h *healthTable) lastHeard(id a2al.NodeID) time.Time {
 	if e == nil {
 		return time.Time{}
 	}
-	if e.lastInbound.After(e.lastSuccess) {
-		return e.lastInbound
-	}
-	return e.lastSuccess
+	return max(e.lastInbound, e.lastSuccess).Time()
 }
 
 func (h *healthTable) globalSRTT() time.Duration {
@@ -144,7 +153,7 @@ func (n *Node) recordSuccess(id a2al.NodeID, rtt time.Duration) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	e := h.entryLocked(id, now)
-	e.lastSuccess = now
+	e.lastSuccess = stampOf(now)
 	e.failCount = 0
 	e.total++
 	e.nextRetryAt = time.Time{}
@@ -159,7 +168,7 @@ func (n *Node) recordSuccess(id a2al.NodeID, rtt time.Duration) {
 		// Recovery: failures charged during the outage were ours, not theirs.
 		h.outage = false
 		for _, p := range h.m {
-			if !p.lastFailure.Before(h.outageSince) {
+			if !p.lastFailure.Time().Before(h.outageSince) {
 				p.nextRetryAt = time.Time{}
 			}
 		}
@@ -175,7 +184,7 @@ func (n *Node) recordFailure(id a2al.NodeID) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	e := h.entryLocked(id, now)
-	e.lastFailure = now
+	e.lastFailure = stampOf(now)
 	e.total++
 	if h.detectOutageLocked(id, now) {
 		return
@@ -254,7 +263,7 @@ func (n *Node) noteInbound(id a2al.NodeID) {
 	now := n.now()
 	h := &n.health
 	h.mu.Lock()
-	h.entryLocked(id, now).lastInbound = now
+	h.entryLocked(id, now).lastInbound = stampOf(now)
 	h.mu.Unlock()
 }
 
@@ -279,7 +288,7 @@ func (h *healthTable) stateLocked(id a2al.NodeID, now time.Time) PeerHealthState
 		return PeerHealthUnknown
 	}
 	if e.failCount >= badHealthThreshold {
-		if !e.lastInbound.IsZero() && now.Sub(e.lastInbound) < inboundFresh {
+		if !e.lastInbound.IsZero() && now.Sub(e.lastInbound.Time()) < inboundFresh {
 			return PeerHealthUnknown
 		}
 		return PeerHealthBad
@@ -368,7 +377,7 @@ func (h *healthTable) endPunch(id a2al.NodeID, noAgent bool, now time.Time) {
 		e = h.entryLocked(id, now)
 	}
 	e.failCount = max(e.failCount, badHealthThreshold)
-	e.lastFailure = now
+	e.lastFailure = stampOf(now)
 }
 
 // stats returns the number of tracked peers and the outage state, for

@@ -172,19 +172,19 @@ func NewNode(cfg Config) (*Node, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	n := &Node{
-		tr:       cfg.Transport,
-		ks:       cfg.Keystore,
-		pub:      append([]byte(nil), pub...),
-		addr:     addr,
-		id:       a2al.NodeIDFromAddress(addr),
-		log:      log,
-		clk:      clk,
-		store:    NewStore(cfg.RecordAuth, cfg.MaxStoreKeys),
-		auth:     cfg.RecordAuth,
-		punch:    cfg.PunchTransport,
-		onObs:    cfg.OnObservedAddr,
-		ctx:      ctx,
-		cancel:   cancel,
+		tr:     cfg.Transport,
+		ks:     cfg.Keystore,
+		pub:    append([]byte(nil), pub...),
+		addr:   addr,
+		id:     a2al.NodeIDFromAddress(addr),
+		log:    log,
+		clk:    clk,
+		store:  NewStore(cfg.RecordAuth, cfg.MaxStoreKeys),
+		auth:   cfg.RecordAuth,
+		punch:  cfg.PunchTransport,
+		onObs:  cfg.OnObservedAddr,
+		ctx:    ctx,
+		cancel: cancel,
 	}
 	n.verify.init(verifyWorkers, func(p inPacket) { n.handlePacket(p.data, p.path()) }, punchedQueueCap, udpQueueCap)
 	n.verify.space = make(chan struct{}, 1)

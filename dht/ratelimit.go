@@ -31,9 +31,11 @@ var defaultRateLimits = [numClasses]rateSpec{
 
 const limiterCap = 4096 // entries per generation (two generations kept)
 
+// tokenBucket is 16 bytes (a nanosecond stamp, not a time.Time): the
+// limiter keeps four per recent source.
 type tokenBucket struct {
 	tokens float64
-	last   time.Time
+	last   int64 // UnixNano of the last refill; 0 = never
 }
 
 type srcBuckets [numClasses]tokenBucket
@@ -44,13 +46,13 @@ type srcBuckets [numClasses]tokenBucket
 type rateLimiter struct {
 	mu        sync.Mutex
 	spec      [numClasses]rateSpec
-	cur, prev map[string]*srcBuckets
+	cur, prev map[string]srcBuckets
 }
 
 func (l *rateLimiter) init(spec [numClasses]rateSpec) {
 	l.spec = spec
-	l.cur = make(map[string]*srcBuckets)
-	l.prev = make(map[string]*srcBuckets)
+	l.cur = make(map[string]srcBuckets)
+	l.prev = make(map[string]srcBuckets)
 }
 
 func (l *rateLimiter) setSpec(class int, s rateSpec) {
@@ -74,23 +76,23 @@ func sourceKey(a net.Addr) string {
 func (l *rateLimiter) allow(key string, class int, now time.Time) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	b := l.cur[key]
-	if b == nil {
-		if p := l.prev[key]; p != nil {
-			b = p
+	b, ok := l.cur[key]
+	if !ok {
+		if b, ok = l.prev[key]; ok {
+			delete(l.prev, key)
 		} else {
-			b = new(srcBuckets)
 			for i := range b {
-				b[i] = tokenBucket{tokens: l.spec[i].burst, last: now}
+				b[i] = tokenBucket{tokens: l.spec[i].burst, last: now.UnixNano()}
 			}
 		}
 		if len(l.cur) >= limiterCap {
 			l.prev = l.cur
-			l.cur = make(map[string]*srcBuckets)
+			l.cur = make(map[string]srcBuckets)
 		}
-		l.cur[key] = b
 	}
-	return b[class].take(l.spec[class], now)
+	allowed := b[class].take(l.spec[class], now)
+	l.cur[key] = b
+	return allowed
 }
 
 // rotate ages the generations: sources idle for two rotations are dropped.
@@ -99,6 +101,6 @@ func (l *rateLimiter) allow(key string, class int, now time.Time) bool {
 func (l *rateLimiter) rotate() {
 	l.mu.Lock()
 	l.prev = l.cur
-	l.cur = make(map[string]*srcBuckets)
+	l.cur = make(map[string]srcBuckets)
 	l.mu.Unlock()
 }

@@ -23,8 +23,10 @@ const (
 	maxSeenFile    = 8 << 20
 )
 
+// seenEntry is 16 bytes (a stamp, not a time.Time): the window may hold
+// tens of thousands.
 type seenEntry struct {
-	last time.Time
+	last stamp
 	boot bool // seen first-hand by this process
 }
 
@@ -58,23 +60,23 @@ func (s *seenPeers) record(id a2al.NodeID, now time.Time) {
 		s.unique++
 		e.boot = true
 	}
-	e.last = now
+	e.last = stampOf(now)
 	s.m[id] = e
 }
 
 // pruneLocked drops expired entries; if still full, the oldest of a sample.
 func (s *seenPeers) pruneLocked(now time.Time) {
 	for id, e := range s.m {
-		if now.Sub(e.last) > seenTTL {
+		if now.Sub(e.last.Time()) > seenTTL {
 			delete(s.m, id)
 		}
 	}
 	for len(s.m) >= maxSeenPeers {
 		var victim a2al.NodeID
-		var oldest time.Time
+		var oldest stamp
 		i := 0
 		for id, e := range s.m {
-			if i == 0 || e.last.Before(oldest) {
+			if i == 0 || e.last < oldest {
 				victim, oldest = id, e.last
 			}
 			if i++; i >= 16 {
@@ -89,7 +91,7 @@ func (s *seenPeers) reach(now time.Time) (h1, h24, d7 int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for id, e := range s.m {
-		age := now.Sub(e.last)
+		age := now.Sub(e.last.Time())
 		if age > seenTTL {
 			delete(s.m, id)
 			continue
@@ -155,7 +157,7 @@ func (s *seenPeers) load(now time.Time, log *slog.Logger) {
 			continue
 		}
 		if _, ok := s.m[id]; !ok {
-			s.m[id] = seenEntry{last: t}
+			s.m[id] = seenEntry{last: stampOf(t)}
 		}
 	}
 }
@@ -186,11 +188,11 @@ func (s *seenPeers) flush(now time.Time) error {
 	var sb strings.Builder
 	s.mu.Lock()
 	for id, e := range s.m {
-		if now.Sub(e.last) > seenTTL {
+		if now.Sub(e.last.Time()) > seenTTL {
 			delete(s.m, id)
 			continue
 		}
-		fmt.Fprintf(&sb, "%s %d\n", hex.EncodeToString(id[:]), e.last.Unix())
+		fmt.Fprintf(&sb, "%s %d\n", hex.EncodeToString(id[:]), e.last.Time().Unix())
 	}
 	s.mu.Unlock()
 	tmp := s.path + ".tmp"

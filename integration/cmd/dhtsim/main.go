@@ -44,6 +44,7 @@ type options struct {
 	seeds        int
 	publish      float64
 	timescale    float64
+	buildScale   float64
 	repair       time.Duration
 	concurrency  int
 	lookupTimout time.Duration
@@ -65,6 +66,7 @@ func main() {
 	flag.IntVar(&o.seeds, "seeds", 4, "number of bootstrap seed nodes")
 	flag.Float64Var(&o.publish, "publish", 0.1, "fraction of nodes publishing an endpoint record")
 	flag.Float64Var(&o.timescale, "timescale", 0, "speed of the nodes' clock relative to real time during the churn phase (maintenance timers, expiry); other phases run in real time. 0 = min(20, 10000/n): faster would compress more maintenance into each real second than two cores can serve")
+	flag.Float64Var(&o.buildScale, "build-timescale", 0, "speed of the nodes' clock while the network is built (joins); 0 = min(1, 1000/n). Every node's maintenance runs on the node clock, so in real time the whole network's maintenance grows with n while the two cores do not: slowing the clock keeps the background work per real second that of 1000 nodes, as each real node would have its own CPU")
 	flag.DurationVar(&o.repair, "repair", 40*time.Minute, "simulated time observed after churn")
 	flag.IntVar(&o.concurrency, "concurrency", 8, "parallel joins / lookups")
 	flag.DurationVar(&o.lookupTimout, "lookup-timeout", 20*time.Second, "deadline of one lookup")
@@ -75,6 +77,9 @@ func main() {
 	flag.Parse()
 	if o.timescale == 0 {
 		o.timescale = min(20, max(1, 10000/float64(o.n)))
+	}
+	if o.buildScale == 0 {
+		o.buildScale = min(1, 1000/float64(o.n))
 	}
 	if err := validate(o); err != nil {
 		fmt.Fprintln(os.Stderr, "dhtsim:", err)
@@ -116,6 +121,8 @@ func validate(o options) error {
 		return fmt.Errorf("-transport %q: want mem or udp", o.transport)
 	case o.timescale < 1:
 		return errors.New("-timescale must be ≥ 1 (or 0 for automatic)")
+	case o.buildScale < 0 || o.buildScale > 1:
+		return errors.New("-build-timescale must be in (0, 1] (or 0 for automatic)")
 	case o.churn < 0 || o.churn >= 1:
 		return errors.New("-churn must be in [0, 1)")
 	case o.publish <= 0 || o.publish > 1:
@@ -171,7 +178,7 @@ func run(o options) (*result, error) {
 	runtime.ReadMemStats(&ms)
 	baseHeap, baseStack, baseG := ms.HeapAlloc, ms.StackInuse, runtime.NumGoroutine()
 
-	w := &world{o: o, rng: rand.New(rand.NewSource(o.seed)), clk: sim.NewScaledClock(time.Now(), 1)}
+	w := &world{o: o, rng: rand.New(rand.NewSource(o.seed)), clk: sim.NewScaledClock(time.Now(), o.buildScale)}
 	w.log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	if o.verbose {
 		w.log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
@@ -196,6 +203,8 @@ func run(o options) (*result, error) {
 		return nil, err
 	}
 	res.BuildSeconds, res.JoinSeconds = time.Since(start).Seconds(), time.Since(joinStart).Seconds()
+	res.BuildTimescale = o.buildScale
+	w.clk.SetScale(1)
 	res.RPCsLimit = 3 * math.Log2(float64(o.n))
 
 	w.publishAll(res)
