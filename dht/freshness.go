@@ -172,14 +172,13 @@ func (n *Node) knownAddr(id a2al.NodeID) (net.Addr, uint8) {
 
 // take spends one token of b refilled per spec; false when empty.
 func (b *tokenBucket) take(s rateSpec, now time.Time) bool {
-	t := now.UnixNano()
-	if b.last == 0 {
-		b.last = t
+	if b.last.IsZero() {
+		b.last = now
 	}
-	if dt := time.Duration(t - b.last).Seconds(); dt > 0 {
+	if dt := now.Sub(b.last).Seconds(); dt > 0 {
 		b.tokens = min(s.burst, b.tokens+dt*s.rate)
 	}
-	b.last = t
+	b.last = now
 	if b.tokens < 1 {
 		return false
 	}

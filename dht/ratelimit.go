@@ -31,14 +31,36 @@ var defaultRateLimits = [numClasses]rateSpec{
 
 const limiterCap = 4096 // entries per generation (two generations kept)
 
-// tokenBucket is 16 bytes (a nanosecond stamp, not a time.Time): the
-// limiter keeps four per recent source.
+// tokenBucket is a single budget (the address challenges'); the per-source
+// limiter packs its buckets in srcBuckets.
 type tokenBucket struct {
 	tokens float64
-	last   int64 // UnixNano of the last refill; 0 = never
+	last   time.Time
 }
 
-type srcBuckets [numClasses]tokenBucket
+// srcBuckets are one source's token buckets, packed (24 bytes): one refill
+// stamp for all classes, float32 token counts (whole tokens up to 2^24).
+type srcBuckets struct {
+	last   int64 // UnixNano of the last refill
+	tokens [numClasses]float32
+}
+
+// take refills every class for the time since the last call, then spends
+// one token of class; false when it has none.
+func (b *srcBuckets) take(spec *[numClasses]rateSpec, class int, now time.Time) bool {
+	t := now.UnixNano()
+	if dt := time.Duration(t - b.last).Seconds(); dt > 0 {
+		for i := range b.tokens {
+			b.tokens[i] = float32(min(spec[i].burst, float64(b.tokens[i])+dt*spec[i].rate))
+		}
+		b.last = t
+	}
+	if b.tokens[class] < 1 {
+		return false
+	}
+	b.tokens[class]--
+	return true
+}
 
 // rateLimiter keeps token buckets per source in two generations: when the
 // current map is full it becomes the previous one and the oldest is dropped,
@@ -81,8 +103,9 @@ func (l *rateLimiter) allow(key string, class int, now time.Time) bool {
 		if b, ok = l.prev[key]; ok {
 			delete(l.prev, key)
 		} else {
-			for i := range b {
-				b[i] = tokenBucket{tokens: l.spec[i].burst, last: now.UnixNano()}
+			b.last = now.UnixNano()
+			for i := range b.tokens {
+				b.tokens[i] = float32(l.spec[i].burst)
 			}
 		}
 		if len(l.cur) >= limiterCap {
@@ -90,7 +113,7 @@ func (l *rateLimiter) allow(key string, class int, now time.Time) bool {
 			l.cur = make(map[string]srcBuckets)
 		}
 	}
-	allowed := b[class].take(l.spec[class], now)
+	allowed := b.take(&l.spec, class, now)
 	l.cur[key] = b
 	return allowed
 }

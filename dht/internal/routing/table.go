@@ -9,6 +9,7 @@ package routing
 import (
 	"bytes"
 	"crypto/sha256"
+	"hash/maphash"
 	"net"
 	"slices"
 	"sort"
@@ -57,8 +58,8 @@ type Contact struct {
 	Info       protocol.NodeInfo
 	Subnet     string    // diversity key computed by the caller; "" = exempt
 	VerifiedAt time.Time // zero: never verified first-hand (hearsay)
-	AddedAt    time.Time
-	Punched    bool // reachable only through a punched connection
+	addedAt    int64     // UnixNano when it entered the table (8 bytes, not a time.Time: tables hold many)
+	Punched    bool      // reachable only through a punched connection
 }
 
 // Verified reports whether we ever had first-hand evidence for c.
@@ -81,14 +82,22 @@ type bucket struct {
 type Table struct {
 	self    a2al.NodeID
 	limits  Limits
-	buckets [NumBuckets]*bucket
-	subnets map[string]int
+	buckets []*bucket        // up to the deepest bucket used so far (see bucket)
+	subnets map[uint64]int32 // entries per prefix, keyed by prefixKey
 	n       int
 }
 
 // New returns an empty table for self.
 func New(self a2al.NodeID, limits Limits) *Table {
-	return &Table{self: self, limits: limits, subnets: make(map[string]int)}
+	return &Table{self: self, limits: limits, subnets: make(map[uint64]int32)}
+}
+
+// bucket returns bucket i, nil when it was never created.
+func (t *Table) bucket(i int) *bucket {
+	if i < 0 || i >= len(t.buckets) {
+		return nil
+	}
+	return t.buckets[i]
 }
 
 // Self returns the table owner's NodeID.
@@ -160,8 +169,13 @@ func (t *Table) bucketFor(id a2al.NodeID, create bool) *bucket {
 	if bi < 0 {
 		return nil
 	}
-	b := t.buckets[bi]
+	b := t.bucket(bi)
 	if b == nil && create {
+		if bi >= len(t.buckets) {
+			// Buckets deeper than log2(N)+a few stay empty, so the
+			// array grows on demand instead of holding 256 pointers.
+			t.buckets = append(t.buckets, make([]*bucket, bi+1-len(t.buckets))...)
+		}
 		b = &bucket{}
 		t.buckets[bi] = b
 	}
@@ -199,10 +213,10 @@ func (t *Table) subnetAllowed(b *bucket, s string) bool {
 	w := WideKey(s)
 	sub, wide := b.prefixCounts(s, w)
 	l := t.limits
-	if l.BucketPerSubnet > 0 && sub >= l.BucketPerSubnet || l.TablePerSubnet > 0 && t.subnets[s] >= l.TablePerSubnet {
+	if l.BucketPerSubnet > 0 && sub >= l.BucketPerSubnet || l.TablePerSubnet > 0 && int(t.subnets[prefixKey(s)]) >= l.TablePerSubnet {
 		return false
 	}
-	if w != "" && (l.BucketPerWide > 0 && wide >= l.BucketPerWide || l.TablePerWide > 0 && t.subnets[w] >= l.TablePerWide) {
+	if w != "" && (l.BucketPerWide > 0 && wide >= l.BucketPerWide || l.TablePerWide > 0 && int(t.subnets[prefixKey(w)]) >= l.TablePerWide) {
 		return false
 	}
 	return true
@@ -213,18 +227,28 @@ func (t *Table) count(s string, d int) {
 	if s == "" {
 		return
 	}
-	for _, k := range [2]string{s, WideKey(s)} {
-		if k == "" {
+	for _, p := range [2]string{s, WideKey(s)} {
+		if p == "" {
 			continue
 		}
-		if t.subnets[k] += d; t.subnets[k] <= 0 {
+		k := prefixKey(p)
+		if t.subnets[k] += int32(d); t.subnets[k] <= 0 {
 			delete(t.subnets, k)
 		}
 	}
 }
 
+// prefixSeed keys the prefix counters of every table of the process.
+var prefixSeed = maphash.MakeSeed()
+
+// prefixKey is a 64-bit key for a subnet or wide-block string: a table
+// counts a prefix for each of its ~K·log2(N) entries, and 8-byte keys halve
+// that map. Two prefixes sharing a key would only share one limit (stricter,
+// never looser); with a per-process random seed nobody can aim for that.
+func prefixKey(p string) uint64 { return maphash.String(prefixSeed, p) }
+
 func (t *Table) insert(b *bucket, c Contact, now time.Time) {
-	c.AddedAt = now
+	c.addedAt = now.UnixNano()
 	b.nodes = append(b.nodes, c)
 	t.count(c.Subnet, 1)
 	t.n++
@@ -426,18 +450,18 @@ func (t *Table) Len() int { return t.n }
 
 // BucketLen returns the number of main entries in bucket bi.
 func (t *Table) BucketLen(bi int) int {
-	if bi < 0 || bi >= NumBuckets || t.buckets[bi] == nil {
+	if t.bucket(bi) == nil {
 		return 0
 	}
-	return len(t.buckets[bi].nodes)
+	return len(t.bucket(bi).nodes)
 }
 
 // BucketDiscoveryCount returns main + pending entries of bucket bi.
 func (t *Table) BucketDiscoveryCount(bi int) int {
-	if bi < 0 || bi >= NumBuckets || t.buckets[bi] == nil {
+	if t.bucket(bi) == nil {
 		return 0
 	}
-	return len(t.buckets[bi].nodes) + len(t.buckets[bi].pending)
+	return len(t.bucket(bi).nodes) + len(t.bucket(bi).pending)
 }
 
 // All returns copies of all main entries, bucket 0..255, LRU to MRU.
@@ -481,17 +505,17 @@ func (t *Table) Nearest(target a2al.NodeID, n int, keep func(*Contact) bool) []C
 	c := a2al.CommonPrefixLen(t.self, target)
 	if c >= NumBuckets {
 		c = NumBuckets - 1 // target == self: every bucket is "shallower"
-		collect(t.buckets[c])
+		collect(t.bucket(c))
 	} else {
-		collect(t.buckets[c])
+		collect(t.bucket(c))
 		for i := c + 1; i < NumBuckets; i++ {
-			collect(t.buckets[i])
+			collect(t.bucket(i))
 		}
 	}
 	slices.SortFunc(rs, byDist)
 	for i := c - 1; i >= 0 && len(rs) < n; i-- {
 		from := len(rs)
-		collect(t.buckets[i])
+		collect(t.bucket(i))
 		slices.SortFunc(rs[from:], byDist)
 	}
 	if len(rs) > n {
@@ -526,7 +550,7 @@ func (t *Table) CollectMaintenance(now, freshCutoff, staleCutoff time.Time, star
 	var m Maintenance
 	for k := 0; k < NumBuckets; k++ {
 		bi := (start + k) % NumBuckets
-		b := t.buckets[bi]
+		b := t.bucket(bi)
 		if b == nil {
 			continue
 		}
@@ -547,7 +571,7 @@ func (t *Table) CollectMaintenance(now, freshCutoff, staleCutoff time.Time, star
 		fresh := 0
 		for i := range b.nodes {
 			e := &b.nodes[i]
-			if e.VerifiedAt.IsZero() && e.AddedAt.Before(staleCutoff) {
+			if e.VerifiedAt.IsZero() && !staleCutoff.IsZero() && e.addedAt < staleCutoff.UnixNano() {
 				m.StaleToProbe = append(m.StaleToProbe, *e)
 			}
 			if e.VerifiedAt.After(freshCutoff) {
@@ -575,8 +599,8 @@ func (t *Table) CollectMaintenance(now, freshCutoff, staleCutoff time.Time, star
 
 // MarkRefilled records that a refill lookup was started for bucket bi.
 func (t *Table) MarkRefilled(bi int, now time.Time) {
-	if bi >= 0 && bi < NumBuckets && t.buckets[bi] != nil {
-		t.buckets[bi].lastRefill = now
+	if t.bucket(bi) != nil {
+		t.bucket(bi).lastRefill = now
 	}
 }
 
@@ -609,13 +633,13 @@ func refillCooldown(futile int) time.Duration {
 
 // RecordRefillOutcome updates the futile-refill counter of bucket bi.
 func (t *Table) RecordRefillOutcome(bi int, improved bool) {
-	if bi < 0 || bi >= NumBuckets || t.buckets[bi] == nil {
+	if t.bucket(bi) == nil {
 		return
 	}
 	if improved {
-		t.buckets[bi].futile = 0
+		t.bucket(bi).futile = 0
 	} else {
-		t.buckets[bi].futile++
+		t.bucket(bi).futile++
 	}
 }
 
@@ -655,7 +679,7 @@ func (t *Table) DropPending(id a2al.NodeID) {
 func (t *Table) EstimateSize(cutoff time.Time) (int, float64) {
 	var samples []uint64
 	for c := NumBuckets - 1; c >= 0 && len(samples) < 5; c-- {
-		b := t.buckets[c]
+		b := t.bucket(c)
 		if b == nil {
 			continue
 		}
@@ -686,7 +710,7 @@ func (t *Table) EstimateSize(cutoff time.Time) (int, float64) {
 // counting all entries.
 func (t *Table) EstimateSizeAny() int {
 	for c := NumBuckets - 1; c >= 0; c-- {
-		if b := t.buckets[c]; b != nil && len(b.nodes) > 0 {
+		if b := t.bucket(c); b != nil && len(b.nodes) > 0 {
 			v := uint64(len(b.nodes)) << min(c+1, 62)
 			if v > 1<<31 {
 				v = 1 << 31

@@ -21,6 +21,7 @@ import (
 	"net"
 	"os"
 	"runtime"
+	"runtime/debug"
 	"runtime/pprof"
 	"sort"
 	"sync"
@@ -52,6 +53,7 @@ type options struct {
 	cpuprofile   string
 	churnprofile string
 	memprofile   string
+	gogc         int
 }
 
 func main() {
@@ -71,6 +73,7 @@ func main() {
 	flag.IntVar(&o.concurrency, "concurrency", 8, "parallel joins / lookups")
 	flag.DurationVar(&o.lookupTimout, "lookup-timeout", 20*time.Second, "deadline of one lookup")
 	flag.BoolVar(&o.verbose, "v", false, "log node warnings to stderr")
+	flag.IntVar(&o.gogc, "gogc", 50, "garbage-collector target of the simulator process (GOGC; Go's default is 100): heap may grow to (1+gogc/100)× the live heap before a collection, and with tens of thousands of nodes in one process that headroom is most of the peak RSS")
 	flag.StringVar(&o.memprofile, "memprofile", "", "write a heap profile (after the measurements, before churn) to this file")
 	flag.StringVar(&o.cpuprofile, "cpuprofile", "", "write a CPU profile of the whole run to this file")
 	flag.StringVar(&o.churnprofile, "cpuprofile-churn", "", "write a CPU profile of the churn phase only to this file")
@@ -85,6 +88,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "dhtsim:", err)
 		os.Exit(2)
 	}
+	debug.SetGCPercent(o.gogc)
 	if o.cpuprofile != "" {
 		f, err := os.Create(o.cpuprofile)
 		if err != nil {
@@ -121,6 +125,8 @@ func validate(o options) error {
 		return fmt.Errorf("-transport %q: want mem or udp", o.transport)
 	case o.timescale < 1:
 		return errors.New("-timescale must be ≥ 1 (or 0 for automatic)")
+	case o.gogc < 10:
+		return errors.New("-gogc must be ≥ 10")
 	case o.buildScale < 0 || o.buildScale > 1:
 		return errors.New("-build-timescale must be in (0, 1] (or 0 for automatic)")
 	case o.churn < 0 || o.churn >= 1:

@@ -11,7 +11,7 @@ func TestSmallNetwork(t *testing.T) {
 	o := options{
 		n: 40, transport: "mem", lookups: 20, churn: 0.25, seed: 3, seeds: 2,
 		publish: 0.2, timescale: 20, repair: 2 * time.Minute, concurrency: 4,
-		lookupTimout: 10 * time.Second,
+		lookupTimout: 10 * time.Second, gogc: 100,
 	}
 	if err := validate(o); err != nil {
 		t.Fatal(err)

@@ -4,17 +4,20 @@ import (
 	"bufio"
 	"os"
 	"runtime"
+	"runtime/debug"
 	"runtime/pprof"
 	"strconv"
 	"strings"
 )
 
-// measureMemory records what the live nodes cost once the measurements are
+// measureMemory records what the idle nodes cost once the measurements are
 // over: Go heap, goroutine stacks, goroutines and the process's resident set,
 // each per live node (the heap and stack figures net of what the process held
-// before the first node existed; RSS is the whole process, simulator included).
+// before the first node existed; RSS is the whole process, simulator
+// included, after the garbage was collected and its pages returned to the
+// OS, so it is what the idle network occupies; the peak is reported beside).
 func (w *world) measureMemory(res *result, baseHeap, baseStack uint64, baseG int) {
-	runtime.GC()
+	debug.FreeOSMemory()
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	live := float64(w.liveCount())
