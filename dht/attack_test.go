@@ -284,7 +284,10 @@ func attackBucketFlood(t *testing.T) {
 	if v.cnt.dropEvictQueue.Load() == 0 {
 		t.Fatal("eviction queue unbounded? no drops under flood")
 	}
-	if v.tab.BucketLen(0) > routing.K {
+	v.tabMu.RLock()
+	bl := v.tab.BucketLen(0)
+	v.tabMu.RUnlock()
+	if bl > routing.K {
 		t.Fatal("bucket overflow")
 	}
 }

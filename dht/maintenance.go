@@ -38,31 +38,55 @@ func deepBucket(est int) int {
 	return i
 }
 
-// maintenanceLoop runs every probeTick on the node clock: replica probes,
-// push subscriptions, routing maintenance, rate-limiter ageing and the
-// periodic seen-peers write. It is the node's one timer goroutine: every
-// periodic job of the node hangs off this tick rather than a goroutine of
-// its own (docs/dht-benchmarks.md, "Growth and memory"). All network work
-// goes to the bounded worker pool so one slow peer never delays the tick
+// Maintenance runs every probeTick on the node clock: replica probes, push
+// subscriptions, routing maintenance, rate-limiter ageing and the periodic
+// seen-peers write. The node keeps no goroutine for it: the tick is a clock
+// timer (for the wall clock, the Go runtime's process-wide timer heap) whose
+// callback spawns maintenanceTick, and the tick arms the next one when it is
+// done, so ticks never overlap and an idle node costs a timer, not a stack
+// (docs/dht-benchmarks.md, "Growth and memory"). All network work goes to
+// the bounded worker pool so one slow peer never delays the tick
 // (docs/reference-defects.md W-16).
-func (n *Node) maintenanceLoop() {
-	// Jittered ticks: nodes started together (a restart of many daemons, a
-	// simulation) must not run their refills and probes in lock-step.
-	t := n.clk.NewTimer(probeTick/2 + rand.N(probeTick/2))
-	defer t.Stop()
-	for {
-		select {
-		case <-n.ctx.Done():
-			return
-		case <-t.C():
-			n.replTick()
-			n.pushTick()
-			n.routingMaintenance()
-			n.limiter.rotate()
-			n.maybeFlushSeen(n.now())
-			t.Reset(probeTick*4/5 + rand.N(probeTick/5)) // never longer than probeTick
-		}
+
+// startMaintenance arms the first tick, jittered: nodes started together (a
+// restart of many daemons, a simulation) must not run their refills and
+// probes in lock-step.
+func (n *Node) startMaintenance() {
+	n.armTick(probeTick/2 + rand.N(probeTick/2))
+}
+
+// armTick schedules the next tick unless the node is closing (Close stops
+// the armed timer under tickMu after cancelling the context, so no tick is
+// armed after it).
+func (n *Node) armTick(d time.Duration) {
+	n.tickMu.Lock()
+	defer n.tickMu.Unlock()
+	if n.ctx.Err() != nil {
+		return
 	}
+	n.tick = n.clk.AfterFunc(d, func() { n.spawn(n.maintenanceTick) })
+}
+
+// stopMaintenance stops the armed tick (Close; a tick already running is
+// waited for with the node's other goroutines).
+func (n *Node) stopMaintenance() {
+	n.tickMu.Lock()
+	defer n.tickMu.Unlock()
+	if n.tick != nil {
+		n.tick.Stop()
+	}
+}
+
+func (n *Node) maintenanceTick() {
+	if n.ctx.Err() != nil {
+		return
+	}
+	n.replTick()
+	n.pushTick()
+	n.routingMaintenance()
+	n.limiter.rotate()
+	n.maybeFlushSeen(n.now())
+	n.armTick(probeTick*4/5 + rand.N(probeTick/5)) // never longer than probeTick
 }
 
 func (n *Node) routingMaintenance() {

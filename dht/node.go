@@ -108,6 +108,9 @@ type Node struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
+	tickMu sync.Mutex // guards tick
+	tick   Timer      // the armed maintenance tick
+
 	spawnMu  sync.Mutex
 	closing  bool
 	wg       sync.WaitGroup
@@ -210,18 +213,17 @@ func NewNode(cfg Config) (*Node, error) {
 	return n, nil
 }
 
-// Start launches the receive loop and the maintenance loop, the node's only
-// long-lived goroutines; verification, background tasks and evictions run
-// on workers that exist only while they have work (workPool), and every
-// timer of the node is served by the maintenance loop. Work queued before
-// Start runs now. Idempotent. RPCs of a node not started fail with
-// ErrNotStarted.
+// Start launches the receive loop, the node's only long-lived goroutine, and
+// arms the maintenance tick (maintenance.go); verification, background
+// tasks, evictions and the tick itself run on goroutines that exist only
+// while they have work (workPool). Work queued before Start runs now.
+// Idempotent. RPCs of a node not started fail with ErrNotStarted.
 func (n *Node) Start() {
 	if n == nil || !n.started.CompareAndSwap(false, true) {
 		return
 	}
 	n.spawn(n.recvLoop)
-	n.spawn(n.maintenanceLoop)
+	n.startMaintenance()
 	n.verify.kick(n, verifyWorkers)
 	n.tasks.kick(n, taskWorkers)
 	n.evicts.kick(n, 1)
@@ -274,6 +276,7 @@ func (n *Node) Close() error {
 	n.closing = true
 	n.spawnMu.Unlock()
 	n.cancel()
+	n.stopMaintenance()
 	n.debugMu.Lock()
 	stops := n.debugStops
 	n.debugStops = nil

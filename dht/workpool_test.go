@@ -12,16 +12,16 @@ import (
 	"github.com/a2alnode/a2al/clock"
 )
 
-// An idle started node keeps two goroutines (receive loop, maintenance
-// loop); workers appear for queued work and are gone once it is done.
+// An idle started node keeps one goroutine (its receive loop; maintenance
+// is a timer); workers appear for queued work and are gone once it is done.
 func TestIdleNodeGoroutines(t *testing.T) {
 	c := newMemCluster(t)
 	c.build(4, nil)
 	base := runtime.NumGoroutine()
 	extra := c.newNode(50, nil)
 	extra.Start()
-	waitFor(t, 5*time.Second, "idle node down to its two goroutines", func() bool {
-		return runtime.NumGoroutine()-base <= 2
+	waitFor(t, 5*time.Second, "idle node down to its receive loop", func() bool {
+		return runtime.NumGoroutine()-base <= 1
 	})
 	var wg sync.WaitGroup
 	release := make(chan struct{})
@@ -35,12 +35,12 @@ func TestIdleNodeGoroutines(t *testing.T) {
 		}
 	}
 	waitFor(t, 5*time.Second, "task workers started", func() bool {
-		return runtime.NumGoroutine()-base >= 2+taskWorkers && extra.tasks.queued() == 2
+		return runtime.NumGoroutine()-base >= 1+taskWorkers && extra.tasks.queued() == 2
 	})
 	unblock()
 	wg.Wait()
 	waitFor(t, 5*time.Second, "task workers gone", func() bool {
-		return runtime.NumGoroutine()-base <= 2
+		return runtime.NumGoroutine()-base <= 1
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -75,7 +75,8 @@ func TestTaskQueueBounded(t *testing.T) {
 }
 
 // The seen-peers window is still written every seenFlushEvery, now from
-// the maintenance tick rather than a goroutine of its own.
+// the maintenance tick rather than a goroutine of its own, and the tick
+// keeps re-arming itself.
 func TestSeenPeersPeriodicFlush(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "seen")
 	fc := clock.NewFake(time.Now())
