@@ -32,10 +32,10 @@ const (
 )
 
 // peerHealth is kept for every peer we exchanged datagrams with, so it is
-// packed: the three activity times are nanosecond stamps (8 bytes, not 24).
+// packed (64 bytes): its instants are nanosecond stamps (8 bytes, not 24).
 type peerHealth struct {
 	lastSuccess, lastFailure, lastInbound stamp
-	nextRetryAt, punchingSince            time.Time
+	nextRetryAt, punchingSince            stamp
 	failCount                             int32
 	total                                 uint32
 	rtt, srtt                             time.Duration
@@ -156,7 +156,7 @@ func (n *Node) recordSuccess(id a2al.NodeID, rtt time.Duration) {
 	e.lastSuccess = stampOf(now)
 	e.failCount = 0
 	e.total++
-	e.nextRetryAt = time.Time{}
+	e.nextRetryAt = 0
 	if rtt > 0 {
 		e.rtt = rtt
 		e.srtt = ewma(e.srtt, rtt)
@@ -169,7 +169,7 @@ func (n *Node) recordSuccess(id a2al.NodeID, rtt time.Duration) {
 		h.outage = false
 		for _, p := range h.m {
 			if !p.lastFailure.Time().Before(h.outageSince) {
-				p.nextRetryAt = time.Time{}
+				p.nextRetryAt = 0
 			}
 		}
 	}
@@ -190,7 +190,7 @@ func (n *Node) recordFailure(id a2al.NodeID) {
 		return
 	}
 	e.failCount++
-	e.nextRetryAt = now.Add(backoffBase << min(e.failCount-1, maxBackoffShift))
+	e.nextRetryAt = stampOf(now.Add(backoffBase << min(e.failCount-1, maxBackoffShift)))
 }
 
 func (h *healthTable) detectOutageLocked(id a2al.NodeID, now time.Time) bool {
@@ -231,7 +231,7 @@ func (h *healthTable) detectOutageLocked(id a2al.NodeID, now time.Time) bool {
 				if p.failCount > 0 {
 					p.failCount--
 				}
-				p.nextRetryAt = time.Time{}
+				p.nextRetryAt = 0
 			}
 		}
 		h.recent = h.recent[:0]
@@ -252,10 +252,10 @@ func (n *Node) recordProbeFailure(id a2al.NodeID) {
 	if e == nil {
 		return
 	}
-	if e.nextRetryAt.After(now) {
-		e.nextRetryAt = now.Add(e.nextRetryAt.Sub(now) / 2)
+	if next := e.nextRetryAt.Time(); next.After(now) {
+		e.nextRetryAt = stampOf(now.Add(next.Sub(now) / 2))
 	} else {
-		e.nextRetryAt = time.Time{}
+		e.nextRetryAt = 0
 	}
 }
 
@@ -305,7 +305,7 @@ func (n *Node) PeerAllowContact(id a2al.NodeID) bool {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
 	e := h.m[id]
-	return e == nil || e.nextRetryAt.IsZero() || !n.now().Before(e.nextRetryAt)
+	return e == nil || e.nextRetryAt.IsZero() || !n.now().Before(e.nextRetryAt.Time())
 }
 
 // PeerRTT returns the last measured RTT of the peer at addr, 0 if unknown.
@@ -330,7 +330,7 @@ func (n *Node) IsPunching(id a2al.NodeID) bool {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
 	e := h.m[id]
-	return e != nil && !e.punchingSince.IsZero() && n.now().Sub(e.punchingSince) < punchingTimeout
+	return e != nil && !e.punchingSince.IsZero() && n.now().Sub(e.punchingSince.Time()) < punchingTimeout
 }
 
 // states returns the health state of each id, read under one lock.
@@ -351,13 +351,13 @@ func (h *healthTable) beginPunch(id a2al.NodeID, speculative bool, now time.Time
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	e := h.entryLocked(id, now)
-	if !e.punchingSince.IsZero() && now.Sub(e.punchingSince) < punchingTimeout {
+	if !e.punchingSince.IsZero() && now.Sub(e.punchingSince.Time()) < punchingTimeout {
 		return false
 	}
-	if speculative && !e.nextRetryAt.IsZero() && e.nextRetryAt.Sub(now) < punchMinBackoff {
+	if speculative && !e.nextRetryAt.IsZero() && e.nextRetryAt.Time().Sub(now) < punchMinBackoff {
 		return false
 	}
-	e.punchingSince = now
+	e.punchingSince = stampOf(now)
 	return true
 }
 
@@ -368,7 +368,7 @@ func (h *healthTable) endPunch(id a2al.NodeID, noAgent bool, now time.Time) {
 	defer h.mu.Unlock()
 	e := h.m[id]
 	if e != nil {
-		e.punchingSince = time.Time{}
+		e.punchingSince = 0
 	}
 	if !noAgent {
 		return

@@ -323,7 +323,10 @@ func (t *Table) Add(c Contact, direct bool, now time.Time) (AddResult, *Contact)
 			}
 		}
 		if len(b.pending) >= PendingCap {
-			b.pending = b.pending[1:]
+			// Drop the oldest in place: re-slicing past it would let
+			// the array creep forward and be reallocated again and again.
+			copy(b.pending, b.pending[1:])
+			b.pending = b.pending[:len(b.pending)-1]
 		}
 		b.pending = append(b.pending, pendingEntry{c: c, at: now})
 		return Pending, nil

@@ -45,7 +45,7 @@ type options struct {
 	seeds        int
 	publish      float64
 	timescale    float64
-	buildScale   float64
+	clockScale   float64
 	repair       time.Duration
 	concurrency  int
 	lookupTimout time.Duration
@@ -68,7 +68,7 @@ func main() {
 	flag.IntVar(&o.seeds, "seeds", 4, "number of bootstrap seed nodes")
 	flag.Float64Var(&o.publish, "publish", 0.1, "fraction of nodes publishing an endpoint record")
 	flag.Float64Var(&o.timescale, "timescale", 0, "speed of the nodes' clock relative to real time during the churn phase (maintenance timers, expiry); other phases run in real time. 0 = min(20, 10000/n): faster would compress more maintenance into each real second than two cores can serve")
-	flag.Float64Var(&o.buildScale, "build-timescale", 0, "speed of the nodes' clock while the network is built (joins); 0 = min(1, 1000/n). Every node's maintenance runs on the node clock, so in real time the whole network's maintenance grows with n while the two cores do not: slowing the clock keeps the background work per real second that of 1000 nodes, as each real node would have its own CPU")
+	flag.Float64Var(&o.clockScale, "clock-scale", 0, "speed of the nodes' clock relative to real time while the network is built and measured (all phases but churn); 0 = min(1, 1000/n). Every node's maintenance runs on the node clock, so in real time the whole network's maintenance grows with n while the two cores do not: slowing the clock keeps the background work per real second that of 1000 nodes, as if each node had its own CPU. RPC deadlines use real time and are not affected")
 	flag.DurationVar(&o.repair, "repair", 40*time.Minute, "simulated time observed after churn")
 	flag.IntVar(&o.concurrency, "concurrency", 8, "parallel joins / lookups")
 	flag.DurationVar(&o.lookupTimout, "lookup-timeout", 20*time.Second, "deadline of one lookup")
@@ -81,8 +81,8 @@ func main() {
 	if o.timescale == 0 {
 		o.timescale = min(20, max(1, 10000/float64(o.n)))
 	}
-	if o.buildScale == 0 {
-		o.buildScale = min(1, 1000/float64(o.n))
+	if o.clockScale == 0 {
+		o.clockScale = min(1, 1000/float64(o.n))
 	}
 	if err := validate(o); err != nil {
 		fmt.Fprintln(os.Stderr, "dhtsim:", err)
@@ -127,8 +127,8 @@ func validate(o options) error {
 		return errors.New("-timescale must be ≥ 1 (or 0 for automatic)")
 	case o.gogc < 10:
 		return errors.New("-gogc must be ≥ 10")
-	case o.buildScale < 0 || o.buildScale > 1:
-		return errors.New("-build-timescale must be in (0, 1] (or 0 for automatic)")
+	case o.clockScale < 0 || o.clockScale > 1:
+		return errors.New("-clock-scale must be in (0, 1] (or 0 for automatic)")
 	case o.churn < 0 || o.churn >= 1:
 		return errors.New("-churn must be in [0, 1)")
 	case o.publish <= 0 || o.publish > 1:
@@ -184,7 +184,7 @@ func run(o options) (*result, error) {
 	runtime.ReadMemStats(&ms)
 	baseHeap, baseStack, baseG := ms.HeapAlloc, ms.StackInuse, runtime.NumGoroutine()
 
-	w := &world{o: o, rng: rand.New(rand.NewSource(o.seed)), clk: sim.NewScaledClock(time.Now(), o.buildScale)}
+	w := &world{o: o, rng: rand.New(rand.NewSource(o.seed)), clk: sim.NewScaledClock(time.Now(), o.clockScale)}
 	w.log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	if o.verbose {
 		w.log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
@@ -209,8 +209,7 @@ func run(o options) (*result, error) {
 		return nil, err
 	}
 	res.BuildSeconds, res.JoinSeconds = time.Since(start).Seconds(), time.Since(joinStart).Seconds()
-	res.BuildTimescale = o.buildScale
-	w.clk.SetScale(1)
+	res.ClockScale = o.clockScale
 	res.RPCsLimit = 3 * math.Log2(float64(o.n))
 
 	w.publishAll(res)

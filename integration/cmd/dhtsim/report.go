@@ -30,7 +30,7 @@ type result struct {
 	Nodes               int          `json:"nodes"`
 	Transport           string       `json:"transport"`
 	JoinSeconds         float64      `json:"join_seconds"`
-	BuildTimescale      float64      `json:"build_timescale"`
+	ClockScale          float64      `json:"clock_scale"`
 	KClosestExact       float64      `json:"k_closest_exact_fraction"`
 	LookupP90Ms         float64      `json:"lookup_p90_ms"`
 	LoadedConcurrency   int          `json:"lookup_loaded_concurrency,omitempty"`
@@ -68,7 +68,7 @@ func printTable(w io.Writer, o options, r *result) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	row := func(k, format string, v ...any) { fmt.Fprintf(tw, "%s\t%s\n", k, fmt.Sprintf(format, v...)) }
 	row("nodes / transport", "%d / %s (latency %v, seed %d)", r.Nodes, r.Transport, o.latency, o.seed)
-	row("build wall time", "%.1f s (of which joining %.1f s; node clock at %gx real time)", r.BuildSeconds, r.JoinSeconds, r.BuildTimescale)
+	row("build wall time", "%.1f s (of which joining %.1f s; node clock at %gx real time)", r.BuildSeconds, r.JoinSeconds, r.ClockScale)
 	row("routing peers per node", "%.1f", r.RoutingPeersMean)
 	row("lookup success", "%.3f", r.LookupSuccess)
 	row("k-closest precision", "%.3f (exact %.3f)", r.KClosestPrecision, r.KClosestExact)
