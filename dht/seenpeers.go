@@ -37,7 +37,7 @@ type seenPeers struct {
 	m      map[a2al.NodeID]seenEntry
 	unique uint64
 	// lastFlush: node-clock time of the last periodic write; only the
-	// maintenance loop touches it.
+	// maintenance tick (ticks never overlap) touches it.
 	lastFlush time.Time
 }
 
