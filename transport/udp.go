@@ -21,7 +21,12 @@ type UDPTransport struct {
 	closeOnce sync.Once
 	closeErr  error
 	oversized atomic.Uint64
-	bufs      sync.Pool
+	// rbuf is the one read buffer, allocated by the first Receive and held
+	// under rmu while it reads: a node keeps a single reader blocked in
+	// Receive, so a pool (which kept a buffer per P besides the one in use)
+	// only multiplied the idle memory of every socket.
+	rmu  sync.Mutex
+	rbuf []byte
 }
 
 // ListenUDP opens a UDP socket; network is "udp4", "udp6", or "udp" for the
@@ -47,10 +52,7 @@ func ListenUDP(network, laddr string) (*UDPTransport, error) {
 
 // NewUDPTransport wraps c; the transport takes ownership and closes c on Close.
 func NewUDPTransport(c *net.UDPConn) *UDPTransport {
-	t := &UDPTransport{conn: c}
-	// One byte of headroom lets Receive tell a full-size datagram from a truncated one.
-	t.bufs.New = func() any { b := make([]byte, MaxPacketSize+1); return &b }
-	return t
+	return &UDPTransport{conn: c}
 }
 
 // Send writes data as one datagram to addr, which must be a *net.UDPAddr.
@@ -75,11 +77,15 @@ func (t *UDPTransport) Send(addr net.Addr, data []byte) error {
 }
 
 // Receive blocks for the next datagram of at most MaxPacketSize bytes and
-// returns a freshly allocated copy of it.
+// returns a freshly allocated copy of it. Concurrent calls take turns.
 func (t *UDPTransport) Receive() ([]byte, net.Addr, error) {
-	bp := t.bufs.Get().(*[]byte)
-	defer t.bufs.Put(bp)
-	buf := *bp
+	t.rmu.Lock()
+	defer t.rmu.Unlock()
+	if t.rbuf == nil {
+		// One byte of headroom tells a full-size datagram from a truncated one.
+		t.rbuf = make([]byte, MaxPacketSize+1)
+	}
+	buf := t.rbuf
 	for {
 		n, ap, err := t.conn.ReadFromUDPAddrPort(buf)
 		if err != nil {
