@@ -31,6 +31,12 @@ const (
 	// hit keep the strict rule (all K closest answered), which also proves
 	// each returned contact alive.
 	queryBeta = 3
+	// queryValueBeta: a value lookup with a hit ends once it holds a valid
+	// record and this many of the closest live candidates have answered,
+	// so a stale copy on a far node cannot win over the newer one the
+	// closest nodes hold (docs/dht.md, "Resolve stopping rule"). Until it
+	// holds a record it keeps the strict rule: "no record" needs all K.
+	queryValueBeta = queryBeta
 )
 
 // Query runs iterative FIND_NODE / FIND_VALUE lookups.
@@ -83,6 +89,7 @@ type queryRun struct {
 	records     map[string]protocol.SignedRecord
 	rpcs        int
 	beta        int // 0: strict termination (K closest answered)
+	hitBeta     int // value lookups with a hit: closest answers needed once a record is held
 	answered    int
 	txBytes     int
 	rxBytes     int
@@ -107,7 +114,7 @@ func (n *Node) newQueryRun(target a2al.NodeID, value bool, recType uint8, hit in
 		alpha = queryAlphaFast
 	}
 	return &queryRun{
-		n: n, alpha: alpha, target: target, value: value, recType: recType, hit: hit,
+		n: n, alpha: alpha, target: target, value: value, recType: recType, hit: hit, hitBeta: queryValueBeta,
 		byID:    make(map[a2al.NodeID]*qcand),
 		ch:      make(chan rpcResult, queryMaxOutstanding+1),
 		records: make(map[string]protocol.SignedRecord),
@@ -203,19 +210,29 @@ func (q *queryRun) launch(ctx context.Context) {
 }
 
 func (q *queryRun) finished() bool {
-	if q.value && q.hit > 0 && len(q.records) >= q.hit {
-		return true
-	}
-	if q.closestAnswered() {
-		return true
-	}
 	// Nothing launchable and nothing outstanding: exhausted.
-	return q.outstanding == 0
+	return q.decided() || q.outstanding == 0
+}
+
+// decided reports whether the answers so far settle the lookup: a value
+// lookup holding its hit once the hitBeta closest live candidates answered
+// (the newest of their records wins, docs/dht.md "Resolve stopping rule"),
+// otherwise once the closest candidates that decide it (all K, or beta of
+// them) answered.
+func (q *queryRun) decided() bool {
+	if q.value && q.hit > 0 && len(q.records) >= q.hit && q.firstAnswered(q.hitBeta) {
+		return true
+	}
+	return q.closestAnswered()
 }
 
 // closestAnswered reports whether the closest candidates that decide the
 // lookup (all K, or beta of them) have answered.
-func (q *queryRun) closestAnswered() bool {
+func (q *queryRun) closestAnswered() bool { return q.firstAnswered(q.beta) }
+
+// firstAnswered reports whether the beta closest live candidates (all K
+// for beta 0) have answered.
+func (q *queryRun) firstAnswered(beta int) bool {
 	all := true
 	seen := 0
 	q.window(true, func(c *qcand) bool {
@@ -224,7 +241,7 @@ func (q *queryRun) closestAnswered() bool {
 			return false
 		}
 		seen++
-		return q.beta == 0 || seen < q.beta
+		return beta == 0 || seen < beta
 	})
 	return all && seen > 0
 }
@@ -398,8 +415,8 @@ func (q *queryRun) run(ctx context.Context) {
 		}
 	}()
 	for {
-		// A beta lookup can be complete before launching anything more.
-		if q.beta > 0 && q.closestAnswered() {
+		// A lookup can be settled before launching anything more.
+		if q.decided() {
 			return
 		}
 		q.launch(ctx)
@@ -514,8 +531,10 @@ func (n *Node) localValid(target a2al.NodeID, recType uint8) []protocol.SignedRe
 }
 
 // FindRecords returns valid local records at target if any, else runs an
-// iterative FIND_VALUE that stops at the first valid record. Records found
-// on the network are cached locally.
+// iterative FIND_VALUE that stops once it holds a valid record and the
+// closest live candidates answered (docs/dht.md, "Resolve stopping
+// rule"); the newest record of each slot is kept. Records found on the
+// network are cached locally.
 func (q *Query) FindRecords(ctx context.Context, target a2al.NodeID, recType uint8) ([]protocol.SignedRecord, error) {
 	recs, _, err := q.FindRecordsWithStats(ctx, target, recType)
 	return recs, err
