@@ -1,6 +1,7 @@
 package dht
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"net"
@@ -344,11 +345,15 @@ func (q *queryRun) mergeRecord(rec protocol.SignedRecord) {
 	if q.recType != 0 && rec.RecType != q.recType {
 		return
 	}
+	k := dedupeKey(rec)
+	old, held := q.records[k]
+	if held && sameRecord(rec, old) {
+		return // the holders near the key all answer with the same record: verified once
+	}
 	if !q.n.acceptRecord(q.target, rec) {
 		return
 	}
-	k := dedupeKey(rec)
-	if old, ok := q.records[k]; ok && !protocol.RecordIsNewer(rec, old) {
+	if held && !protocol.RecordIsNewer(rec, old) {
 		return
 	}
 	if len(q.records) >= maxQueryRecords {
@@ -358,6 +363,14 @@ func (q *queryRun) mergeRecord(rec protocol.SignedRecord) {
 }
 
 const maxQueryRecords = 1024
+
+// sameRecord reports whether a and b are the same signed record, byte for
+// byte in every signed field and the signature.
+func sameRecord(a, b protocol.SignedRecord) bool {
+	return a.Address == b.Address && a.RecType == b.RecType && a.Seq == b.Seq && a.Timestamp == b.Timestamp && a.TTL == b.TTL &&
+		bytes.Equal(a.Signature, b.Signature) && bytes.Equal(a.Pubkey, b.Pubkey) &&
+		bytes.Equal(a.Payload, b.Payload) && bytes.Equal(a.Delegation, b.Delegation)
+}
 
 func (n *Node) acceptRecord(key a2al.NodeID, rec protocol.SignedRecord) bool {
 	now := n.now()
