@@ -355,50 +355,52 @@ func (w *world) randomLive(exclude int) *simNode {
 }
 
 // publishAll publishes one endpoint record from each of a random subset of
-// nodes and measures how long until another node resolves it over the network.
+// nodes, one record at a time, and measures per record:
+//   - publish→resolvable: from the start of the publish call until the
+//     first successful resolve by a random node holding no copy (a failed
+//     resolve is retried at once from another such node, at most
+//     publishTries times within publishWait);
+//   - publish→replicated: from the same start until the publisher's
+//     replica set holds min(8, live nodes - 1) confirmed replicas.
+//
+// Records are published one after the other, so neither figure includes
+// queueing behind other records' publishes.
 func (w *world) publishAll(res *result) {
 	count := max(1, int(float64(w.o.n)*w.o.publish))
 	perm := w.rng.Perm(w.o.n)[:count]
 	progress("publishing %d endpoint records", count)
+	var ds, reps []float64
+	wantReps := min(8, w.liveCount()-1)
 	for _, i := range perm {
 		sn := w.nodes[i]
 		r := &record{owner: i, key: sn.node.NodeID(), seq: 1, resolved: -1}
+		t0 := time.Now()
 		if err := w.publish(sn, r.seq); err != nil {
 			progress("publish from node %d: %v", i, err)
 			continue
 		}
 		w.recs = append(w.recs, r)
-	}
-	t0 := time.Now()
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, w.o.concurrency)
-	for _, r := range w.recs {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func(r *record) {
-			defer wg.Done()
-			defer func() { <-sem }()
-			deadline := t0.Add(30 * time.Second)
-			for time.Now().Before(deadline) {
-				if ok, _ := w.resolveOnce(r, 5*time.Second); ok {
-					r.resolved = time.Since(t0)
-					return
-				}
-				time.Sleep(100 * time.Millisecond)
+		deadline := t0.Add(publishWait)
+		for try := 0; try < publishTries && time.Now().Before(deadline); try++ {
+			if ok, _ := w.resolveOnce(r, time.Until(deadline)); ok {
+				r.resolved = time.Since(t0)
+				ds = append(ds, ms(r.resolved))
+				break
 			}
-		}(r)
-	}
-	wg.Wait()
-	var ds []float64
-	for _, r := range w.recs {
-		if r.resolved >= 0 {
-			ds = append(ds, ms(r.resolved))
+		}
+		for time.Now().Before(deadline) {
+			if sn.node.RepSetSize(r.key, r.key) >= wantReps {
+				reps = append(reps, ms(time.Since(t0)))
+				break
+			}
+			time.Sleep(time.Millisecond)
 		}
 	}
 	res.Published = len(w.recs)
 	res.PublishResolveP50Ms = percentile(ds, 50)
 	res.PublishResolveP90Ms = percentile(ds, 90)
-	progress("publish→resolvable: %d/%d within 30 s", len(ds), len(w.recs))
+	res.PublishReplicatedP90Ms = percentile(reps, 90)
+	progress("publish→resolvable: %d/%d; publish→replicated: %d/%d", len(ds), len(w.recs), len(reps), len(w.recs))
 	// Every record must then resolve from each of several random
 	// non-publisher nodes that hold no copy.
 	ok := 0
@@ -414,6 +416,12 @@ func (w *world) publishAll(res *result) {
 	res.ResolvableFraction = frac(ok, len(w.recs))
 	progress("resolvable from %d random non-publishers each: %d/%d", resolveCheckers, ok, len(w.recs))
 }
+
+// Bounds of the publish→resolvable measurement of one record.
+const (
+	publishWait  = 30 * time.Second
+	publishTries = 1000
+)
 
 // resolveCheckers is the number of random non-publisher nodes that must
 // each resolve a record for it to count as resolvable.
