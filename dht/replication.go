@@ -24,7 +24,7 @@ const (
 	probeRPCTimeout    = 2 * time.Second
 	renewLookupTimeout = 15 * time.Second
 	maxRepSets         = 4096
-	storeParallel      = 4
+	storeParallel      = repHardCap
 	maxProbesPerTick   = 64
 	noAddrEvictFails   = 4 // a member without a dial address is dropped (docs/reference-defects.md W-21)
 )
@@ -191,13 +191,17 @@ func (n *Node) renew(s *repSet) {
 	s.mu.Unlock()
 }
 
-// neighbourhood returns the candidates for replicas of key: an iterative
-// lookup (bounded by renewLookupTimeout), or the local table when passive.
+// neighbourhood returns the candidates for replicas of key, closest
+// first: a node lookup (bounded by renewLookupTimeout), or the local table
+// when passive. The lookup ends once the closest candidates answered, like
+// FindNode: the STORE answers prove the others alive, and fill moves on to
+// the next candidates for any that do not answer.
 func (n *Node) neighbourhood(key a2al.NodeID) []protocol.NodeInfo {
 	if !n.passive.Load() {
 		ctx, cancel := context.WithTimeout(n.ctx, renewLookupTimeout)
 		defer cancel()
 		r := n.newQueryRun(key, false, 0, 0)
+		r.beta = queryBeta
 		r.run(ctx)
 		if got := r.closest(); len(got) > 0 {
 			return got
@@ -248,11 +252,43 @@ func (n *Node) nearestGrouped(target a2al.NodeID, keep func(*routing.Contact) bo
 	return groups
 }
 
-// fill stores rec on new peers from cands until the set has nRep active
-// members; with a full set only peers closer than the farthest member are
-// tried.
+// fill stores rec on new peers from cands, all STOREs of a round in
+// parallel, until the set has nRep active members; with a full set only
+// peers closer than the farthest member are tried. A round short of that
+// (candidates that did not answer or refused) is followed by one with the
+// next candidates, each tried once.
 func (n *Node) fill(s *repSet, rec protocol.SignedRecord, cands []protocol.NodeInfo) {
+	sorted := append([]protocol.NodeInfo(nil), cands...)
+	sortInfos(sorted, s.k.key)
+	tried := make(map[a2al.NodeID]bool, len(sorted))
+	for {
+		pick := s.fillPick(sorted, tried, n.id)
+		if len(pick) == 0 {
+			return
+		}
+		var ok []protocol.NodeInfo
+		for _, c := range pick {
+			tried[c.NodeID] = true
+			if n.PeerAllowContact(c.NodeID) {
+				ok = append(ok, c)
+			}
+		}
+		n.storeBatch(s, rec, ok, true)
+		if n.ctx.Err() != nil {
+			return
+		}
+	}
+}
+
+// fillPick chooses the next untried candidates (sorted closest first) for
+// the set: as many as it lacks active members, plus any closer than its
+// farthest member, within repHardCap.
+func (s *repSet) fillPick(sorted []protocol.NodeInfo, tried map[a2al.NodeID]bool, self a2al.NodeID) []protocol.NodeInfo {
 	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.removed {
+		return nil
+	}
 	active := 0
 	var far a2al.NodeID
 	hasFar := false
@@ -265,37 +301,22 @@ func (n *Node) fill(s *repSet, rec protocol.SignedRecord, cands []protocol.NodeI
 		}
 	}
 	room := repHardCap - len(s.members)
-	var pick []protocol.NodeInfo
-	sorted := append([]protocol.NodeInfo(nil), cands...)
-	sortInfos(sorted, s.k.key)
 	need := nRep - active
+	var pick []protocol.NodeInfo
 	for _, c := range sorted {
 		if len(pick) >= room {
 			break
 		}
-		if _, ok := s.members[c.NodeID]; ok || c.NodeID == n.id {
+		if _, ok := s.members[c.NodeID]; ok || c.NodeID == self || tried[c.NodeID] {
 			continue
 		}
-		closer := hasFar && a2al.Closer(c.NodeID, far, s.k.key)
-		if need <= 0 && !closer {
+		if need <= 0 && !(hasFar && a2al.Closer(c.NodeID, far, s.k.key)) {
 			continue
-		}
-		if len(s.members) >= nRep && !closer {
-			if need <= 0 {
-				continue
-			}
 		}
 		pick = append(pick, c)
 		need--
 	}
-	s.mu.Unlock()
-	var ok []protocol.NodeInfo
-	for _, c := range pick {
-		if n.PeerAllowContact(c.NodeID) {
-			ok = append(ok, c)
-		}
-	}
-	n.storeBatch(s, rec, ok, true)
+	return pick
 }
 
 // storeBatch STOREs rec on peers in parallel (bounded) and applies the
