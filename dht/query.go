@@ -25,18 +25,19 @@ const (
 	queryMaxCands       = 256
 	queryBadSlots       = 1 // peers with health Bad never hold more than this
 	queryMaxRPCs        = 128
-	// queryBeta: a node lookup (FindNode, bootstrap, bucket refill) ends
-	// once this many of the closest candidates have answered; the rest of
-	// the K it returns come from those answers (contacts the responders
-	// verified themselves). Replica selection and value lookups without a
-	// hit keep the strict rule (all K closest answered), which also proves
-	// each returned contact alive.
+	// queryBeta: a node lookup (FindNode, bucket refill, replica
+	// selection) ends once this many of the closest candidates have
+	// answered; the rest of the K it returns come from those answers
+	// (contacts the responders verified themselves; replica selection
+	// proves them alive with its STOREs). The bootstrap self-lookup and
+	// value lookups without a record keep the strict rule (all K closest
+	// answered), which also proves each returned contact alive.
 	queryBeta = 3
 	// queryValueBeta: a value lookup with a hit ends once it holds a valid
 	// record and this many of the closest live candidates have answered,
 	// so a stale copy on a far node cannot win over the newer one the
-	// closest nodes hold (docs/dht.md, "Resolve stopping rule"). Until it
-	// holds a record it keeps the strict rule: "no record" needs all K.
+	// closest nodes hold (docs/dht.md §9.1). Until it holds a record it
+	// keeps the strict rule: "no record" needs all K.
 	queryValueBeta = queryBeta
 )
 
@@ -217,7 +218,7 @@ func (q *queryRun) finished() bool {
 
 // decided reports whether the answers so far settle the lookup: a value
 // lookup holding its hit once the hitBeta closest live candidates answered
-// (the newest of their records wins, docs/dht.md "Resolve stopping rule"),
+// (the newest of their records wins, docs/dht.md §9.1),
 // otherwise once the closest candidates that decide it (all K, or beta of
 // them) answered.
 func (q *queryRun) decided() bool {
@@ -545,8 +546,8 @@ func (n *Node) localValid(target a2al.NodeID, recType uint8) []protocol.SignedRe
 
 // FindRecords returns valid local records at target if any, else runs an
 // iterative FIND_VALUE that stops once it holds a valid record and the
-// closest live candidates answered (docs/dht.md, "Resolve stopping
-// rule"); the newest record of each slot is kept. Records found on the
+// closest live candidates answered (docs/dht.md §9.1); the newest record
+// of each slot is kept. Records found on the
 // network are cached locally.
 func (q *Query) FindRecords(ctx context.Context, target a2al.NodeID, recType uint8) ([]protocol.SignedRecord, error) {
 	recs, _, err := q.FindRecordsWithStats(ctx, target, recType)
