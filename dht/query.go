@@ -218,9 +218,8 @@ func (q *queryRun) finished() bool {
 
 // decided reports whether the answers so far settle the lookup: a value
 // lookup holding its hit once the hitBeta closest live candidates answered
-// (the newest of their records wins, docs/dht.md §9.1),
-// otherwise once the closest candidates that decide it (all K, or beta of
-// them) answered.
+// (the newest of their records wins, docs/dht.md §9.1), otherwise once the
+// closest candidates that decide it (all K, or beta of them) answered.
 func (q *queryRun) decided() bool {
 	if q.value && q.hit > 0 && len(q.records) >= q.hit && q.firstAnswered(q.hitBeta) {
 		return true
@@ -547,8 +546,7 @@ func (n *Node) localValid(target a2al.NodeID, recType uint8) []protocol.SignedRe
 // FindRecords returns valid local records at target if any, else runs an
 // iterative FIND_VALUE that stops once it holds a valid record and the
 // closest live candidates answered (docs/dht.md §9.1); the newest record
-// of each slot is kept. Records found on the
-// network are cached locally.
+// of each slot is kept. Records found on the network are cached locally.
 func (q *Query) FindRecords(ctx context.Context, target a2al.NodeID, recType uint8) ([]protocol.SignedRecord, error) {
 	recs, _, err := q.FindRecordsWithStats(ctx, target, recType)
 	return recs, err
