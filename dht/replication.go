@@ -24,7 +24,7 @@ const (
 	probeRPCTimeout    = 2 * time.Second
 	renewLookupTimeout = 15 * time.Second
 	maxRepSets         = 4096
-	storeParallel      = repHardCap
+	storeParallel      = nRep // a fill round of nRep new replicas goes out at once
 	maxProbesPerTick   = 64
 	noAddrEvictFails   = 4 // a member without a dial address is dropped (docs/reference-defects.md W-21)
 )
