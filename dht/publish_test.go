@@ -1,13 +1,13 @@
 package dht
 
 import (
-	"context"
 	"net"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/a2alnode/a2al"
+	"github.com/a2alnode/a2al/protocol"
 	"github.com/a2alnode/a2al/transport"
 )
 
@@ -25,12 +25,11 @@ func (m *muteTransport) Send(to net.Addr, data []byte) error {
 	return m.Transport.Send(to, data)
 }
 
-// A publish stores on the closest candidates of its node lookup in one
-// parallel round; candidates that do not answer (here the two nodes
-// closest to the key, gone silent) are replaced by the next ones in a
-// further round of the same renewal, so the set ends with nRep live
-// replicas without waiting for the probe tick.
-func TestPublishFillMovesPastSilentCandidates(t *testing.T) {
+// A fill STOREs to the closest candidates in one parallel round; those
+// that do not answer (here the two closest, gone silent after the lookup
+// named them) are replaced by the next candidates in a further round, so
+// the set ends with nRep live replicas without waiting for the probe tick.
+func TestFillMovesPastSilentCandidates(t *testing.T) {
 	c := newMemCluster(t)
 	var mutes []*muteTransport
 	c.build(40, func(cfg *Config) {
@@ -41,37 +40,33 @@ func TestPublishFillMovesPastSilentCandidates(t *testing.T) {
 	pub := c.nodes[0]
 	key := pub.NodeID()
 	ids := make([]a2al.NodeID, 0, len(c.nodes)-1)
-	byID := map[a2al.NodeID]*muteTransport{}
+	mute := map[a2al.NodeID]*muteTransport{}
 	for i, n := range c.nodes[1:] {
 		ids = append(ids, n.NodeID())
-		byID[n.NodeID()] = mutes[i+1]
+		mute[n.NodeID()] = mutes[i+1]
 	}
 	sortIDs(ids, key)
-	dead := map[a2al.NodeID]bool{ids[0]: true, ids[1]: true}
-	for id := range dead {
-		byID[id].mute.Store(true)
+	silent := map[a2al.NodeID]bool{ids[0]: true, ids[1]: true}
+	for id := range silent {
+		mute[id].mute.Store(true)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := pub.PublishEndpointRecord(ctx, endpointRecord(t, c.keys[0], 1, time.Now(), 3600, "")); err != nil {
-		t.Fatal(err)
+	rec := endpointRecord(t, c.keys[0], 1, time.Now(), 3600, "")
+	s := pub.getRepSet(repKey{key: key, pub: key}, true)
+	s.mu.Lock()
+	s.rec = rec
+	s.mu.Unlock()
+	cands := make([]protocol.NodeInfo, len(ids))
+	for i, id := range ids {
+		cands[i] = protocol.NodeInfo{NodeID: id}
 	}
-	s := pub.getRepSet(repKey{key: key, pub: key}, false)
-	if s == nil {
-		t.Fatal("no replica set after publish")
-	}
-	waitFor(t, 20*time.Second, "the renewal to finish", func() bool {
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		return !s.renewing && !s.epoch.IsZero()
-	})
+	pub.fill(s, rec, cands)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if len(s.members) != nRep {
-		t.Fatalf("renewal ended with %d replicas, want %d", len(s.members), nRep)
+		t.Fatalf("fill ended with %d replicas, want %d", len(s.members), nRep)
 	}
 	for id := range s.members {
-		if dead[id] {
+		if silent[id] {
 			t.Fatalf("silent node %x counted as a replica", id[:4])
 		}
 	}

@@ -25,13 +25,12 @@ const (
 	queryMaxCands       = 256
 	queryBadSlots       = 1 // peers with health Bad never hold more than this
 	queryMaxRPCs        = 128
-	// queryBeta: a node lookup (FindNode, bucket refill, replica
-	// selection) ends once this many of the closest candidates have
-	// answered; the rest of the K it returns come from those answers
-	// (contacts the responders verified themselves; replica selection
-	// proves them alive with its STOREs). The bootstrap self-lookup and
-	// value lookups without a record keep the strict rule (all K closest
-	// answered), which also proves each returned contact alive.
+	// queryBeta: a node lookup (FindNode, bootstrap, bucket refill) ends
+	// once this many of the closest candidates have answered; the rest of
+	// the K it returns come from those answers (contacts the responders
+	// verified themselves). Replica selection and value lookups without a
+	// record keep the strict rule (all K closest answered), which also
+	// proves each returned contact alive.
 	queryBeta = 3
 	// queryValueBeta: a value lookup with a hit ends once it holds a valid
 	// record and this many of the closest live candidates have answered,
