@@ -195,9 +195,9 @@ func (n *Node) renew(s *repSet) {
 // lookup until the K closest live candidates answered (bounded by
 // renewLookupTimeout), or the local table when passive. Ending it once the
 // 3 closest answered, like FindNode, halved publish→replicated but, with
-// every publisher renewing at once after 30% churn, left a third of the
-// resolves failing for minutes (docs/dht-benchmarks.md, "Resolve and
-// publish"), so it stays strict.
+// every publisher renewing at once after 30% churn, failed a third to two
+// thirds of the resolves sampled next (docs/dht-benchmarks.md, "Resolve
+// and publish"), so it stays strict.
 func (n *Node) neighbourhood(key a2al.NodeID) []protocol.NodeInfo {
 	if !n.passive.Load() {
 		ctx, cancel := context.WithTimeout(n.ctx, renewLookupTimeout)
