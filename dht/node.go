@@ -114,6 +114,7 @@ type Node struct {
 	spawnMu  sync.Mutex
 	closing  bool
 	wg       sync.WaitGroup
+	live     atomic.Int32 // goroutines started by spawn and still running
 	started  atomic.Bool
 	closeErr error
 	closeMu  sync.Mutex
@@ -237,9 +238,11 @@ func (n *Node) spawn(f func()) bool {
 		return false
 	}
 	n.wg.Add(1)
+	n.live.Add(1)
 	n.spawnMu.Unlock()
 	go func() {
 		defer n.wg.Done()
+		defer n.live.Add(-1)
 		f()
 	}()
 	return true

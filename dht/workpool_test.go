@@ -4,7 +4,6 @@ import (
 	"context"
 	"os"
 	"path/filepath"
-	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -17,11 +16,10 @@ import (
 func TestIdleNodeGoroutines(t *testing.T) {
 	c := newMemCluster(t)
 	c.build(4, nil)
-	base := runtime.NumGoroutine()
 	extra := c.newNode(50, nil)
 	extra.Start()
 	waitFor(t, 5*time.Second, "idle node down to its receive loop", func() bool {
-		return runtime.NumGoroutine()-base <= 1
+		return extra.live.Load() <= 1
 	})
 	var wg sync.WaitGroup
 	release := make(chan struct{})
@@ -35,12 +33,12 @@ func TestIdleNodeGoroutines(t *testing.T) {
 		}
 	}
 	waitFor(t, 5*time.Second, "task workers started", func() bool {
-		return runtime.NumGoroutine()-base >= 1+taskWorkers && extra.tasks.queued() == 2
+		return extra.live.Load() >= 1+taskWorkers && extra.tasks.queued() == 2
 	})
 	unblock()
 	wg.Wait()
 	waitFor(t, 5*time.Second, "task workers gone", func() bool {
-		return runtime.NumGoroutine()-base <= 1
+		return extra.live.Load() <= 1
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
