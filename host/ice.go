@@ -287,7 +287,15 @@ func (s *iceSession) connect(runCtx, ctx context.Context, clk clock.Clock, t ICE
 	select {
 	case rc = <-creds:
 	case err := <-readErr:
-		return nil, fmt.Errorf("%w: waiting for credentials: %w", ErrSignaling, err)
+		// The reader hands over the credentials before it can see the
+		// session end (a quick pair sends all its candidates and "done"
+		// at once, and the hub then ends the session): both channels may
+		// be ready, and select picks either.
+		select {
+		case rc = <-creds:
+		default:
+			return nil, fmt.Errorf("%w: waiting for credentials: %w", ErrSignaling, err)
+		}
 	case err := <-sendErr:
 		return nil, fmt.Errorf("%w: sending: %w", ErrSignaling, err)
 	case <-credTimer.C():
