@@ -99,7 +99,7 @@ func (n *Node) DebugHTTPHandler() http.Handler {
 				r.IP = net.IP(c.Info.IP).String()
 			}
 			if !c.VerifiedAt.IsZero() {
-				r.VerifiedAgo = now.Sub(c.VerifiedAt).Round(time.Second).String()
+				r.VerifiedAgo = now.Sub(c.VerifiedAt.Time()).Round(time.Second).String()
 			}
 			rows = append(rows, r)
 		}

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/a2alnode/a2al"
+	"github.com/a2alnode/a2al/dht/internal/routing"
 )
 
 // PeerHealthState classifies a peer's reachability from observed RPCs.
@@ -41,25 +42,11 @@ type peerHealth struct {
 	rtt, srtt                             time.Duration
 }
 
-// stamp is a node-clock instant as UnixNano; 0 means never.
-type stamp int64
+// stamp is a node-clock instant as UnixNano; 0 means never (the routing
+// table's Stamp: one definition).
+type stamp = routing.Stamp
 
-func stampOf(t time.Time) stamp {
-	if t.IsZero() {
-		return 0
-	}
-	return stamp(t.UnixNano())
-}
-
-// Time converts back; the zero stamp is the zero time.
-func (s stamp) Time() time.Time {
-	if s == 0 {
-		return time.Time{}
-	}
-	return time.Unix(0, int64(s))
-}
-
-func (s stamp) IsZero() bool { return s == 0 }
+func stampOf(t time.Time) stamp { return routing.StampOf(t) }
 
 type failNote struct {
 	id a2al.NodeID

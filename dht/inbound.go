@@ -206,7 +206,7 @@ func (n *Node) tabAddDirect(ni protocol.NodeInfo, dial net.Addr, mayEvict bool) 
 	}
 	now := n.now()
 	n.seen.record(ni.NodeID, now)
-	c := routing.Contact{Info: ni, Subnet: subnetOf(ni, dial), VerifiedAt: now}
+	c := routing.Contact{Info: ni, Subnet: subnetOf(ni, dial), VerifiedAt: routing.StampOf(now)}
 	n.tabMu.Lock()
 	res, lru := n.tab.Add(c, true, now)
 	n.tabMu.Unlock()
@@ -278,7 +278,7 @@ func (n *Node) remember(msg *protocol.Message, p inPath) {
 		if n.tab.Contains(id) {
 			n.tab.UpdateVerifiedAt(id, now)
 		} else {
-			n.tab.AddPunched(routing.Contact{Info: ni, Subnet: subnetOf(ni, dial), VerifiedAt: now}, now)
+			n.tab.AddPunched(routing.Contact{Info: ni, Subnet: subnetOf(ni, dial), VerifiedAt: routing.StampOf(now)}, now)
 		}
 		n.tabMu.Unlock()
 		return

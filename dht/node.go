@@ -405,7 +405,7 @@ func (n *Node) LivePeers(window time.Duration) int {
 	defer n.tabMu.RUnlock()
 	live := 0
 	for _, c := range n.tab.All() {
-		if c.VerifiedAt.After(cutoff) {
+		if c.VerifiedAt.Time().After(cutoff) {
 			live++
 		}
 	}

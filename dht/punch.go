@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/a2alnode/a2al"
+	"github.com/a2alnode/a2al/dht/internal/routing"
 	"github.com/a2alnode/a2al/protocol"
 )
 
@@ -97,7 +98,7 @@ func (n *Node) OnPunchComplete(nodeID a2al.NodeID, peerLogicalAddr a2al.Address,
 		dial, _ := n.book.get(nodeID)
 		n.seen.record(nodeID, now)
 		c := routingContact(ni, dial)
-		c.VerifiedAt = now
+		c.VerifiedAt = routing.StampOf(now)
 		n.tabMu.Lock()
 		n.tab.AddPunched(c, now)
 		n.tabMu.Unlock()

@@ -71,7 +71,7 @@ func TestEstimateSizeNearestUsesVerifiedOnly(t *testing.T) {
 	}
 	for i := 1; i <= 40; i++ {
 		c := contact(i, net.IPv4(10, byte(i), 0, 1))
-		c.VerifiedAt = now
+		c.VerifiedAt = StampOf(now)
 		tab.Add(c, true, now)
 	}
 	if v := tab.EstimateSizeNearest(); v <= 0 {
@@ -88,7 +88,7 @@ func TestNearestMatchesFullSort(t *testing.T) {
 	now := time.Unix(1000, 0)
 	for i := 1; i <= 3000 && tab.Len() < 120; i++ {
 		c := contact(i, net.IPv4(10, byte(i>>8), byte(i), 1))
-		c.VerifiedAt = now
+		c.VerifiedAt = StampOf(now)
 		tab.Add(c, true, now)
 	}
 	near := self

@@ -56,14 +56,37 @@ var DefaultLimits = Limits{BucketPerSubnet: 2, TablePerSubnet: 10, BucketPerWide
 // Contact is one routing entry.
 type Contact struct {
 	Info       protocol.NodeInfo
-	Subnet     string    // diversity key computed by the caller; "" = exempt
-	VerifiedAt time.Time // zero: never verified first-hand (hearsay)
-	addedAt    int64     // UnixNano when it entered the table (8 bytes, not a time.Time: tables hold many)
-	Punched    bool      // reachable only through a punched connection
+	Subnet     string // diversity key computed by the caller; "" = exempt
+	VerifiedAt Stamp  // zero: never verified first-hand (hearsay); a Stamp, not a time.Time: tables hold many
+	addedAt    int64  // UnixNano when it entered the table (8 bytes, not a time.Time: tables hold many)
+	Punched    bool   // reachable only through a punched connection
 }
 
 // Verified reports whether we ever had first-hand evidence for c.
 func (c *Contact) Verified() bool { return !c.VerifiedAt.IsZero() }
+
+// Stamp is an instant of the node's clock as UnixNano (8 bytes where a
+// time.Time takes 24); 0 means never.
+type Stamp int64
+
+// StampOf converts t; the zero time is the zero Stamp.
+func StampOf(t time.Time) Stamp {
+	if t.IsZero() {
+		return 0
+	}
+	return Stamp(t.UnixNano())
+}
+
+// Time converts back; the zero Stamp is the zero time.
+func (s Stamp) Time() time.Time {
+	if s == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, int64(s))
+}
+
+// IsZero reports whether s is "never".
+func (s Stamp) IsZero() bool { return s == 0 }
 
 type pendingEntry struct {
 	c  Contact
@@ -291,7 +314,7 @@ func (t *Table) Add(c Contact, direct bool, now time.Time) (AddResult, *Contact)
 			return Refreshed, nil
 		}
 		e := b.nodes[i]
-		if c.VerifiedAt.After(e.VerifiedAt) {
+		if c.VerifiedAt > e.VerifiedAt {
 			e.VerifiedAt = c.VerifiedAt
 		}
 		if c.Info.Port != 0 || !c.Info.IP.Equal(e.Info.IP) {
@@ -310,7 +333,7 @@ func (t *Table) Add(c Contact, direct bool, now time.Time) (AddResult, *Contact)
 	}
 	c.Punched = false
 	if !direct {
-		c.VerifiedAt = time.Time{}
+		c.VerifiedAt = 0
 	}
 	if len(b.nodes) < K {
 		t.insert(b, c, now)
@@ -386,7 +409,7 @@ func (t *Table) AddPunched(c Contact, now time.Time) bool {
 		return false
 	}
 	if i := b.find(c.Info.NodeID); i >= 0 {
-		if c.VerifiedAt.After(b.nodes[i].VerifiedAt) {
+		if c.VerifiedAt > b.nodes[i].VerifiedAt {
 			b.nodes[i].VerifiedAt = c.VerifiedAt
 		}
 		return true
@@ -443,8 +466,8 @@ func (t *Table) UpdateVerifiedAt(id a2al.NodeID, at time.Time) {
 	if b == nil {
 		return
 	}
-	if i := b.find(id); i >= 0 && at.After(b.nodes[i].VerifiedAt) {
-		b.nodes[i].VerifiedAt = at
+	if i := b.find(id); i >= 0 && StampOf(at) > b.nodes[i].VerifiedAt {
+		b.nodes[i].VerifiedAt = StampOf(at)
 	}
 }
 
@@ -577,7 +600,7 @@ func (t *Table) CollectMaintenance(now, freshCutoff, staleCutoff time.Time, star
 			if e.VerifiedAt.IsZero() && !staleCutoff.IsZero() && e.addedAt < staleCutoff.UnixNano() {
 				m.StaleToProbe = append(m.StaleToProbe, *e)
 			}
-			if e.VerifiedAt.After(freshCutoff) {
+			if e.VerifiedAt.Time().After(freshCutoff) {
 				fresh++
 			}
 		}
@@ -661,7 +684,7 @@ func (t *Table) PromotePending(id a2al.NodeID, verifiedAt, now time.Time) bool {
 		if len(b.nodes) >= K || !t.subnetAllowed(b, c.Subnet) {
 			return false
 		}
-		c.VerifiedAt = verifiedAt
+		c.VerifiedAt = StampOf(verifiedAt)
 		t.insert(b, c, now)
 		return true
 	}
@@ -689,7 +712,7 @@ func (t *Table) EstimateSize(cutoff time.Time) (int, float64) {
 		m := 0
 		for i := range b.nodes {
 			v := b.nodes[i].VerifiedAt
-			if !v.IsZero() && (cutoff.IsZero() || v.After(cutoff)) {
+			if !v.IsZero() && (cutoff.IsZero() || v.Time().After(cutoff)) {
 				m++
 			}
 		}

@@ -61,7 +61,7 @@ func TestHearsayCannotRedirectOrReorder(t *testing.T) {
 	now := time.Unix(1000, 0)
 	ids := findInBucket(self, 0, 2, 1)
 	a, b := contact(ids[0], net.IPv4(10, 0, 0, 1)), contact(ids[1], net.IPv4(10, 0, 1, 1))
-	a.VerifiedAt, b.VerifiedAt = now, now
+	a.VerifiedAt, b.VerifiedAt = StampOf(now), StampOf(now)
 	tb.Add(a, true, now)
 	tb.Add(b, true, now)
 	evil := a
@@ -121,7 +121,7 @@ func TestFullBucketPendingPunchedAndReplace(t *testing.T) {
 	ids := findInBucket(self, 0, K+3, 1)
 	for i := 0; i < K; i++ {
 		c := contact(ids[i], net.IPv4(10, byte(i), 0, 1))
-		c.VerifiedAt = now
+		c.VerifiedAt = StampOf(now)
 		if i == 3 {
 			if !tb.AddPunched(c, now) {
 				t.Fatal("AddPunched refused with room")
@@ -176,7 +176,7 @@ func TestPunchDoesNotDemoteDirect(t *testing.T) {
 	tb := New(self, Limits{})
 	now := time.Unix(1000, 0)
 	c := contact(5, net.IPv4(10, 0, 0, 1))
-	c.VerifiedAt = now
+	c.VerifiedAt = StampOf(now)
 	tb.Add(c, true, now)
 	tb.AddPunched(c, now.Add(time.Second))
 	if tb.IsPunched(c.Info.NodeID) {
@@ -201,7 +201,7 @@ func TestNearestAndMaintenance(t *testing.T) {
 	for i := 1; i <= 200; i++ {
 		c := contact(i, net.IPv4(10, byte(i), 0, 1))
 		if i%2 == 0 {
-			c.VerifiedAt = now
+			c.VerifiedAt = StampOf(now)
 			tb.Add(c, true, now.Add(-time.Hour))
 		} else {
 			tb.Add(c, false, now.Add(-time.Hour))
