@@ -9,7 +9,7 @@ import (
 )
 
 // dialModeB opens a Mode B connection from a to b without pooling it.
-func dialModeB(t *testing.T, a, b *testPeer) (client, server *quic.Conn) {
+func dialModeB(t testing.TB, a, b *testPeer) (client, server *quic.Conn) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

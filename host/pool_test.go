@@ -95,25 +95,7 @@ func newTestPeer(t testing.TB, maxSize int) *testPeer {
 // connect dials b from a (Mode B) and pools the connection on both sides.
 func connect(t testing.TB, a, b *testPeer) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	acc := make(chan *quic.Conn, 1)
-	go func() {
-		c, err := b.ln.Accept(ctx)
-		if err != nil {
-			acc <- nil
-			return
-		}
-		acc <- c
-	}()
-	c, err := a.tr.Dial(ctx, b.udp.LocalAddr(), a.id.ClientTLS(b.id.Address, ALPNModeB), quicConfig(DefaultHandshakeLimit))
-	if err != nil {
-		t.Fatal(err)
-	}
-	sc := <-acc
-	if sc == nil {
-		t.Fatal("accept failed")
-	}
+	c, sc := dialModeB(t, a, b)
 	got, err := b.id.PeerAddress(sc)
 	if err != nil || got != a.id.Address {
 		t.Fatalf("server saw %v err %v", got, err)
