@@ -9,6 +9,7 @@ import (
 	"github.com/a2alnode/a2al"
 	"github.com/a2alnode/a2al/clock"
 	"github.com/a2alnode/a2al/crypto"
+	"github.com/a2alnode/a2al/internal/defaults"
 	"github.com/a2alnode/a2al/transport"
 )
 
@@ -113,13 +114,13 @@ func (c *Config) fill() error {
 		return fmt.Errorf("%w: negative limit", errConfig)
 	}
 	d := DefaultConfig()
-	orDefault(&c.MaxStoreKeys, d.MaxStoreKeys)
-	orDefault(&c.MaxStoreBytes, d.MaxStoreBytes)
-	orDefault(&c.ReplayWindow, d.ReplayWindow)
-	orDefault(&c.ReplayCacheSize, d.ReplayCacheSize)
-	orDefault(&c.MaxAddrChallenges, d.MaxAddrChallenges)
-	orDefault(&c.AddrChallengeRate, d.AddrChallengeRate)
-	orDefault(&c.UnprovenAnswerRate, d.UnprovenAnswerRate)
+	defaults.Or(&c.MaxStoreKeys, d.MaxStoreKeys)
+	defaults.Or(&c.MaxStoreBytes, d.MaxStoreBytes)
+	defaults.Or(&c.ReplayWindow, d.ReplayWindow)
+	defaults.Or(&c.ReplayCacheSize, d.ReplayCacheSize)
+	defaults.Or(&c.MaxAddrChallenges, d.MaxAddrChallenges)
+	defaults.Or(&c.AddrChallengeRate, d.AddrChallengeRate)
+	defaults.Or(&c.UnprovenAnswerRate, d.UnprovenAnswerRate)
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -127,12 +128,4 @@ func (c *Config) fill() error {
 		c.Clock = clock.Real{}
 	}
 	return nil
-}
-
-// orDefault sets *p to def when it is zero.
-func orDefault[T comparable](p *T, def T) {
-	var zero T
-	if *p == zero {
-		*p = def
-	}
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/a2alnode/a2al"
 	"github.com/a2alnode/a2al/clock"
+	"github.com/a2alnode/a2al/internal/defaults"
 	"github.com/a2alnode/a2al/natprobe"
 	"github.com/a2alnode/a2al/portmap"
 	"github.com/a2alnode/a2al/signal"
@@ -234,17 +235,17 @@ func (c *Config) fill() error {
 		return err
 	}
 	d := DefaultConfig()
-	orDefault(&c.ListenAddr, d.ListenAddr)
-	orDefault(&c.PoolSize, d.PoolSize)
-	orDefault(&c.PoolIdle, d.PoolIdle)
-	orDefault(&c.PunchTimeout, d.PunchTimeout)
-	orDefault(&c.HandshakeLimit, d.HandshakeLimit)
-	orDefault(&c.NATInterval, d.NATInterval)
-	orDefault(&c.NATTimeout, d.NATTimeout)
-	orDefault(&c.RecordTTL, d.RecordTTL)
-	orDefault(&c.RelayWait, d.RelayWait)
-	orDefault(&c.RelayUpgrade, d.RelayUpgrade)
-	orDefault(&c.RelaySocketRenew, d.RelaySocketRenew)
+	defaults.Or(&c.ListenAddr, d.ListenAddr)
+	defaults.Or(&c.PoolSize, d.PoolSize)
+	defaults.Or(&c.PoolIdle, d.PoolIdle)
+	defaults.Or(&c.PunchTimeout, d.PunchTimeout)
+	defaults.Or(&c.HandshakeLimit, d.HandshakeLimit)
+	defaults.Or(&c.NATInterval, d.NATInterval)
+	defaults.Or(&c.NATTimeout, d.NATTimeout)
+	defaults.Or(&c.RecordTTL, d.RecordTTL)
+	defaults.Or(&c.RelayWait, d.RelayWait)
+	defaults.Or(&c.RelayUpgrade, d.RelayUpgrade)
+	defaults.Or(&c.RelaySocketRenew, d.RelaySocketRenew)
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -285,7 +286,7 @@ func (t *ICETimers) fill() error {
 		if *f.v < 0 {
 			return fmt.Errorf("%w: negative ICE timer", errConfig)
 		}
-		orDefault(f.v, *f.def)
+		defaults.Or(f.v, *f.def)
 	}
 	return nil
 }
@@ -328,12 +329,12 @@ func (c *SchedConfig) fill() error {
 		return fmt.Errorf("%w: negative scheduler limit", errConfig)
 	}
 	d := DefaultSchedConfig()
-	orDefault(&c.MaxConcurrent, d.MaxConcurrent)
-	orDefault(&c.MaxLowest, d.MaxLowest)
-	orDefault(&c.QueueLen, d.QueueLen)
-	orDefault(&c.BackoffBase, d.BackoffBase)
-	orDefault(&c.BackoffMax, d.BackoffMax)
-	orDefault(&c.MaxBackoff, d.MaxBackoff)
+	defaults.Or(&c.MaxConcurrent, d.MaxConcurrent)
+	defaults.Or(&c.MaxLowest, d.MaxLowest)
+	defaults.Or(&c.QueueLen, d.QueueLen)
+	defaults.Or(&c.BackoffBase, d.BackoffBase)
+	defaults.Or(&c.BackoffMax, d.BackoffMax)
+	defaults.Or(&c.MaxBackoff, d.MaxBackoff)
 	if c.Clock == nil {
 		c.Clock = clock.Real{}
 	}
@@ -391,10 +392,10 @@ func (c *PoolConfig) fill() error {
 		return fmt.Errorf("%w: negative pool limit", errConfig)
 	}
 	d := DefaultPoolConfig()
-	orDefault(&c.MaxSize, d.MaxSize)
-	orDefault(&c.IdleTimeout, d.IdleTimeout)
-	orDefault(&c.SendQueueLen, d.SendQueueLen)
-	orDefault(&c.SilenceTimeout, d.SilenceTimeout)
+	defaults.Or(&c.MaxSize, d.MaxSize)
+	defaults.Or(&c.IdleTimeout, d.IdleTimeout)
+	defaults.Or(&c.SendQueueLen, d.SendQueueLen)
+	defaults.Or(&c.SilenceTimeout, d.SilenceTimeout)
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -440,11 +441,11 @@ func (c *ModeAConfig) fill() error {
 		return fmt.Errorf("%w: negative Mode A limit", errConfig)
 	}
 	d := DefaultModeAConfig()
-	orDefault(&c.MaxConns, d.MaxConns)
-	orDefault(&c.MaxPerIP, d.MaxPerIP)
-	orDefault(&c.MaxPerPeer, d.MaxPerPeer)
-	orDefault(&c.IdleTimeout, d.IdleTimeout)
-	orDefault(&c.RouteTimeout, d.RouteTimeout)
+	defaults.Or(&c.MaxConns, d.MaxConns)
+	defaults.Or(&c.MaxPerIP, d.MaxPerIP)
+	defaults.Or(&c.MaxPerPeer, d.MaxPerPeer)
+	defaults.Or(&c.IdleTimeout, d.IdleTimeout)
+	defaults.Or(&c.RouteTimeout, d.RouteTimeout)
 	return nil
 }
 
@@ -454,8 +455,8 @@ func (c *ServiceConfig) fill() error {
 	if c.MaxStreams < 0 || c.DialTimeout < 0 {
 		return fmt.Errorf("%w: negative MaxStreams or DialTimeout", errConfig)
 	}
-	orDefault(&c.MaxStreams, 32)
-	orDefault(&c.DialTimeout, 5*time.Second)
+	defaults.Or(&c.MaxStreams, 32)
+	defaults.Or(&c.DialTimeout, 5*time.Second)
 	return nil
 }
 
@@ -465,15 +466,7 @@ func (c *TunnelConfig) fill() error {
 	if c.MaxConns < 0 || c.DialTimeout < 0 {
 		return fmt.Errorf("%w: negative MaxConns or DialTimeout", errConfig)
 	}
-	orDefault(&c.MaxConns, 64)
-	orDefault(&c.DialTimeout, 30*time.Second)
+	defaults.Or(&c.MaxConns, 64)
+	defaults.Or(&c.DialTimeout, 30*time.Second)
 	return nil
-}
-
-// orDefault sets *p to def when it is zero.
-func orDefault[T comparable](p *T, def T) {
-	var zero T
-	if *p == zero {
-		*p = def
-	}
 }

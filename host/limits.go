@@ -1,6 +1,10 @@
 package host
 
-import "fmt"
+import (
+	"fmt"
+
+	"github.com/a2alnode/a2al/internal/defaults"
+)
 
 // PunchLimits bound what a peer, through the hub, can make this host send or
 // run (docs/security.md, "ICE reflection"). Zero fields take the defaults.
@@ -50,12 +54,12 @@ func (l *PunchLimits) fill() error {
 		return fmt.Errorf("%w: negative punch limit", errConfig)
 	}
 	d := DefaultPunchLimits()
-	orDefault(&l.RemoteCandidates, d.RemoteCandidates)
-	orDefault(&l.UnprovenPerSession, d.UnprovenPerSession)
-	orDefault(&l.UnprovenPerDest, d.UnprovenPerDest)
-	orDefault(&l.UnprovenRate, d.UnprovenRate)
-	orDefault(&l.CallsConcurrent, d.CallsConcurrent)
-	orDefault(&l.CallsPerMinute, d.CallsPerMinute)
-	orDefault(&l.CallsPerCallerPerMinute, d.CallsPerCallerPerMinute)
+	defaults.Or(&l.RemoteCandidates, d.RemoteCandidates)
+	defaults.Or(&l.UnprovenPerSession, d.UnprovenPerSession)
+	defaults.Or(&l.UnprovenPerDest, d.UnprovenPerDest)
+	defaults.Or(&l.UnprovenRate, d.UnprovenRate)
+	defaults.Or(&l.CallsConcurrent, d.CallsConcurrent)
+	defaults.Or(&l.CallsPerMinute, d.CallsPerMinute)
+	defaults.Or(&l.CallsPerCallerPerMinute, d.CallsPerCallerPerMinute)
 	return nil
 }
