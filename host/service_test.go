@@ -16,6 +16,7 @@ import (
 	"github.com/quic-go/quic-go"
 
 	"github.com/a2alnode/a2al"
+	"github.com/a2alnode/a2al/internal/testserve"
 )
 
 // tcpServer serves handle on every connection accepted on a loopback port
@@ -27,26 +28,7 @@ func tcpServer(t testing.TB, deadline time.Duration, handle func(net.Conn)) net.
 	if err != nil {
 		t.Fatal(err)
 	}
-	var wg sync.WaitGroup
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				_ = c.SetDeadline(time.Now().Add(deadline))
-				handle(c)
-			}()
-		}
-	}()
-	return ln.Addr()
+	return testserve.Serve(t, ln, deadline, handle)
 }
 
 // upperServer reads each TCP connection to EOF, then answers the bytes

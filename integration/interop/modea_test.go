@@ -10,11 +10,11 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/a2alnode/a2al/integration/natlab"
+	"github.com/a2alnode/a2al/internal/testserve"
 )
 
 // modeaScenarios: application connections with the agent-route frame, and
@@ -195,27 +195,10 @@ func upperServerNS(t *testing.T, w *World, ip string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var wg sync.WaitGroup
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				_ = c.SetDeadline(time.Now().Add(20 * time.Second))
-				b, _ := io.ReadAll(io.LimitReader(c, 1<<20))
-				c.Write(bytes.ToUpper(b))
-			}()
-		}
-	}()
-	return ln.Addr().String()
+	return testserve.Serve(t, ln, 20*time.Second, func(c net.Conn) {
+		b, _ := io.ReadAll(io.LimitReader(c, 1<<20))
+		c.Write(bytes.ToUpper(b))
+	}).String()
 }
 
 // tcpRoundTripNS connects to addr inside the namespace, sends msg and reads
