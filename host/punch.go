@@ -185,7 +185,9 @@ func (h *Host) finish(e punchEnd) *PunchError {
 		h.peers.report(e.id, nil)
 		return nil
 	}
-	h.node.OnPunchComplete(e.id, e.peer, nil, false, false, pe.Reason)
+	if !rec.Upgrade { // a failed upgrade leaves the peer connected over the relay: no failure for the DHT
+		h.node.OnPunchComplete(e.id, e.peer, nil, false, false, pe.Reason)
+	}
 	h.peers.report(e.id, pe)
 	return pe
 }
@@ -193,7 +195,7 @@ func (h *Host) finish(e punchEnd) *PunchError {
 // rejectPunch answers requests that never ran so the DHT clears its flag.
 func (h *Host) rejectPunch(job PunchJob, why RejectReason) {
 	name := "rejected-" + strings.ReplaceAll(string(why), " ", "-")
-	rec := PunchRecord{Role: "caller", Priority: job.Priority, Reason: name,
+	rec := PunchRecord{Role: "caller", Priority: job.Priority, Upgrade: job.Upgrade, Reason: name,
 		NATPair: h.natPair(job.ID, job.Record), At: h.cfg.Clock.Now()}
 	if job.Record != nil {
 		rec.Peer = job.Record.Address.String()

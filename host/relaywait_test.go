@@ -1,11 +1,15 @@
 package host
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
+	"github.com/a2alnode/a2al"
+	"github.com/a2alnode/a2al/dht"
 	"github.com/a2alnode/a2al/natprobe"
 	"github.com/a2alnode/a2al/protocol"
+	"github.com/a2alnode/a2al/signal"
 )
 
 // An unpunchable IPv4 NAT pair still waits for a direct path when both sides
@@ -40,5 +44,22 @@ func TestRelayWaitKeepsIPv6PairsDirect(t *testing.T) {
 	h.pub.last.Endpoints = []string{v4}
 	if got := h.relayWait(peer(v4)); got != 0 {
 		t.Errorf("port-restricted × symmetric without v6: relayWait = %v, want 0", got)
+	}
+}
+
+// A failed upgrade leaves the peer connected over the relay: the DHT hears
+// nothing (a no-agent failure would mark the peer Bad), a failed punch the
+// DHT asked for still reports.
+func TestFailedUpgradeNotReportedToDHT(t *testing.T) {
+	h := loopbackHost(t)
+	id := a2al.NodeIDFromAddress(randomAddress(t))
+	noAgent := fmt.Errorf("call: %w", signal.ErrNoAgent)
+	h.finish(punchEnd{rec: PunchRecord{Role: "caller", Upgrade: true}, id: id, err: noAgent, report: true})
+	if got := h.node.PeerHealthOf(id); got == dht.PeerHealthBad {
+		t.Fatalf("a failed upgrade marked the peer %v", got)
+	}
+	h.finish(punchEnd{rec: PunchRecord{Role: "caller"}, id: id, err: noAgent, report: true})
+	if got := h.node.PeerHealthOf(id); got != dht.PeerHealthBad {
+		t.Fatalf("a failed punch with no agent left the peer %v, want Bad", got)
 	}
 }
