@@ -119,29 +119,31 @@ func TestResolveStopsBeforeFullWalk(t *testing.T) {
 	}
 }
 
-// TestResolveFreshnessExperiment measures what waiting for more of the
-// closest answers buys in freshness: the new record sits on nRep nodes
-// starting at rank `stale`, the ranks before them and the 24 after them
-// hold the old one, and every other node resolves. It prints, per
-// stopping rule, how often the old record won and the mean RPCs. A
-// measurement, not an assertion: set DHT_FRESHNESS=<nodes>.
-func TestResolveFreshnessExperiment(t *testing.T) {
-	size := 0
-	fmt.Sscan(os.Getenv("DHT_FRESHNESS"), &size)
-	if size < 64 {
-		t.Skip("set DHT_FRESHNESS=<nodes ≥ 64> to run the freshness experiment")
+// BenchmarkResolveFreshness measures what waiting for more of the closest
+// answers buys in freshness: the new record sits on nRep nodes starting at
+// rank `stale`, the ranks before them and the 24 after them hold the old
+// one, and every other node resolves. It prints, per stopping rule, how
+// often the old record won and the mean RPCs (docs/dht.md §9.1); one run
+// whatever b.N. DHT_FRESHNESS=<nodes> sets the size (default 300).
+func BenchmarkResolveFreshness(b *testing.B) {
+	size := 300
+	if v := os.Getenv("DHT_FRESHNESS"); v != "" {
+		fmt.Sscan(v, &size)
 	}
-	w := newStaleWorld(t, size)
+	if size < 64 {
+		b.Fatalf("DHT_FRESHNESS=%d: need at least 64 nodes", size)
+	}
+	w := newStaleWorld(b, size)
 	rules := []struct {
 		name string
 		beta int
 	}{{"β=1", 1}, {"β=2", 2}, {"β=3", 3}, {"all K", 0}}
-	t.Logf("| closest nodes holding the old record | rule | old record returned | mean RPCs |")
-	t.Logf("|---|---|---|---|")
+	b.Logf("| closest nodes holding the old record | rule | old record returned | mean RPCs |")
+	b.Logf("|---|---|---|---|")
 	for stale := 0; stale <= 3; stale++ {
-		w.place(t, w.old, 0, stale)
-		w.place(t, w.new, stale, stale+nRep)
-		w.place(t, w.old, stale+nRep, stale+nRep+24)
+		w.place(b, w.old, 0, stale)
+		w.place(b, w.new, stale, stale+nRep)
+		w.place(b, w.old, stale+nRep, stale+nRep+24)
 		resolvers := w.byRank[stale+nRep+24:]
 		for _, r := range rules {
 			old, rpcs := 0, 0
@@ -152,7 +154,7 @@ func TestResolveFreshnessExperiment(t *testing.T) {
 				}
 				rpcs += k
 			}
-			t.Logf("| %d | %s | %d/%d | %.1f |", stale, r.name, old, len(resolvers), float64(rpcs)/float64(len(resolvers)))
+			b.Logf("| %d | %s | %d/%d | %.1f |", stale, r.name, old, len(resolvers), float64(rpcs)/float64(len(resolvers)))
 		}
 	}
 }
