@@ -188,7 +188,11 @@ func (p *Pool) AddOn(peer a2al.Address, conn *quic.Conn, dialer a2al.NodeID, via
 	e.elem = p.lru.PushFront(e)
 	p.entries[id] = e
 	p.stats.Added.Add(1)
-	p.wg.Add(3)
+	if replaced != nil {
+		p.wg.Add(4) // the retiring entry's goroutine too, counted before Close can wait
+	} else {
+		p.wg.Add(3)
+	}
 	p.mu.Unlock()
 
 	go p.sendLoop(sendCtx, e)
@@ -245,14 +249,10 @@ const migrateGrace = 5 * time.Second
 
 // retire ends a replaced entry without losing DHT traffic: its sender stops
 // (its queue is the new entry's now), its receivers run on for
-// migrateGrace or until the peer closes it, then it is closed.
+// migrateGrace or until the peer closes it, then it is closed. The caller
+// has counted the goroutine in p.wg.
 func (p *Pool) retire(old *poolEntry) {
 	old.sendStop()
-	if old.conn.Context().Err() != nil {
-		p.closeEntry(old, "replaced")
-		return
-	}
-	p.wg.Add(1)
 	go func() {
 		defer p.wg.Done()
 		t := p.cfg.Clock.NewTimer(migrateGrace)

@@ -201,7 +201,11 @@ func (s *Scheduler) enqueueJob(job *PunchJob, user bool, w chan error) bool {
 	defer t.mu.Unlock()
 	defer s.kick()
 	if s.closed {
-		s.rejects = append(s.rejects, rejected{*job, RejectClosed})
+		// dispatch has ended: nothing will report a refusal, so a waiter
+		// hears at once rather than at its deadline.
+		if w != nil {
+			wake([]chan error{w}, errNoOutcome)
+		}
 		return true
 	}
 	p := t.getLocked(id)
@@ -283,16 +287,9 @@ func (s *Scheduler) Pending(id a2al.NodeID) bool {
 	return p != nil && (p.queued != nil || p.running != nil)
 }
 
-// Cancel aborts a queued or running attempt for id (glare: the other side's call
-// takes over). A cancelled queued job is silently forgotten.
-func (s *Scheduler) Cancel(id a2al.NodeID) {
-	t := s.peers
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	s.cancelLocked(t.m[id])
-}
-
-// cancelLocked is Cancel for p (nil: nothing to cancel).
+// cancelLocked aborts p's queued or running attempt (glare: the other
+// side's call takes over); a cancelled queued job is forgotten (nil p:
+// nothing to cancel).
 func (s *Scheduler) cancelLocked(p *peerPath) {
 	if p == nil {
 		return

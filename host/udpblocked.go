@@ -500,11 +500,13 @@ func (h *Host) relayedTo(id a2al.NodeID, remote net.Addr) bool {
 func relayedEndpoint(er *protocol.EndpointRecord, addr *net.UDPAddr) bool {
 	listed := false
 	for _, ep := range er.Endpoints {
-		if u, err := url.Parse(ep); err == nil {
-			if ap, err := netip.ParseAddrPort(u.Host); err == nil && ap.Port() == uint16(addr.Port) && ap.Addr().Unmap() == addrOf(addr.IP) {
-				listed = true
-				break
-			}
+		host, port, err := protocol.ParseEndpointURL(ep)
+		if err != nil || int(port) != addr.Port {
+			continue
+		}
+		if ip, err := netip.ParseAddr(host); err == nil && ip.Unmap() == addrOf(addr.IP) {
+			listed = true
+			break
 		}
 	}
 	if !listed {

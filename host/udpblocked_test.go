@@ -5,12 +5,10 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"net"
 	"net/http/httptest"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -311,7 +309,11 @@ func FuzzRelayedEndpoint(f *testing.F) {
 	f.Fuzz(func(t *testing.T, ep, hint, ip string, port int) {
 		addr := &net.UDPAddr{IP: net.ParseIP(ip), Port: port}
 		er := &protocol.EndpointRecord{Endpoints: []string{ep}, Turns: []string{hint}}
-		if relayedEndpoint(er, addr) && !strings.Contains(ep, strconv.Itoa(port)) {
+		if !relayedEndpoint(er, addr) {
+			return
+		}
+		host, p, err := protocol.ParseEndpointURL(ep)
+		if err != nil || int(p) != addr.Port || !net.ParseIP(host).Equal(addr.IP) {
 			t.Fatalf("marked %v relayed though %q does not list it", addr, ep)
 		}
 	})
@@ -348,7 +350,10 @@ func TestUDPBlockedRelaySocketStreamLost(t *testing.T) {
 // carries the relay socket over a verified TLS stream; a certificate the
 // node does not trust gets no allocation.
 func TestUDPBlockedRelaySocketOverTLS(t *testing.T) {
-	cert, pool := selfSignedLoopback(t)
+	cert, pool, err := testcert.Loopback("a2al test relay")
+	if err != nil {
+		t.Fatal(err)
+	}
 	relay := streamRelayHub(t, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
 	b := ubTestHost(t, relay.hubURL, false, "", nil)
 	a := ubTestHost(t, relay.hubURL, true, b.LocalAddr().String(), func(c *Config) { c.RelayRootCAs = pool })
@@ -380,15 +385,4 @@ func TestUDPBlockedRelaySocketOverTLS(t *testing.T) {
 	if _, _, ok := c.RelaySocket(); ok {
 		t.Fatal("relay socket over a TLS relay whose certificate is not trusted")
 	}
-}
-
-// selfSignedLoopback makes a certificate for 127.0.0.1 and the pool that
-// trusts it.
-func selfSignedLoopback(t *testing.T) (tls.Certificate, *x509.CertPool) {
-	t.Helper()
-	cert, pool, err := testcert.Loopback("a2al test relay")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cert, pool
 }
