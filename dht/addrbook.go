@@ -3,7 +3,6 @@ package dht
 import (
 	"net"
 	"sync"
-	"time"
 
 	"github.com/a2alnode/a2al"
 )
@@ -62,7 +61,7 @@ func (b *addrBook) init() {
 // the binding changed. The same address is refreshed at the higher of
 // the two ranks. Hearsay goes to the hearsay ring and never replaces a
 // binding or earlier hearsay. The time is not kept (nothing reads it).
-func (b *addrBook) bind(id a2al.NodeID, addr net.Addr, rank uint8, _ time.Time) bool {
+func (b *addrBook) bind(id a2al.NodeID, addr net.Addr, rank uint8) bool {
 	if addr == nil {
 		return false
 	}
@@ -176,5 +175,5 @@ func (n *Node) BindPeerAddr(id a2al.NodeID, addr net.Addr) {
 	if n == nil || addr == nil || id == n.id {
 		return
 	}
-	n.book.bind(id, addr, rankPinned, n.now())
+	n.book.bind(id, addr, rankPinned)
 }

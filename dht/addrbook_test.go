@@ -3,7 +3,6 @@ package dht
 import (
 	"net"
 	"testing"
-	"time"
 
 	"github.com/a2alnode/a2al"
 )
@@ -24,32 +23,31 @@ func bookAddr(i int) net.Addr {
 func TestAddrBookHearsayRing(t *testing.T) {
 	var b addrBook
 	b.init()
-	now := time.Now()
 	id := bookID(1)
-	if !b.bind(id, bookAddr(1), rankHearsay, now) {
+	if !b.bind(id, bookAddr(1), rankHearsay) {
 		t.Fatal("first hearsay not taken")
 	}
-	if b.bind(id, bookAddr(2), rankHearsay, now) {
+	if b.bind(id, bookAddr(2), rankHearsay) {
 		t.Fatal("hearsay replaced hearsay")
 	}
 	if a, r := b.get(id); !sameAddr(a, bookAddr(1)) || r != rankHearsay {
 		t.Fatalf("get = %v rank %d", a, r)
 	}
 	// An answer from the hearsay address confirms it: no move.
-	if b.bind(id, bookAddr(1), rankAnswered, now) {
+	if b.bind(id, bookAddr(1), rankAnswered) {
 		t.Fatal("confirming the hearsay address reported a move")
 	}
 	if _, r := b.get(id); r != rankAnswered {
 		t.Fatalf("rank %d after the answer", r)
 	}
-	if b.bind(id, bookAddr(3), rankHearsay, now) {
+	if b.bind(id, bookAddr(3), rankHearsay) {
 		t.Fatal("hearsay redirected a first-hand binding")
 	}
 	if got, ok := b.idOf(bookAddr(1)); !ok || got != id {
 		t.Fatalf("idOf = %x %v", got[:2], ok)
 	}
 	for i := 100; i < 100+4*hearsayCap; i++ {
-		b.bind(bookID(i), bookAddr(i), rankHearsay, now)
+		b.bind(bookID(i), bookAddr(i), rankHearsay)
 	}
 	heard := 0
 	for i := 100; i < 100+4*hearsayCap; i++ {

@@ -142,7 +142,7 @@ func (n *Node) challengeAddr(id a2al.NodeID, from net.Addr) {
 			return
 		}
 		n.onRPCSuccess(r)
-		if n.book.bind(id, from, rankAnswered, n.now()) {
+		if n.book.bind(id, from, rankAnswered) {
 			n.cnt.addrMoves.Add(1)
 		}
 		n.tabAddDirect(contactFor(r.msg.SenderAddr, id, from), from, true)

@@ -270,7 +270,7 @@ func (n *Node) remember(msg *protocol.Message, p inPath) {
 		// overrides a better dial address and never clears the punched
 		// flag (docs/reference-defects.md W-18, docs/dht.md §17.4 "M6").
 		if a, _ := n.book.get(id); a == nil {
-			n.book.bind(id, from, rankPunch, now)
+			n.book.bind(id, from, rankPunch)
 		}
 		n.seen.record(id, now)
 		dial, _ := n.book.get(id)
@@ -287,7 +287,7 @@ func (n *Node) remember(msg *protocol.Message, p inPath) {
 	case rank <= rankHearsay, sameAddr(known, from):
 		// First first-hand contact, or the address we already dial.
 		n.noteInbound(id)
-		n.book.bind(id, from, rankInbound, now)
+		n.book.bind(id, from, rankInbound)
 		n.tabAddDirect(ni, from, true)
 	default:
 		// A request from somewhere else moves nothing by itself: it may

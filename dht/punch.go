@@ -86,15 +86,15 @@ func (n *Node) OnPunchComplete(nodeID a2al.NodeID, peerLogicalAddr a2al.Address,
 	}
 	n.recordSuccess(nodeID, 0)
 	if peerLogicalAddr.IsZero() || a2al.NodeIDFromAddress(peerLogicalAddr) != nodeID {
-		n.book.bind(nodeID, peerNetAddr, rankPunch, now)
+		n.book.bind(nodeID, peerNetAddr, rankPunch)
 		return
 	}
 	ni := contactFor(peerLogicalAddr, nodeID, peerNetAddr)
 	if isDirect {
-		n.book.bind(nodeID, peerNetAddr, rankAnswered, now)
+		n.book.bind(nodeID, peerNetAddr, rankAnswered)
 		n.tabAddDirect(ni, peerNetAddr, true)
 	} else {
-		n.book.bind(nodeID, peerNetAddr, rankPunch, now)
+		n.book.bind(nodeID, peerNetAddr, rankPunch)
 		dial, _ := n.book.get(nodeID)
 		n.seen.record(nodeID, now)
 		c := routingContact(ni, dial)

@@ -34,9 +34,8 @@ func (n *Node) PingIdentity(ctx context.Context, peer net.Addr) (*PeerIdentity, 
 	if id == n.id {
 		return nil, fmt.Errorf("dht: ping %v reached ourselves", peer)
 	}
-	now := n.now()
 	if !r.path.punched() {
-		n.book.bind(id, peer, rankAnswered, now)
+		n.book.bind(id, peer, rankAnswered)
 		n.tabAddDirect(contactFor(r.msg.SenderAddr, id, peer), peer, true)
 	}
 	n.observed(id, peer, pong.ObservedAddr)
@@ -78,7 +77,7 @@ func (n *Node) storeAt(ctx context.Context, peer net.Addr, storeKey a2al.NodeID,
 	}
 	id := n.onRPCSuccess(r)
 	if !r.path.punched() {
-		n.book.bind(id, peer, rankAnswered, n.now())
+		n.book.bind(id, peer, rankAnswered)
 		n.tabAddDirect(contactFor(r.msg.SenderAddr, id, peer), peer, false)
 	}
 	return resp, id, nil
@@ -174,7 +173,7 @@ func (n *Node) AddContact(addr net.Addr, ni protocol.NodeInfo) {
 	if n == nil || addr == nil || ni.NodeID == n.id || a2al.NodeIDFromAddress(ni.Address) != ni.NodeID {
 		return
 	}
-	n.book.bind(ni.NodeID, addr, rankPinned, n.now())
+	n.book.bind(ni.NodeID, addr, rankPinned)
 	if len(ni.IP) != 4 && len(ni.IP) != 16 {
 		ni = contactFor(ni.Address, ni.NodeID, addr)
 	}
@@ -199,7 +198,7 @@ func (n *Node) absorbHearsay(ni protocol.NodeInfo) net.Addr {
 			return nil // placeholder contact and no binding: undialable
 		}
 		dial = &net.UDPAddr{IP: append(net.IP(nil), ni.IP...), Port: int(ni.Port)}
-		n.book.bind(ni.NodeID, dial, rankHearsay, now)
+		n.book.bind(ni.NodeID, dial, rankHearsay)
 	}
 	c := routingContact(ni, dial)
 	n.tabMu.Lock()
