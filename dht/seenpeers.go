@@ -235,10 +235,11 @@ func (n *Node) maybeFlushSeen(now time.Time) {
 	if now.Sub(n.seen.lastFlush) < seenFlushEvery {
 		return
 	}
-	n.seen.lastFlush = now
-	n.submit(func() {
+	if n.submit(func() {
 		if err := n.seen.flush(n.now()); err != nil {
 			n.log.Debug("dht: seen-peers flush", "err", err)
 		}
-	})
+	}) {
+		n.seen.lastFlush = now // a write dropped by a full task queue is tried at the next tick
+	}
 }
